@@ -1,0 +1,135 @@
+"""``create_app(config)``: the gateway as one ASGI callable.
+
+The request path is one straight line:
+
+    host -> team -> (auth) -> upload page | proxy
+
+The apex host serves the gateway's own pages through Starlette; team hosts go through the raw
+ASGI proxy, which keeps the hot path lean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from gateway.config import Config
+from gateway.errors import BadRequest, HTTPError, NotFound
+from gateway.fleet import Fleet
+from gateway.pages.site import build_site
+from gateway.responses import send_error
+from gateway.routing.health import HealthMonitor
+from gateway.routing.proxy import ClientGone, Counters, CutConnection, Proxy, ProxySettings
+from gateway.routing.table import RouteTable, normalize_host
+from gateway.runtimes.base import Runtime
+from gateway.store import Store, open_store
+
+log = logging.getLogger("gateway")
+
+
+class Gateway:
+    def __init__(self, config: Config, *, runtime: Runtime | None = None) -> None:
+        self.config = config
+        self.store: Store = open_store(config.control_db)
+        self.gateway_id = self.store.ensure_setting("gateway_id")
+        self.table = RouteTable()
+        self.counters = Counters()
+        self.proxy = Proxy(
+            ProxySettings(
+                connect_timeout=config.connect_timeout,
+                read_timeout=config.read_timeout,
+                hold_timeout=config.hold_timeout,
+                retry_buffer=config.retry_buffer,
+                trusted_proxies=config.trusted_proxy_set,
+                cookie_domain=config.domain.encode(),
+            ),
+            self.counters,
+        )
+        self.health = HealthMonitor(config.health_interval, config.health_timeout)
+        self.runtime = runtime or self._make_runtime()
+        self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health)
+        self.site = build_site(self)
+
+    def _make_runtime(self) -> Runtime:
+        if self.config.runtime == "local":
+            from gateway.runtimes.local import LocalRuntime
+
+            return LocalRuntime(self.config, self.store, self.instance_secret)
+        raise NotImplementedError("the docker runtime is not available yet")
+
+    def instance_secret(self, team: str) -> str:
+        """Each instance signs its own cookies with its own secret, kept in the store."""
+        return self.store.ensure_setting(f"instance_secret:{team}")
+
+    # -- ASGI ----------------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.handle(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        else:  # websockets: Datasette has none to proxy
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            host = request_host(scope)
+            if host == self.config.domain:
+                await self.site(scope, receive, send)
+                return
+            service = self.table.lookup(host)
+            if service is None:
+                raise NotFound(
+                    f"There is no team at {host}. Teams live at <team>.{self.config.domain}."
+                )
+            await self.proxy(scope, receive, send, service)
+        except HTTPError as err:
+            self.counters.error(str(err.status))
+            await send_error(scope, send, err)
+        except (ClientGone, CutConnection):
+            return
+
+    async def lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        await self.fleet.start()
+
+    async def shutdown(self) -> None:
+        await self.fleet.close()
+        with contextlib.suppress(Exception):
+            self.store.close()
+
+
+def request_host(scope: dict[str, Any]) -> str:
+    raw: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            if raw is not None:
+                raise BadRequest("more than one Host header")
+            raw = value
+    if raw is None:
+        raise BadRequest("missing Host header")
+    host = normalize_host(raw)
+    if host is None:
+        raise BadRequest("malformed Host header")
+    return host
+
+
+def create_app(config: Config, *, runtime: Runtime | None = None) -> Gateway:
+    """Build the whole gateway for ``config``: the Python API for appliances and tests."""
+    return Gateway(config, runtime=runtime)

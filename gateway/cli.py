@@ -1,0 +1,215 @@
+"""The ``gateway`` command: a thin layer over ``Config`` (uvicorn's pattern).
+
+Every setting in ``gateway.config.SETTINGS`` becomes a ``--flag`` on each command that needs
+configuration, read from ``GATEWAY_<NAME>`` when the flag is absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.config import SETTINGS, Config, from_env
+from gateway.errors import GatewayError
+from gateway.lock import gateway_running
+from gateway.slugs import validate_slug
+from gateway.store import Store, open_store
+
+
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per setting and hand the command a ``config`` built from them."""
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        overrides = {s.name: kwargs.pop(s.name) for s in SETTINGS}
+        try:
+            config = from_env({}, **overrides)
+        except GatewayError as exc:
+            raise click.UsageError(str(exc)) from exc
+        return func(config=config, **kwargs)
+
+    for setting in reversed(SETTINGS):
+        flag = "--" + setting.name.replace("_", "-")
+        kind: Any = click.Path(path_type=Path) if setting.type is Path else setting.type
+        if setting.name == "runtime":
+            kind = click.Choice(["local", "docker"])
+        wrapper = click.option(
+            flag,
+            setting.name,
+            type=kind,
+            default=setting.default,
+            envvar=f"GATEWAY_{setting.name.upper()}",
+            show_default=True,
+            show_envvar=True,
+            help=setting.help,
+        )(wrapper)
+    return wrapper
+
+
+def run_cli(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the gateway's own errors into clean CLI errors (exit 1), never tracebacks."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GatewayError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gateway")
+def cli() -> None:
+    """The public entrypoint of a hosted-Datasette service.
+
+    Each team gets its own Datasette at https://<team>.<domain>/.
+    """
+
+
+@cli.command()
+@config_options
+@run_cli
+def serve(config: Config) -> None:
+    """Run the gateway: routing, auth and upload, in one process."""
+    from gateway.server import serve as run
+
+    run(config)
+
+
+@cli.group()
+def teams() -> None:
+    """Create, list and delete teams."""
+
+
+@teams.command("create")
+@click.argument("slug")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="With a gateway running, wait until the team's Datasette answers.",
+)
+@config_options
+@run_cli
+def teams_create(config: Config, slug: str, wait: bool) -> None:
+    """Create team SLUG, its volume and its Datasette instance."""
+    slug = validate_slug(slug)
+    store = open_store(config.control_db)
+    from gateway.runtimes.base import prepare_team_dir
+
+    store.create_team(slug)
+    prepare_team_dir(config.teams_dir / slug)
+    url = config.team_url(slug) + "/"
+    if not gateway_running(config.data_dir):
+        click.echo(f"Created team {slug}. Start the gateway (gateway serve) to serve it at {url}")
+        return
+    click.echo(f"Created team {slug}; the running gateway is starting its instance...")
+    if wait and not _wait_for(store, slug, "healthy", timeout=60):
+        raise click.ClickException(
+            f"team {slug} was created but its instance is not healthy yet; "
+            "see `gateway teams list` or the status page"
+        )
+    click.echo(f"Ready: {url}")
+
+
+@teams.command("list")
+@config_options
+@run_cli
+def teams_list(config: Config) -> None:
+    """List teams, their URLs and the state of their targets."""
+    store = open_store(config.control_db)
+    teams = store.teams()
+    if not teams:
+        click.echo("No teams yet. Create one: gateway teams create SLUG")
+        return
+    states = _target_states(store)
+    width = max(len(t.slug) for t in teams)
+    for team in teams:
+        state = (
+            team.state
+            if team.state != "active"
+            else ", ".join(states.get(team.slug, [])) or "not running"
+        )
+        click.echo(f"{team.slug:<{width}}  {state:<12}  {config.team_url(team.slug)}/")
+
+
+@teams.command("delete")
+@click.argument("slug")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--purge", is_flag=True, help="Also delete the team's data directory (its databases)."
+)
+@config_options
+@run_cli
+def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
+    """Delete team SLUG: drain its targets, stop its instance, keep its data unless --purge."""
+    slug = validate_slug(slug)
+    store = open_store(config.control_db)
+    store.team(slug)  # raises TeamNotFound with a clear message
+    what = "and ALL ITS DATA " if purge else ""
+    if not yes and not click.confirm(f"Delete team {slug} {what}?", default=False):
+        raise click.Abort()
+    if gateway_running(config.data_dir):
+        store.set_team_state(slug, "deleting")
+        click.echo(f"Draining {slug} (up to {config.drain_timeout:.0f}s)...")
+        deadline = time.monotonic() + config.drain_timeout + 30
+        while time.monotonic() < deadline:
+            if slug not in {t.slug for t in store.teams()}:
+                break
+            time.sleep(0.1)
+        else:
+            raise click.ClickException(f"the gateway did not finish deleting {slug}; try again")
+    else:
+        store.delete_team(slug)
+    if purge:
+        shutil.rmtree(config.teams_dir / slug, ignore_errors=True)
+    click.echo(
+        f"Deleted team {slug}" + ("" if purge else f"; its data stays in {config.teams_dir / slug}")
+    )
+
+
+@cli.command()
+@config_options
+@run_cli
+def status(config: Config) -> None:
+    """Print every team and the state of its targets."""
+    store = open_store(config.control_db)
+    running = gateway_running(config.data_dir)
+    click.echo(f"gateway: {'running' if running else 'not running'} ({config.base_url}/)")
+    for row in store.targets():
+        click.echo(f"  {row['instance_id']:<24} {row['address']:<22} {row['state']}")
+
+
+def _target_states(store: Store) -> dict[str, list[str]]:
+    team_of = {i.id: i.team for i in store.instances()}
+    out: dict[str, list[str]] = {}
+    for row in store.targets():
+        team = team_of.get(row["instance_id"])
+        if team:
+            out.setdefault(team, []).append(row["state"])
+    return out
+
+
+def _wait_for(store: Store, slug: str, state: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if state in _target_states(store).get(slug, []):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def main() -> None:
+    try:
+        cli(prog_name="gateway")
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,183 @@
+"""One configuration object for the CLI, the Python API and the tests.
+
+Every setting is declared once, as data, in ``SETTINGS``: its name, type, default and help.
+The CLI turns each into a ``--flag`` that also reads ``GATEWAY_<NAME>`` from the environment,
+``docs/settings.md`` documents each (a test checks that), and ``Config`` holds the values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("domain", str, "localhost", "Apex domain. Teams are served at <slug>.<domain>."),
+    Setting("host", str, "127.0.0.1", "Address the public listener binds to."),
+    Setting("port", int, 8000, "Port the public listener binds to."),
+    Setting("data_dir", Path, Path("./data"), "Directory for the control store and team volumes."),
+    Setting("runtime", str, "local", "Where team instances run: 'local' processes or 'docker'."),
+    Setting(
+        "public_url",
+        str,
+        "",
+        "Base URL users see, e.g. https://example.org. Defaults to http://<domain>:<port>.",
+    ),
+    Setting(
+        "hold_timeout",
+        float,
+        10.0,
+        "Seconds a request to a known team waits for a healthy target before 503.",
+    ),
+    Setting("connect_timeout", float, 5.0, "Seconds to open a connection to a target (then 502)."),
+    Setting(
+        "read_timeout", float, 60.0, "Seconds to wait for a target's response headers (then 504)."
+    ),
+    Setting(
+        "drain_timeout",
+        float,
+        30.0,
+        "Seconds a draining target may finish in-flight requests before stragglers get 504.",
+    ),
+    Setting("health_interval", float, 1.0, "Seconds between active health checks of a target."),
+    Setting("health_timeout", float, 5.0, "Seconds before a health check counts as failed."),
+    Setting(
+        "pool_idle_timeout",
+        float,
+        2.0,
+        "Seconds an idle upstream connection is kept; below the upstream's own 5 s keep-alive.",
+    ),
+    Setting(
+        "retry_buffer",
+        int,
+        64 * 1024,
+        "Largest request body (bytes) held for replay; larger bodies are never retried.",
+    ),
+    Setting(
+        "max_request_line",
+        int,
+        8192,
+        "Longest Host header or request target accepted (bytes); longer gets 400/414.",
+    ),
+    Setting(
+        "watch_interval", float, 0.25, "Seconds between checks of the control store for changes."
+    ),
+    Setting("log_level", str, "info", "Log level: debug, info, warning or error."),
+    Setting(
+        "instance_memory_mb", int, 512, "Memory limit of one team's Datasette (docker runtime)."
+    ),
+    Setting("upload_max_bytes", int, 1024**3, "Largest CSV upload accepted (bytes); then 413."),
+    Setting(
+        "trusted_proxies",
+        str,
+        "",
+        "Comma-separated peer IPs whose X-Forwarded-For is trusted (e.g. Traefik).",
+    ),
+)
+
+RUNTIMES = ("local", "docker")
+
+
+@dataclass(frozen=True)
+class Config:
+    domain: str = "localhost"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./data")
+    runtime: str = "local"
+    public_url: str = ""
+    hold_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    drain_timeout: float = 30.0
+    health_interval: float = 1.0
+    health_timeout: float = 5.0
+    pool_idle_timeout: float = 2.0
+    retry_buffer: int = 64 * 1024
+    max_request_line: int = 8192
+    watch_interval: float = 0.25
+    log_level: str = "info"
+    instance_memory_mb: int = 512
+    upload_max_bytes: int = 1024**3
+    trusted_proxies: str = ""
+    # Not a user setting: tests pass extra Datasette arguments (for example a plugins dir).
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        domain = self.domain.strip().lower().rstrip(".")
+        if not domain or any(c in domain for c in "/:@ "):
+            raise ConfigError(
+                f"invalid domain {self.domain!r}: give a bare host name like example.org"
+            )
+        object.__setattr__(self, "domain", domain)
+        object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(
+                f"unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}"
+            )
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range")
+        for name in ("hold_timeout", "connect_timeout", "read_timeout", "drain_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+
+    @property
+    def base_url(self) -> str:
+        """The apex URL users see; never derived from a request's Host header."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        port = "" if self.port == 80 else f":{self.port}"
+        return f"http://{self.domain}{port}"
+
+    def team_url(self, slug: str) -> str:
+        scheme, _, rest = self.base_url.partition("://")
+        return f"{scheme}://{slug}.{rest}"
+
+    @property
+    def control_db(self) -> Path:
+        return self.data_dir / "control.db"
+
+    @property
+    def teams_dir(self) -> Path:
+        return self.data_dir / "teams"
+
+    @property
+    def trusted_proxy_set(self) -> frozenset[str]:
+        return frozenset(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def coerce(setting: Setting, raw: str) -> Any:
+    try:
+        if setting.type is Path:
+            return Path(raw)
+        return setting.type(raw)
+    except ValueError as exc:
+        raise ConfigError(f"GATEWAY_{setting.name.upper()}={raw!r}: {exc}") from exc
+
+
+def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+    """Build a Config from GATEWAY_* variables, then explicit overrides (CLI flags win)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(f"GATEWAY_{setting.name.upper()}")
+        if raw is not None:
+            values[setting.name] = coerce(setting, raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(**values)

@@ -1,0 +1,90 @@
+"""The gateway's one error tree, and the one place errors become HTTP statuses.
+
+GatewayError
+├── ConfigError            bad setting (CLI exits 2)
+├── InvalidSlug            a team slug that is not a safe DNS label, or reserved
+├── TeamExists / TeamNotFound
+├── RuntimeUnavailable     docker/debootstrap missing, engine unreachable
+└── HTTPError              anything answered to a client; ``status`` is the mapping
+    ├── BadRequest          400  malformed host, headers or framing
+    ├── Unauthorized        401  API client without credentials
+    ├── Forbidden           403  signed in, but not a member
+    ├── NotFound            404  unknown host or page
+    ├── PayloadTooLarge     413
+    ├── ClientClosed        499  the client went away (logged, never sent)
+    ├── BadGateway          502  refused, reset before a response, bad response
+    ├── Unavailable         503  no healthy target in time, maintenance (Retry-After)
+    └── GatewayTimeout      504  connect/read timeout, drain timeout
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class: the message is meant for the user."""
+
+
+class ConfigError(GatewayError):
+    pass
+
+
+class InvalidSlug(GatewayError):
+    pass
+
+
+class TeamExists(GatewayError):
+    pass
+
+
+class TeamNotFound(GatewayError):
+    pass
+
+
+class RuntimeUnavailable(GatewayError):
+    pass
+
+
+class HTTPError(GatewayError):
+    status = 500
+    title = "Gateway error"
+
+    def __init__(self, detail: str = "", *, retry_after: int | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.retry_after = retry_after
+
+
+class BadRequest(HTTPError):
+    status, title = 400, "Bad request"
+
+
+class Unauthorized(HTTPError):
+    status, title = 401, "Sign-in required"
+
+
+class Forbidden(HTTPError):
+    status, title = 403, "Forbidden"
+
+
+class NotFound(HTTPError):
+    status, title = 404, "Not found"
+
+
+class PayloadTooLarge(HTTPError):
+    status, title = 413, "Payload too large"
+
+
+class ClientClosed(HTTPError):
+    status, title = 499, "Client closed request"
+
+
+class BadGateway(HTTPError):
+    status, title = 502, "Bad gateway"
+
+
+class Unavailable(HTTPError):
+    status, title = 503, "Service unavailable"
+
+
+class GatewayTimeout(HTTPError):
+    status, title = 504, "Gateway timeout"

@@ -1,0 +1,147 @@
+"""The fleet: keeps the route table in step with the control store and the runtime.
+
+The CLI writes *desired* state to the store (a team exists, or is being deleted); a running
+gateway notices within ``watch_interval`` through SQLite's ``data_version`` and reconciles:
+new teams get an instance and a target, deleted teams are drained, stopped and removed.
+The route table is always replaced as a whole snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from gateway.config import Config
+from gateway.routing.health import HealthMonitor
+from gateway.routing.service import Service
+from gateway.routing.table import RouteTable
+from gateway.routing.target import DrainResult, Target
+from gateway.runtimes.base import Runtime, prepare_team_dir
+from gateway.store.db import Instance, Store
+
+log = logging.getLogger("gateway.fleet")
+
+FULL_RESYNC = 5.0  # seconds: reconcile even without a visible store change
+
+
+class Fleet:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        runtime: Runtime,
+        table: RouteTable,
+        health: HealthMonitor,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.runtime = runtime
+        self.table = table
+        self.health = health
+        self.services: dict[str, Service] = {}
+        self.instances: dict[str, tuple[Instance, Target]] = {}
+        self.drains: list[DrainResult] = []
+        self.ready = False
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.reconcile()
+        self.ready = True
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="fleet-watch")
+
+    async def reconcile(self) -> None:
+        async with self._lock:
+            teams = {t.slug: t for t in self.store.teams()}
+            wanted = {slug for slug, t in teams.items() if t.state == "active"}
+            for slug in sorted(wanted - self.services.keys()):
+                try:
+                    self._add_team(slug)
+                except Exception:
+                    log.exception("could not start team %s; will retry", slug)
+            self.table.replace(self.services)
+            for slug in sorted(self.services.keys() - wanted):
+                await self._remove_team(slug, deleting=slug in teams)
+
+    async def _watch(self) -> None:
+        version = self.store.data_version()
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.watch_interval)
+            try:
+                current = self.store.data_version()
+                if current != version or time.monotonic() - last > FULL_RESYNC:
+                    version, last = current, time.monotonic()
+                    await self.reconcile()
+            except Exception:
+                log.exception("reconcile failed; retrying")
+
+    def _add_team(self, slug: str) -> None:
+        prepare_team_dir(self.config.teams_dir / slug)
+        instances = [i for i in self.store.instances(slug) if i.role == "active"]
+        if not instances:
+            instances = [
+                self.store.add_instance(slug, self.runtime.name, version=self.runtime.version())
+            ]
+        service = Service(slug, hosts=[f"{slug}.{self.config.domain}"])
+        for inst in instances:
+            self._launch(inst, service)
+        self.services[slug] = service
+        log.info("team %s routed at %s", slug, self.config.team_url(slug))
+
+    def _launch(self, inst: Instance, service: Service) -> Target:
+        def changed(target: Target) -> None:
+            service.notify()
+            with contextlib.suppress(Exception):
+                self.store.record_target(target.id, target.address, str(target.state))
+
+        target = Target(
+            inst.id,
+            "127.0.0.1",
+            inst.port or 0,
+            idle_timeout=self.config.pool_idle_timeout,
+            on_change=changed,
+        )
+        self.instances[inst.id] = (inst, target)
+        service.add_target(target)
+        self.store.record_target(target.id, target.address, str(target.state))
+        asyncio.get_running_loop().create_task(self._start(inst, target))
+        return target
+
+    async def _start(self, inst: Instance, target: Target) -> None:
+        await self.runtime.start(inst, target)
+        self.health.watch(target)
+
+    async def _remove_team(self, slug: str, *, deleting: bool) -> None:
+        service = self.services[slug]
+        results = await asyncio.gather(*(self.stop_target(t) for t in list(service.targets())))
+        self.drains.extend(results)
+        del self.services[slug]
+        self.table.replace(self.services)
+        if deleting:
+            self.store.delete_team(slug)
+        log.info("team %s removed (%d target(s) drained)", slug, len(results))
+
+    async def stop_target(self, target: Target) -> DrainResult:
+        """Drain first, then stop the instance: the order is the point (reliability.md)."""
+        result = await target.drain(self.config.drain_timeout)
+        self.health.unwatch(target)
+        inst, _ = self.instances.pop(target.id, (None, None))
+        if inst is not None:
+            await self.runtime.stop(inst)
+        return result
+
+    def service(self, slug: str) -> Service | None:
+        return self.services.get(slug)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.health.close()
+        for _, target in self.instances.values():
+            target.stop()
+        await self.runtime.close()

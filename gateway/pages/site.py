@@ -1,0 +1,68 @@
+"""The apex site: status page and status.json (later: sign-in, dashboard)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+HERE = Path(__file__).parent
+
+
+def status_data(gw: Gateway) -> dict[str, Any]:
+    teams = []
+    for team in gw.store.teams():
+        service = gw.fleet.service(team.slug)
+        teams.append(
+            {
+                "slug": team.slug,
+                "url": gw.config.team_url(team.slug) + "/",
+                "state": service.state() if service else team.state,
+                "targets": [t.snapshot() for t in service.targets()] if service else [],
+            }
+        )
+    c = gw.counters
+    drains = gw.fleet.drains
+    return {
+        "gateway_id": gw.gateway_id,
+        "domain": gw.config.domain,
+        "runtime": gw.config.runtime,
+        "ready": gw.fleet.ready,
+        "teams": teams,
+        "counters": {
+            "requests": c.requests,
+            "retries": c.retries,
+            "retry_skipped_body": c.retry_skipped_body,
+            "retry_skipped_method": c.retry_skipped_method,
+            "errors": dict(c.errors),
+            "drains": len(drains),
+            "drain_cancelled": sum(d.cancelled for d in drains),
+        },
+    }
+
+
+def build_site(gw: Gateway) -> Starlette:
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    async def status_page(request: Request) -> Response:
+        return templates.TemplateResponse(request, "status.html", {"s": status_data(gw)})
+
+    async def status_json(request: Request) -> Response:
+        return JSONResponse(status_data(gw))
+
+    return Starlette(
+        routes=[
+            Route("/", status_page),
+            Route("/-/gateway/status.json", status_json),
+            Mount("/-/gateway/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+    )

@@ -1,0 +1,60 @@
+"""Error answers, in one place: HTML for people, JSON for API clients (by ``Accept``)."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from gateway.errors import HTTPError
+
+
+def wants_json(scope: dict[str, Any]) -> bool:
+    accept = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            accept = value.lower()
+            break
+        if name == b"x-requested-with" and value.lower() == b"xmlhttprequest":
+            return True
+    if b"application/json" in accept and b"text/html" not in accept:
+        return True
+    return scope.get("path", "").endswith(".json")
+
+
+def error_body(scope: dict[str, Any], err: HTTPError) -> tuple[bytes, bytes]:
+    if wants_json(scope):
+        payload = {"ok": False, "status": err.status, "error": err.title, "detail": err.detail}
+        return json.dumps(payload).encode(), b"application/json"
+    title = html.escape(f"{err.status} {err.title}")
+    detail = html.escape(err.detail)
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:4rem auto;"
+        "padding:0 1rem;color:#1f2328}h1{font-size:1.5rem}</style></head>"
+        f"<body><main><h1>{title}</h1><p>{detail}</p></main></body></html>"
+    )
+    return page.encode(), b"text/html; charset=utf-8"
+
+
+async def send_error(
+    scope: dict[str, Any],
+    send: Any,
+    err: HTTPError,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body, content_type = error_body(scope, err)
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if err.retry_after is not None:
+        headers.append((b"retry-after", str(err.retry_after).encode()))
+    if extra_headers:
+        headers += extra_headers
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send(
+        {"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body}
+    )

@@ -1,0 +1,85 @@
+"""Active HTTP health checks: one small loop per target.
+
+A check is a GET of the target's health path on a fresh connection; any 2xx/3xx within the
+timeout is a pass. While a target is STARTING it is probed every 100 ms, so a new instance
+takes traffic as soon as it can; after that, every ``interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from gateway.routing.target import State, Target
+from gateway.routing.upstream import Pool, UpstreamError, build_head
+
+log = logging.getLogger("gateway.health")
+
+STARTING_INTERVAL = 0.1
+
+
+async def check(target: Target, timeout: float) -> tuple[bool, str]:
+    pool = Pool(target.pool.host, target.pool.port)
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await pool.acquire(timeout)
+            head = build_head(
+                "GET",
+                target.health_path.encode(),
+                [
+                    (b"host", b"localhost"),
+                    (b"user-agent", b"gateway-health"),
+                    (b"connection", b"close"),
+                ],
+            )
+            conn.begin(head, is_head=False)
+            status, _ = await conn.response(timeout)
+            while await conn.read(timeout):
+                pass
+            conn.close()
+    except (UpstreamError, TimeoutError, OSError) as exc:
+        return False, str(exc) or exc.__class__.__name__
+    finally:
+        pool.close()
+    if 200 <= status < 400:
+        return True, ""
+    return False, f"health check answered {status}"
+
+
+class HealthMonitor:
+    def __init__(self, interval: float = 1.0, timeout: float = 5.0) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self._tasks: dict[Target, asyncio.Task[None]] = {}
+
+    def watch(self, target: Target) -> None:
+        if target not in self._tasks:
+            self._tasks[target] = asyncio.get_running_loop().create_task(
+                self._loop(target), name=f"health-{target.id}"
+            )
+
+    def unwatch(self, target: Target) -> None:
+        task = self._tasks.pop(target, None)
+        if task is not None:
+            task.cancel()
+
+    async def _loop(self, target: Target) -> None:
+        try:
+            while target.state is not State.STOPPED:
+                if target.state is not State.DRAINING:
+                    ok, error = await check(target, self.timeout)
+                    target.report_health(ok, error)
+                target.pool.sweep()
+                starting = target.state is State.STARTING
+                await asyncio.sleep(STARTING_INTERVAL if starting else self.interval)
+        finally:
+            self._tasks.pop(target, None)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

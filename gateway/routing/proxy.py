@@ -1,0 +1,429 @@
+"""The reverse proxy: a raw ASGI handler (Starlette's Request/StreamingResponse cost ~70% of
+throughput here) that streams both ways and retries only where reliability.md says it is safe.
+
+    pick a target -> start the request -> send -> await the response -> stream it -> end
+
+Retry rules, in one place (``_retryable``):
+  * nothing was sent (refused, connect timeout): any method, once, on another target if any;
+  * a *reused* keep-alive connection closed before any response byte: GET/HEAD/OPTIONS once,
+    and only when the whole body is held in the replay buffer;
+  * a fresh connection reset, a read timeout, or anything after a response byte: never.
+One deadline covers all attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import BadGateway, BadRequest, GatewayTimeout, HTTPError, Unavailable
+from gateway.routing.service import Service
+from gateway.routing.target import Target
+from gateway.routing.upstream import Connection, UpstreamError, build_head
+
+log = logging.getLogger("gateway.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Headers the gateway sets itself: a client-sent copy is dropped, never forwarded.
+GATEWAY_SET = frozenset(
+    {
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"forwarded",
+        b"x-real-ip",
+        b"x-request-id",
+        b"content-length",
+    }
+)
+IDENTITY_PREFIX = b"x-gateway-"
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=-]{8,128}$")
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    retries: int = 0
+    retry_skipped_body: int = 0  # a retry was allowed by the rules but the body was not held
+    retry_skipped_method: int = 0  # a reused connection failed, but the method is not idempotent
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+@dataclass
+class ProxySettings:
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    hold_timeout: float = 10.0
+    retry_buffer: int = 64 * 1024
+    trusted_proxies: frozenset[str] = frozenset()
+    cookie_domain: bytes = b""  # upstream Set-Cookie naming this domain is stripped
+
+
+class _Exchange:
+    """Per-request state shared with the disconnect watcher."""
+
+    __slots__ = ("client_gone", "conn")
+
+    def __init__(self) -> None:
+        self.client_gone = False
+        self.conn: Connection | None = None
+
+
+class Proxy:
+    def __init__(self, settings: ProxySettings, counters: Counters | None = None) -> None:
+        self.settings = settings
+        self.counters = counters or Counters()
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        service: Service,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.counters.requests += 1
+        method: str = scope["method"]
+        head_headers, body_len, chunked = self._request_headers(scope, extra_headers)
+        body, complete = await self._buffer_body(receive, body_len, chunked)
+        target_bytes = scope.get("raw_path") or scope["path"].encode("latin-1")
+        if scope.get("query_string"):
+            target_bytes += b"?" + scope["query_string"]
+        if body_len is not None:
+            head_headers.append((b"content-length", str(body_len).encode()))
+        elif chunked:
+            head_headers.append((b"transfer-encoding", b"chunked"))
+        head = build_head(method, target_bytes, head_headers)
+
+        ex = _Exchange()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, ex)) if complete else None
+        try:
+            await self._forward(
+                method, head, body, complete, chunked, receive, send, service, ex, scope
+            )
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    # -- request side -------------------------------------------------------------------------
+    def _request_headers(
+        self, scope: dict[str, Any], extra: list[tuple[bytes, bytes]] | None
+    ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+        out: list[tuple[bytes, bytes]] = []
+        content_length: int | None = None
+        chunked = False
+        connection_tokens: set[bytes] = set()
+        request_id = b""
+        host = b""
+        xff = b""
+        proto = b""
+        for name, value in scope["headers"]:
+            if name == b"connection":
+                connection_tokens.update(t.strip().lower() for t in value.split(b","))
+            elif name == b"transfer-encoding":
+                if value.strip().lower() != b"chunked":
+                    raise BadRequest("unsupported Transfer-Encoding")
+                chunked = True
+            elif name == b"content-length":
+                if content_length is not None or not value.strip().isdigit():
+                    raise BadRequest("invalid Content-Length")
+                content_length = int(value)
+            elif name == b"host":
+                host = value
+            elif name == b"x-request-id":
+                request_id = value
+            elif name == b"x-forwarded-for":
+                xff = value
+            elif name == b"x-forwarded-proto":
+                proto = value
+            if (
+                name in HOP_BY_HOP
+                or name in GATEWAY_SET
+                or name.startswith(b"proxy-")
+                or name.startswith(IDENTITY_PREFIX)
+            ):
+                continue
+            out.append((name, value))
+        if chunked and content_length is not None:
+            raise BadRequest("a request cannot carry both Content-Length and Transfer-Encoding")
+        if connection_tokens:
+            out = [(n, v) for n, v in out if n not in connection_tokens]
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        trusted = peer in self.settings.trusted_proxies
+        forwarded_for = (xff + b", " if (trusted and xff) else b"") + peer.encode()
+        if not (trusted and proto in (b"http", b"https")):
+            proto = scope.get("scheme", "http").encode()
+        if not REQUEST_ID.match(request_id):
+            request_id = os.urandom(16).hex().encode()
+        scope["request_id"] = request_id
+        out += [
+            (b"host", host),
+            (b"x-forwarded-for", forwarded_for),
+            (b"x-forwarded-proto", proto),
+            (b"x-forwarded-host", host),
+            (b"x-request-id", request_id),
+        ]
+        if extra:
+            out += extra
+        return out, content_length, chunked
+
+    async def _buffer_body(
+        self, receive: Any, length: int | None, chunked: bool
+    ) -> tuple[bytes, bool]:
+        """Read up to the replay buffer. Returns (bytes held, whether that is the whole body)."""
+        if not chunked and not length:
+            return b"", True
+        limit = self.settings.retry_buffer
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk = message.get("body", b"")
+            parts.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts), True
+        return b"".join(parts), False
+
+    # -- the attempt loop ---------------------------------------------------------------------
+    async def _forward(
+        self,
+        method: str,
+        head: bytes,
+        body: bytes,
+        complete: bool,
+        chunked: bool,
+        receive: Any,
+        send: Any,
+        service: Service,
+        ex: _Exchange,
+        scope: dict[str, Any],
+    ) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        previous: Target | None = None
+        retried = False
+        while True:
+            target = (
+                service.pick(previous)
+                or (previous if previous is not None and previous.available else None)
+                or await self._hold(service)
+            )
+            if target is None:
+                raise Unavailable(
+                    "no healthy instance for this team yet; please retry shortly",
+                    retry_after=max(1, int(s.hold_timeout)),
+                )
+            if not target.start_request():
+                continue  # it began draining between pick and start: pick again
+            scope["target"] = target.id
+            try:
+                if deadline is None:
+                    deadline = loop.time() + s.read_timeout
+                conn = await target.pool.acquire(
+                    min(s.connect_timeout, max(deadline - loop.time(), 0.001)), fresh=retried
+                )
+                ex.conn = conn
+                conn.begin(head, is_head=method == "HEAD")
+                if chunked:
+                    await self._send_chunked(conn, body, complete, receive)
+                elif body:
+                    await conn.send(body)
+                    if not complete:
+                        await self._send_rest(conn, receive)
+                status, headers = await conn.response(max(deadline - loop.time(), 0.001))
+            except UpstreamError as err:
+                target.end_request()
+                ex.conn = None
+                if ex.client_gone:
+                    return
+                if not retried and self._retryable(err, method, complete):
+                    retried = True
+                    previous = target
+                    self.counters.retries += 1
+                    scope["retries"] = 1
+                    if err.kind in ("connect", "connect_timeout"):
+                        target.report_health(False, str(err))
+                    else:
+                        target.pool.close_idle()  # its siblings are likely just as stale
+                    continue
+                raise _status_for(err) from err
+            except BaseException:
+                target.end_request()
+                raise
+            try:
+                await self._respond(conn, status, headers, send, s.read_timeout, ex)
+            finally:
+                target.end_request()
+                ex.conn = None
+            return
+
+    async def _hold(self, service: Service) -> Target | None:
+        if service.maintenance is not None:
+            raise Unavailable(service.maintenance, retry_after=30)
+        deadline = time.monotonic() + self.settings.hold_timeout
+        target = await service.wait_for_target(deadline)
+        if service.maintenance is not None:
+            raise Unavailable(service.maintenance, retry_after=30)
+        return target
+
+    def _retryable(self, err: UpstreamError, method: str, complete: bool) -> bool:
+        if err.kind in ("connect", "connect_timeout"):
+            return True  # nothing was sent: safe for every method; the held prefix replays
+        if err.kind == "reset" and err.reused:
+            if method not in IDEMPOTENT:
+                self.counters.retry_skipped_method += 1
+                return False
+            if not complete:
+                self.counters.retry_skipped_body += 1
+                return False
+            return True
+        return False
+
+    async def _send_rest(self, conn: Connection, receive: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                conn.abort("client closed")
+                raise _ClientGone()
+            chunk = message.get("body", b"")
+            if chunk:
+                await conn.send(chunk)
+            if not message.get("more_body", False):
+                return
+
+    async def _send_chunked(
+        self, conn: Connection, held: bytes, complete: bool, receive: Any
+    ) -> None:
+        if held:
+            await conn.send(b"%x\r\n%s\r\n" % (len(held), held))
+        while not complete:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                conn.abort("client closed")
+                raise _ClientGone()
+            chunk = message.get("body", b"")
+            if chunk:
+                await conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            complete = not message.get("more_body", False)
+        await conn.send(b"0\r\n\r\n")
+
+    # -- response side ------------------------------------------------------------------------
+    async def _respond(
+        self,
+        conn: Connection,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        send: Any,
+        read_timeout: float,
+        ex: _Exchange,
+    ) -> None:
+        out = self._response_headers(headers)
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        try:
+            while True:
+                chunk = await conn.read(read_timeout)
+                if not chunk:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if ex.client_gone:
+                    conn.close()
+                    return
+        except UpstreamError as err:
+            # A response byte reached the client: never retry, never end the body cleanly.
+            self.counters.error(err.kind)
+            if not ex.client_gone:
+                log.warning("upstream failed mid-body (%s); cutting the client connection", err)
+            conn.close()
+            raise _CutConnection() from err
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        conn.finish()
+
+    def _response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        out = []
+        tokens: set[bytes] = set()
+        domain = self.settings.cookie_domain
+        for name, value in headers:
+            if name == b"connection":
+                tokens.update(t.strip().lower() for t in value.split(b","))
+                continue
+            if name in HOP_BY_HOP:
+                continue
+            if name == b"set-cookie" and domain and _names_domain(value, domain):
+                log.warning("dropped an upstream Set-Cookie that targets the parent domain")
+                continue
+            out.append((name, value))
+        if tokens:
+            out = [(n, v) for n, v in out if n not in tokens]
+        return out
+
+
+def _names_domain(cookie: bytes, domain: bytes) -> bool:
+    lowered = cookie.lower()
+    if b"domain=" not in lowered:
+        return False
+    for attr in lowered.split(b";")[1:]:
+        key, _, value = attr.strip().partition(b"=")
+        if key == b"domain" and value.strip().lstrip(b".") == domain:
+            return True
+    return False
+
+
+class _ClientGone(Exception):
+    """The client went away: nothing can be answered."""
+
+
+class _CutConnection(Exception):
+    """The response had started and cannot be completed: the connection must be cut."""
+
+
+async def _watch_disconnect(receive: Any, ex: _Exchange) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            ex.client_gone = True
+            if ex.conn is not None:
+                ex.conn.abort("client closed")
+            return
+
+
+def _status_for(err: UpstreamError) -> HTTPError:
+    """Map an upstream failure (before any response byte) to the client's status."""
+    if err.kind == "aborted":
+        return GatewayTimeout("the instance stopped before it answered (drain timeout)")
+    if err.kind in ("read_timeout", "connect_timeout"):
+        return GatewayTimeout("the team's instance did not answer in time")
+    if err.kind == "connect":
+        return BadGateway("the team's instance is unreachable")
+    return BadGateway("the team's instance closed the connection without answering")
+
+
+ClientGone = _ClientGone
+CutConnection = _CutConnection

@@ -1,0 +1,92 @@
+"""A service: one team's routing unit. It owns the active load balancer and the hold logic.
+
+Requests to a known team with no healthy target are *held* (Traefik answers 404/502 there;
+users hate it) until a target becomes healthy or the hold timeout passes. ``pause`` holds
+requests deliberately; ``maintenance`` answers 503 with a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from gateway.routing.balancer import LoadBalancer
+from gateway.routing.target import State, Target
+
+
+class Service:
+    def __init__(self, name: str, hosts: list[str] | None = None) -> None:
+        self.name = name
+        self.hosts = hosts or []
+        self.balancer = LoadBalancer()
+        self.paused_until: float | None = None
+        self.maintenance: str | None = None
+        self._changed = asyncio.Event()
+
+    def targets(self) -> list[Target]:
+        return self.balancer.targets
+
+    def pick(self, exclude: Target | None = None) -> Target | None:
+        if self.maintenance is not None:
+            return None
+        if self.paused_until is not None:
+            if time.monotonic() < self.paused_until:
+                return None
+            self.paused_until = None
+        return self.balancer.pick(exclude)
+
+    async def wait_for_target(self, deadline: float) -> Target | None:
+        """Hold until a healthy target appears, or the deadline passes.
+
+        While the service is paused, requests are held for the whole pause instead.
+        """
+        while True:
+            target = self.pick()
+            if target is not None or self.maintenance is not None:
+                return target
+            now = time.monotonic()
+            limit = max(deadline, self.paused_until or 0.0)
+            if now >= limit:
+                return None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), limit - now)
+
+    def notify(self) -> None:
+        """Wake held requests: a target changed state, or the service was resumed."""
+        self._changed.set()
+
+    def add_target(self, target: Target) -> None:
+        self.balancer.add(target)
+        self.notify()
+
+    def remove_target(self, target: Target) -> None:
+        self.balancer.remove(target)
+        self.notify()
+
+    def swap(self, new: list[Target]) -> list[Target]:
+        """Cut over atomically: new requests go to ``new``; returns the old targets."""
+        old = self.balancer.targets
+        self.balancer = LoadBalancer(new)
+        self.notify()
+        return old
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = time.monotonic() + seconds
+
+    def resume(self) -> None:
+        self.paused_until = None
+        self.notify()
+
+    def state(self) -> str:
+        if self.maintenance is not None:
+            return "maintenance"
+        if self.paused_until is not None and time.monotonic() < self.paused_until:
+            return "paused"
+        states = {t.state for t in self.balancer.targets}
+        if State.HEALTHY in states:
+            return "up"
+        if State.STARTING in states:
+            return "starting"
+        return "down"

@@ -1,0 +1,1 @@
+"""Where targets come from: local processes (the embedded default) or Docker containers."""

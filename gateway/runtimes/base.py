@@ -1,0 +1,42 @@
+"""What every runtime offers the gateway: provision a team's volume, start and stop instances."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Protocol
+
+from gateway.routing.target import Target
+from gateway.store.db import Instance
+
+
+class Runtime(Protocol):
+    name: str
+
+    def version(self) -> str:
+        """What a new instance runs (an image tag or a Datasette version)."""
+        ...
+
+    async def start(self, instance: Instance, target: Target) -> None:
+        """Launch the instance and keep it running; ``target`` gets its address and health."""
+        ...
+
+    async def stop(self, instance: Instance) -> None:
+        """Stop the instance gracefully (after the gateway drained its target)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every instance this runtime started (gateway shutdown)."""
+        ...
+
+
+def prepare_team_dir(team_dir: Path) -> Path:
+    """Create the team's volume with a mutable ``data.db`` in WAL mode; idempotent."""
+    team_dir.mkdir(parents=True, exist_ok=True)
+    db_path = team_dir / "data.db"
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+    return db_path

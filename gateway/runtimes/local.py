@@ -1,0 +1,180 @@
+"""The embedded default: each team's Datasette is a supervised local process on 127.0.0.1.
+
+A supervisor task per instance starts ``datasette serve <team dir>`` on a free port, reports
+its exit to the target at once (an "exited" health failure, so traffic is held rather than
+refused), and restarts it with exponential backoff. Shutdown sends SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import datasette
+
+from gateway.config import Config
+from gateway.routing.target import State, Target
+from gateway.store.db import Instance, Store
+
+log = logging.getLogger("gateway.local")
+
+PLUGINS_DIR = Path(__file__).resolve().parent.parent / "instance"
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0  # seconds up before the backoff resets
+STOP_GRACE = 10.0
+
+SecretFn = Callable[[str], str]
+
+
+def free_port(preferred: int | None = None) -> int:
+    if preferred:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Supervised:
+    def __init__(self, instance: Instance, target: Target) -> None:
+        self.instance = instance
+        self.target = target
+        self.process: asyncio.subprocess.Process | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.restarts = 0
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, config: Config, store: Store, secret_for: SecretFn) -> None:
+        self.config = config
+        self.store = store
+        self.secret_for = secret_for
+        self._running: dict[str, _Supervised] = {}
+
+    def version(self) -> str:
+        return f"datasette-{datasette.__version__}"
+
+    def team_dir(self, team: str) -> Path:
+        return self.config.teams_dir / team
+
+    async def start(self, instance: Instance, target: Target) -> None:
+        sup = _Supervised(instance, target)
+        self._running[instance.id] = sup
+        sup.task = asyncio.get_running_loop().create_task(
+            self._supervise(sup), name=f"supervise-{instance.id}"
+        )
+
+    async def stop(self, instance: Instance) -> None:
+        sup = self._running.pop(instance.id, None)
+        if sup is None:
+            return
+        sup.stopping = True
+        await self._terminate(sup)
+        if sup.task is not None:
+            sup.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sup.task
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop(s.instance) for s in list(self._running.values())))
+
+    def pid(self, instance_id: str) -> int | None:
+        sup = self._running.get(instance_id)
+        return sup.process.pid if sup and sup.process else None
+
+    # -- supervision ---------------------------------------------------------------------------
+    async def _supervise(self, sup: _Supervised) -> None:
+        backoff = 0.5
+        while not sup.stopping:
+            port = free_port(sup.instance.port)
+            if port != sup.instance.port:
+                self.store.update_instance(sup.instance.id, port=port)
+                sup.instance = _with_port(sup.instance, port)
+            sup.target.pool.port = port
+            started = time.monotonic()
+            try:
+                sup.process = await self._spawn(sup.instance, port)
+            except OSError as exc:
+                log.error("cannot start %s: %s", sup.instance.id, exc)
+            else:
+                self.store.update_instance(sup.instance.id, ref=str(sup.process.pid))
+                code = await sup.process.wait()
+                if sup.stopping:
+                    return
+                log.warning(
+                    "instance %s exited with %s; restarting in %.1fs",
+                    sup.instance.id,
+                    code,
+                    backoff,
+                )
+            if sup.target.state is not State.STARTING:
+                sup.target.report_health(False, "exited")
+            sup.restarts += 1
+            if time.monotonic() - started > STABLE_AFTER:
+                backoff = 0.5
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _spawn(self, instance: Instance, port: int) -> asyncio.subprocess.Process:
+        team_dir = self.team_dir(instance.team)
+        args = [
+            sys.executable,
+            "-m",
+            "gateway.instance.run",
+            "serve",
+            str(team_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--plugins-dir",
+            str(PLUGINS_DIR),
+            "--setting",
+            "sql_time_limit_ms",
+            str(self.config.extra.get("sql_time_limit_ms", 10000)),
+            *self.config.extra.get("datasette_args", []),
+        ]
+        env = {**os.environ, "DATASETTE_SECRET": self.secret_for(instance.team)}
+        log_path = team_dir / "datasette.log"
+        with open(log_path, "ab") as logfile:  # noqa: ASYNC230 (opening a log is instant)
+            return await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                env=env,
+                cwd=str(team_dir),
+            )
+
+    async def _terminate(self, sup: _Supervised) -> None:
+        proc = sup.process
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+def _with_port(instance: Instance, port: int) -> Instance:
+    return replace(instance, port=port)

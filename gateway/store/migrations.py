@@ -1,0 +1,77 @@
+"""Versioned schema migrations. Append only: never edit a migration that has shipped.
+
+``schema_version`` records which ran, so a newer gateway upgrades an older store in place and
+later features add their tables safely. Each step runs in its own IMMEDIATE transaction, which
+also serialises a CLI and a gateway that open a fresh store at the same moment.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE teams (
+            slug TEXT PRIMARY KEY,
+            state TEXT NOT NULL DEFAULT 'active',      -- active | deleting
+            public INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            team TEXT NOT NULL REFERENCES teams(slug),
+            runtime TEXT NOT NULL,                     -- local | docker
+            version TEXT NOT NULL DEFAULT '',          -- image tag or datasette version
+            port INTEGER,                              -- last port the instance listened on
+            ref TEXT NOT NULL DEFAULT '',              -- pid or container id
+            role TEXT NOT NULL DEFAULT 'active',       -- active | candidate | retired
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX instances_team ON instances(team);
+        CREATE TABLE targets (
+            instance_id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            state TEXT NOT NULL,  -- starting | healthy | unhealthy | draining | stopped
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """,
+    ),
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Run every pending migration. Returns the schema version now in force."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+    current = 0
+    for version, sql in MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_version"
+            ).fetchone()[0]
+            if version > current:
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+                current = version
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return current
+
+
+def _statements(sql: str) -> list[str]:
+    # executescript() would COMMIT our transaction, so split on complete statements instead.
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

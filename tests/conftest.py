@@ -1,0 +1,153 @@
+"""Shared fixtures: a real gateway (uvicorn on a real socket) in the test's event loop.
+
+Starting it in the test's own loop lets a test reach into the live objects (drain a target,
+read counters) while real HTTP flows over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.app import Gateway, create_app
+from gateway.config import Config
+from gateway.runtimes.base import Runtime
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class Running:
+    app: Gateway
+    port: int
+    config: Config
+
+    def url(self, team: str | None = None, path: str = "/") -> str:
+        host = f"{team}.{self.config.domain}" if team else self.config.domain
+        return f"http://{host}:{self.port}{path}"
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """A client that reaches the gateway on 127.0.0.1 whatever the Host."""
+        return httpx.AsyncClient(transport=LoopbackTransport(), timeout=30, **kwargs)
+
+    async def wait_healthy(self, team: str, timeout: float = 30) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            service = self.app.fleet.service(team)
+            if service is not None and service.state() == "up":
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"team {team} did not become healthy in {timeout}s")
+
+
+class LoopbackTransport(httpx.AsyncHTTPTransport):
+    """Send every request to 127.0.0.1, keeping the Host header of its URL.
+
+    Python's resolver does not map *.localhost to loopback (browsers and curl do), so tests
+    connect to 127.0.0.1 and let the Host header choose the team, as a real client would.
+    """
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(host="127.0.0.1")
+        return await super().handle_async_request(request)
+
+
+StartGateway = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    # domain "localhost": *.localhost resolves to loopback without any resolver tricks.
+    return Config(
+        data_dir=tmp_path / "data",
+        domain="localhost",
+        hold_timeout=5,
+        health_interval=0.2,
+        drain_timeout=5,
+        watch_interval=0.05,
+    )
+
+
+@pytest.fixture
+async def start_gateway() -> AsyncIterator[StartGateway]:
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(
+        config: Config, runtime: Runtime | None = None, teams: tuple[str, ...] = ()
+    ) -> Running:
+        sock = free_socket()
+        port = sock.getsockname()[1]
+        config = config.replace(port=port)
+        app = create_app(config, runtime=runtime)
+        for slug in teams:
+            app.store.create_team(slug)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                lifespan="on",
+                log_level="warning",
+                access_log=False,
+                loop="none",
+                http="httptools",
+            )
+        )
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        servers.append((server, task))
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        return Running(app, port, config)
+
+    yield start
+    for server, task in servers:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Docker tests skip visibly without an engine, unless CI demands one."""
+    if docker_available():
+        return
+    if os.environ.get("GATEWAY_REQUIRE_DOCKER") == "1":
+        for item in items:
+            if "docker" in item.keywords:
+                item.add_marker(pytest.mark.usefixtures("_require_docker"))
+        return
+    skip = pytest.mark.skip(
+        reason="no reachable Docker engine (set GATEWAY_REQUIRE_DOCKER=1 to fail)"
+    )
+    for item in items:
+        if "docker" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def _require_docker() -> None:
+    pytest.fail("GATEWAY_REQUIRE_DOCKER=1 but no Docker engine is reachable")

@@ -1,0 +1,33 @@
+"""The scenario at the top of the README: two teams, two isolated Datasettes, no Docker."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from gateway.config import Config
+from tests.conftest import StartGateway
+
+
+async def test_two_teams_two_isolated_datasettes(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(config, teams=("alpha", "beta"))
+    for slug in ("alpha", "beta"):
+        db = sqlite3.connect(config.data_dir / "teams" / slug / "data.db")
+        db.execute("create table marker (team text)")
+        db.execute("insert into marker values (?)", [slug])
+        db.commit()
+        db.close()
+    await gw.wait_healthy("alpha")
+    await gw.wait_healthy("beta")
+    async with gw.client() as client:
+        for slug in ("alpha", "beta"):
+            r = await client.get(gw.url(slug, "/data/marker.json?_shape=array"))
+            assert r.status_code == 200, r.text
+            assert r.json() == [{"rowid": 1, "team": slug}]
+            dbs = (await client.get(gw.url(slug, "/-/databases.json"))).json()
+            assert [d["name"] for d in dbs] == ["data"]
+        status = (await client.get(gw.url(None, "/-/gateway/status.json"))).json()
+        assert {t["slug"]: t["state"] for t in status["teams"]} == {"alpha": "up", "beta": "up"}
+        page = await client.get(gw.url(None, "/"))
+        assert "alpha" in page.text and "healthy" in page.text

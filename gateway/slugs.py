@@ -10,12 +10,7 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 # Names a team could use to impersonate the service or shadow infrastructure hosts.
 RESERVED = frozenset(
-    """
-    admin administrator api app apps assets auth billing blog cdn dashboard datasette default
-    dev docs example ftp gateway help imap internal localhost login logout mail metrics mx ns
-    ns1 ns2 pop pop3 root security signin signup smtp ssl static status support system test
-    traefik upload uploads webmail www
-    """.split()
+    ["admin", "administrator", "api", "app", "apps", "assets", "auth", "billing", "blog", "cdn", "dashboard", "datasette", "default", "dev", "docs", "example", "ftp", "gateway", "help", "imap", "internal", "localhost", "login", "logout", "mail", "metrics", "mx", "ns", "ns1", "ns2", "pop", "pop3", "root", "security", "signin", "signup", "smtp", "ssl", "static", "status", "support", "system", "test", "traefik", "upload", "uploads", "webmail", "www"]
 )
 
 

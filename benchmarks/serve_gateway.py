@@ -1,0 +1,81 @@
+"""Run one real gateway for the benchmark, with the production uvicorn settings.
+
+    python benchmarks/serve_gateway.py --data-dir DIR --port PORT --team bench [--static H:P]
+
+With ``--static`` the team is routed to a fixed address (``StaticRuntime``), the tiny upstream;
+without it the team runs on the embedded local runtime: a real, supervised Datasette serving
+``DIR/teams/<team>``. ``--server granian`` runs the same app under granian instead (only to
+measure whether it would help; granian is not a dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import uvicorn
+
+from gateway.app import Gateway, create_app
+from gateway.config import Config
+from gateway.runtimes.static import StaticRuntime
+from gateway.server import uvicorn_config
+
+
+def build(data_dir: Path, port: int, team: str, static: str) -> Gateway:
+    config = Config(data_dir=data_dir, port=port, domain="localhost", log_level="warning")
+    runtime = None
+    if static:
+        host, _, upstream_port = static.rpartition(":")
+        runtime = StaticRuntime({team: (host, int(upstream_port))})
+    app = create_app(config, runtime=runtime)
+    if not any(t.slug == team for t in app.store.teams()):
+        app.store.create_team(team)
+    return app
+
+
+def granian_app() -> Gateway:
+    """Factory for granian, which imports the app in its worker: arguments come by env."""
+    env = os.environ
+    return build(
+        Path(env["BENCH_DATA_DIR"]),
+        int(env["BENCH_PORT"]),
+        env["BENCH_TEAM"],
+        env.get("BENCH_STATIC", ""),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--team", default="bench")
+    parser.add_argument("--static", default="", help="HOST:PORT of the team's fixed upstream")
+    parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
+    args = parser.parse_args()
+    if args.server == "granian":
+        from granian import Granian  # type: ignore[import-not-found,unused-ignore]
+
+        os.environ.update(
+            BENCH_DATA_DIR=str(args.data_dir),
+            BENCH_PORT=str(args.port),
+            BENCH_TEAM=args.team,
+            BENCH_STATIC=args.static,
+        )
+        Granian(
+            "serve_gateway:granian_app",
+            address="127.0.0.1",
+            port=args.port,
+            interface="asgi",
+            loop="uvloop",
+            workers=1,
+            factory=True,
+            log_access=False,
+        ).serve()
+        return
+    app = build(args.data_dir, args.port, args.team, args.static)
+    uvicorn.Server(uvicorn_config(app, app.config)).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -264,7 +264,10 @@ class Proxy:
                 ex.conn = None
                 if ex.client_gone:
                     return
-                if not retried and self._retryable(err, method, complete):
+                # A body that arrived in one piece may still exceed the replay buffer: only
+                # what fits in it counts as held (checked here, off the hot path).
+                held = complete and len(body) <= s.retry_buffer
+                if not retried and self._retryable(err, method, held):
                     retried = True
                     previous = target
                     self.counters.retries += 1

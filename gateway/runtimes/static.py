@@ -1,7 +1,8 @@
 """A runtime whose instances already run somewhere: each team maps to fixed addresses.
 
 For appliances that start Datasette themselves, and for tests that put real misbehaving
-servers behind the gateway. It starts and stops nothing.
+servers behind the gateway. It starts and stops nothing. A team may list several addresses:
+its instances take them in the order they are started (one target each).
 """
 
 from __future__ import annotations
@@ -9,19 +10,31 @@ from __future__ import annotations
 from gateway.routing.target import Target
 from gateway.store.db import Instance
 
+Address = tuple[str, int]
+
 
 class StaticRuntime:
     name = "static"
 
-    def __init__(self, addresses: dict[str, tuple[str, int]]) -> None:
-        self.addresses = dict(addresses)
+    def __init__(self, addresses: dict[str, Address] | dict[str, list[Address]]) -> None:
+        self.addresses: dict[str, list[Address]] = {
+            team: list(value) if isinstance(value, list) else [value]
+            for team, value in addresses.items()
+        }
+        self._given: dict[str, Address] = {}  # instance id -> address, stable across restarts
+        self._count: dict[str, int] = {}  # team -> instances started so far
 
     def version(self) -> str:
         return "static"
 
     async def start(self, instance: Instance, target: Target) -> None:
-        host, port = self.addresses[instance.team]
-        target.pool.host, target.pool.port = host, port
+        address = self._given.get(instance.id)
+        if address is None:
+            choices = self.addresses[instance.team]
+            taken = self._count.get(instance.team, 0)
+            self._count[instance.team] = taken + 1
+            address = self._given[instance.id] = choices[taken % len(choices)]
+        target.pool.host, target.pool.port = address
 
     async def stop(self, instance: Instance) -> None:
         return None

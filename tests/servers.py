@@ -1,0 +1,420 @@
+"""Real upstreams for the proxy tests, on 127.0.0.1 random ports: no mocks.
+
+* ``RawUpstream``: a hand-written asyncio HTTP/1.1 server that misbehaves on purpose
+  (resets right after accept, closes a reused keep-alive connection without answering, hangs,
+  dies mid-body). It answers ``/-/health`` normally (except when a reset is armed) so the
+  gateway's health checks mark it healthy first; then the test makes it misbehave.
+* ``closed_port()``: a port nothing listens on (connection refused).
+* ``UvicornUpstream``: a real uvicorn server running ``echo_app`` (echo, streaming both ways,
+  repeated Set-Cookie, redirects, HEAD, hop-by-hop response headers, a slow endpoint).
+* ``gateway_for``: a gateway in front of any of these, one or more targets per team.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+
+from gateway.config import Config
+from gateway.runtimes.static import StaticRuntime
+from gateway.store import open_store
+from tests.conftest import Running, StartGateway, free_socket
+
+Address = tuple[str, int]
+
+
+def closed_port() -> int:
+    """A loopback port with no listener: connecting is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def response(status: int = 200, body: bytes = b'{"ok": true}', *, close: bool = False) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    )
+    if close:
+        head += "connection: close\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+class RawUpstream:
+    """A misbehaving HTTP/1.1 server. ``behaviour`` is one of:
+
+    ok        answer every request (keep-alive)
+    reset     once ``armed``: RST right after accept, before reading anything
+    stale     answer the first request of each connection with keep-alive, then close the
+              connection without answering the next one (after ``stale_delay`` seconds): the
+              stale keep-alive race ("Server disconnected without sending a response")
+    hang      read the request, never answer; count the connections the peer closed
+    midbody   answer Content-Length 1000, send 100 bytes, close
+    """
+
+    def __init__(self, behaviour: str, *, stale_delay: float = 0.0) -> None:
+        self.behaviour = behaviour
+        self.stale_delay = stale_delay
+        self.armed = False
+        self.accepts = 0
+        self.resets = 0
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, body bytes) non-health
+        self.peer_closed = 0  # hang: connections the gateway closed while we held them
+        self.hanging = 0  # hang: requests currently held without an answer
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    @property
+    def address(self) -> Address:
+        return ("127.0.0.1", self.port)
+
+    async def start(self) -> RawUpstream:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop_listening(self) -> None:
+        """Close the listener: new connections are now refused."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        return method, path, await _read_body(reader, length)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepts += 1
+        self._writers.add(writer)
+        try:
+            if self.behaviour == "reset" and self.armed:
+                self.resets += 1
+                _reset(writer)
+                return
+            answered = 0
+            while True:
+                request = await self._read_request(reader)
+                if request is None:
+                    return
+                method, path, body = request
+                if path == "/-/health":
+                    writer.write(response(close=True))
+                    await writer.drain()
+                    return
+                self.requests.append((method, path, len(body)))
+                if self.behaviour == "stale" and answered >= 1:
+                    await asyncio.sleep(self.stale_delay)
+                    _reset(writer)
+                    return
+                if self.behaviour == "hang":
+                    await self._hang(reader)
+                    return
+                if self.behaviour == "midbody":
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+                        b"content-length: 1000\r\n\r\n" + b"x" * 100
+                    )
+                    await writer.drain()
+                    await asyncio.sleep(0.05)  # let the 100 bytes reach the client first
+                    writer.transport.abort()
+                    return
+                answered += 1
+                body_out = json.dumps({"ok": True, "method": method, "n": len(body)}).encode()
+                writer.write(response(body=body_out))
+                await writer.drain()
+        except ConnectionError:
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()
+
+    async def _hang(self, reader: asyncio.StreamReader) -> None:
+        self.hanging += 1
+        try:
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):
+                    pass
+            self.peer_closed += 1
+        finally:
+            self.hanging -= 1
+
+
+async def _read_body(reader: asyncio.StreamReader, length: int) -> bytes:
+    try:
+        return await reader.readexactly(length) if length else b""
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
+
+
+# -- a real uvicorn upstream ---------------------------------------------------------------------
+CHUNK = b"z" * (256 * 1024)
+
+
+class UpstreamState:
+    """What the echo app saw, for assertions."""
+
+    def __init__(self) -> None:
+        self.slow_started = 0
+        self.slow_finished = 0
+        self.slow_disconnected = 0
+        self.paths: list[str] = []
+
+
+def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path: str = scope["path"]
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        if path != "/-/health":
+            state.paths.append(path)
+
+        async def answer(
+            status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+        ) -> None:
+            out = [(b"content-length", str(len(body)).encode()), *(headers or [])]
+            if not any(n == b"content-type" for n, _ in out):
+                out.append((b"content-type", b"application/json"))
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": body})
+
+        if path == "/stream":
+            n = int(query.get("n", "0"))
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/octet-stream"),
+                        (b"content-length", str(n).encode()),
+                    ],
+                }
+            )
+            if n == 0:
+                await send({"type": "http.response.body", "body": b""})
+            while n > 0:
+                piece = CHUNK if n >= len(CHUNK) else CHUNK[:n]
+                n -= len(piece)
+                await send({"type": "http.response.body", "body": piece, "more_body": n > 0})
+            return
+        # Everything else reads the whole request body (counting it, holding at most 1 KiB).
+        size, kept = 0, b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if len(kept) < 1024:
+                kept += chunk[: 1024 - len(kept)]
+            more = message.get("more_body", False)
+        if path == "/-/health":
+            await answer(200, b'{"ok": true}')
+        elif path == "/echo":
+            payload = {
+                "method": scope["method"],
+                "path": path,
+                "raw_path": scope.get("raw_path", b"").decode("latin-1"),
+                "query": scope["query_string"].decode("latin-1"),
+                "headers": [
+                    [n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]
+                ],
+                "body_bytes": size,
+                "body": kept.decode("latin-1"),
+            }
+            await answer(200, json.dumps(payload).encode())
+        elif path == "/cookies":
+            await answer(
+                200,
+                b"{}",
+                [
+                    (b"set-cookie", b"a=1; Path=/"),
+                    (b"set-cookie", b"b=2; Path=/; HttpOnly"),
+                    (b"set-cookie", b"sso=evil; Domain=localhost; Path=/"),
+                    (b"set-cookie", b"sso2=evil; Domain=.LOCALHOST; Path=/"),
+                    (b"set-cookie", b"own=ok; Domain=alpha.localhost; Path=/"),
+                ],
+            )
+        elif path == "/redirect":
+            await answer(
+                int(query.get("status", "302")),
+                b"",
+                [(b"location", query.get("to", "/echo?from=redirect").encode())],
+            )
+        elif path == "/head":
+            await answer(200, b"h" * 1234, [(b"x-head", b"yes")])
+        elif path == "/hop":
+            await answer(
+                200,
+                b"{}",
+                [
+                    (b"connection", b"x-secret-hop, keep-alive"),
+                    (b"x-secret-hop", b"1"),
+                    (b"keep-alive", b"timeout=5"),
+                    (b"proxy-authenticate", b"Basic"),
+                    (b"x-kept", b"1"),
+                ],
+            )
+        elif path == "/status":
+            await answer(int(query.get("code", "200")), b'{"upstream": true}')
+        elif path == "/slow":
+            state.slow_started += 1
+            try:
+                await asyncio.sleep(float(query.get("s", "1")))
+            except asyncio.CancelledError:
+                state.slow_disconnected += 1
+                raise
+            state.slow_finished += 1
+            await answer(200, b'{"slow": true}')
+        else:
+            await answer(404, b'{"error": "no such path"}')
+
+    return app
+
+
+class UvicornUpstream:
+    """A real uvicorn server (httptools) serving ``echo_app`` in the test's event loop."""
+
+    def __init__(self) -> None:
+        self.state = UpstreamState()
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> Address:
+        return ("127.0.0.1", self.port)
+
+    async def start(self) -> UvicornUpstream:
+        sock = free_socket()
+        self.port = sock.getsockname()[1]
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                echo_app(self.state),
+                lifespan="on",
+                log_level="error",
+                access_log=False,
+                loop="none",
+                http="httptools",
+            )
+        )
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 10)
+            self._server = None
+
+
+# -- a gateway in front of them ------------------------------------------------------------------
+async def gateway_for(
+    start_gateway: StartGateway,
+    config: Config,
+    teams: dict[str, list[Address]],
+    *,
+    wait: bool = True,
+) -> Running:
+    """Start a gateway whose team ``slug`` has one target per address, in that order."""
+    store = open_store(config.control_db)
+    try:
+        for slug, addresses in teams.items():
+            store.create_team(slug)
+            for _ in addresses:
+                store.add_instance(slug, "static")
+    finally:
+        store.close()
+    gw = await start_gateway(config, runtime=StaticRuntime(teams), teams=())
+    if wait:
+        for slug in teams:
+            await gw.wait_healthy(slug)
+    return gw
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll until ``predicate()`` holds (generous: the machine is shared)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes to the gateway and read until it closes or a full answer arrives."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        out = b""
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                out += chunk
+                head, sep, body = out.partition(b"\r\n\r\n")
+                if sep:
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length" and len(body) >= int(value):
+                            return out
+        return out
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def status_line(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1])

@@ -1,0 +1,229 @@
+"""One test per retry rule in reliability.md, each against a real misbehaving upstream."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import Config
+from tests.conftest import Running, StartGateway
+from tests.servers import RawUpstream, UvicornUpstream, gateway_for
+
+
+@pytest.fixture
+def rconfig(config: Config) -> Config:
+    # Health checks pass once (a STARTING target is probed every 100 ms), then stay out of the
+    # way: the tests below make healthy-looking targets fail and must see exactly their effect.
+    return config.replace(health_interval=60.0, read_timeout=10.0)
+
+
+async def counters(gw: Running) -> dict[str, Any]:
+    async with gw.client() as client:
+        r = await client.get(gw.url(None, "/-/gateway/status.json"))
+    assert r.status_code == 200
+    data: dict[str, Any] = r.json()["counters"]
+    return data
+
+
+async def test_refused_post_is_retried_on_another_target(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    first = await RawUpstream("ok").start()
+    second = await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
+        await first.stop_listening()  # healthy in the gateway's eyes, but now refuses
+        async with gw.client() as client:
+            r = await client.post(gw.url("alpha", "/echo"), content=b"payload")
+            assert r.status_code == 200, r.text
+            assert r.json()["method"] == "POST"
+            assert r.json()["body"] == "payload"
+        assert (await counters(gw))["retries"] == 1
+        assert first.requests == []
+        assert second.state.paths == ["/echo"]  # delivered exactly once
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_refused_large_post_retry_still_sends_the_whole_body(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    """Nothing was sent, so even a body beyond the replay buffer is safe to send elsewhere."""
+    first = await RawUpstream("ok").start()
+    second = await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
+        await first.stop_listening()
+        body = b"b" * (300 * 1024)
+        async with gw.client() as client:
+            r = await client.post(gw.url("alpha", "/echo"), content=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["body_bytes"] == len(body)
+        assert (await counters(gw))["retries"] == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_stale_keepalive_get_is_retried_once(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await RawUpstream("stale").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        async with gw.client() as client:
+            assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
+            # The pooled connection is reused; the upstream closes it without answering.
+            r = await client.request("GET", gw.url("alpha", "/again"), content=b"q" * 1000)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"ok": True, "method": "GET", "n": 1000}  # body replayed
+        # first on the stale connection, then once more on a fresh one
+        again = ("GET", "/again", 1000)
+        assert up.requests == [("GET", "/warm", 0), again, again]
+        c = await counters(gw)
+        assert c["retries"] == 1
+        assert c["retry_skipped_method"] == 0
+    finally:
+        await up.close()
+
+
+async def test_stale_keepalive_post_is_not_retried(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await RawUpstream("stale").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        async with gw.client() as client:
+            assert (await client.post(gw.url("alpha", "/warm"), content=b"1")).status_code == 200
+            r = await client.post(
+                gw.url("alpha", "/pay"), content=b"2", headers={"accept": "application/json"}
+            )
+        assert r.status_code == 502
+        assert r.json()["status"] == 502
+        assert up.requests == [("POST", "/warm", 1), ("POST", "/pay", 1)]  # sent once, never twice
+        c = await counters(gw)
+        assert c["retries"] == 0
+        assert c["retry_skipped_method"] == 1
+    finally:
+        await up.close()
+
+
+async def test_fresh_connection_reset_is_not_retried(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await RawUpstream("reset").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        up.armed = True  # from now on: RST right after accept
+        async with gw.client() as client:
+            r = await client.get(gw.url("alpha", "/x"))
+        assert r.status_code == 502
+        assert up.resets == 1
+        assert (await counters(gw))["retries"] == 0
+    finally:
+        await up.close()
+
+
+async def test_read_timeout_is_504_and_not_retried(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await RawUpstream("hang").start()
+    try:
+        gw = await gateway_for(
+            start_gateway, rconfig.replace(read_timeout=0.5), {"alpha": [up.address]}
+        )
+        async with gw.client() as client:
+            r = await client.get(gw.url("alpha", "/slow"), headers={"accept": "application/json"})
+        assert r.status_code == 504
+        assert up.requests == [("GET", "/slow", 0)]
+        assert (await counters(gw))["retries"] == 0
+    finally:
+        await up.close()
+
+
+async def test_death_mid_body_is_visible_to_the_client(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await RawUpstream("midbody").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        received = b""
+        async with gw.client() as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                async with client.stream("GET", gw.url("alpha", "/file")) as r:
+                    assert r.status_code == 200
+                    async for chunk in r.aiter_raw():
+                        received += chunk
+        assert received == b"x" * 100  # the part that was sent, and no clean end
+        assert up.requests == [("GET", "/file", 0)]  # never retried after a response byte
+        assert (await counters(gw))["retries"] == 0
+    finally:
+        await up.close()
+
+
+async def test_body_beyond_replay_buffer_is_not_replayed(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await RawUpstream("stale").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        big = b"g" * (rconfig.retry_buffer + 1024)
+        async with gw.client() as client:
+            assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
+            r = await client.request("GET", gw.url("alpha", "/big"), content=big)
+        assert r.status_code == 502
+        assert [p for _, p, _ in up.requests] == ["/warm", "/big"]
+        c = await counters(gw)
+        assert c["retries"] == 0
+        assert c["retry_skipped_body"] == 1
+    finally:
+        await up.close()
+
+
+@pytest.mark.slow
+async def test_one_deadline_covers_all_attempts(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    """First attempt: a reused connection dies after 1.5 s; the retry goes to a target that
+    hangs. With one 2.5 s deadline the client gets 504 after ~2.5 s, not 1.5 + 2.5 s."""
+    stale = await RawUpstream("stale", stale_delay=1.5).start()
+    hang = await RawUpstream("hang").start()
+    try:
+        gw = await gateway_for(
+            start_gateway,
+            rconfig.replace(read_timeout=2.5),
+            {"alpha": [stale.address, hang.address]},
+        )
+        async with gw.client() as client:
+            assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
+            started = time.monotonic()
+            r = await client.get(gw.url("alpha", "/retry-me"))
+            elapsed = time.monotonic() - started
+        assert r.status_code == 504
+        assert hang.requests == [("GET", "/retry-me", 0)]  # the retry went to the other target
+        assert (await counters(gw))["retries"] == 1
+        # 2.5 s budget in total; a fresh budget per attempt would take 4 s.
+        assert elapsed < 3.5, elapsed
+    finally:
+        await stale.close()
+        await hang.close()
+
+
+async def test_upstream_5xx_passes_through_untouched(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        async with gw.client() as client:
+            r = await client.get(gw.url("alpha", "/status?code=503"))
+        assert r.status_code == 503
+        assert r.json() == {"upstream": True}
+        assert up.state.paths == ["/status"]
+        assert (await counters(gw))["retries"] == 0
+    finally:
+        await up.close()

@@ -208,6 +208,11 @@ def _wait_for(store: Store, slug: str, state: str, timeout: float) -> bool:
     return False
 
 
+from gateway.runtimes.cli import image_group  # noqa: E402 (command groups register last)
+
+cli.add_command(image_group)
+
+
 def main() -> None:
     try:
         cli(prog_name="gateway")

@@ -105,6 +105,9 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
                 loop="none",
                 http="httptools",
             )
+                # As in gateway/server.py: the gateway trusts forwarded headers itself, only
+                # from configured proxies; uvicorn's default would trust them from 127.0.0.1.
+                proxy_headers=False,
         )
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         servers.append((server, task))

@@ -17,16 +17,19 @@ import contextlib
 import json
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import uvicorn
 
 from gateway.config import Config
 from gateway.runtimes.static import StaticRuntime
 from gateway.store import open_store
-from tests.conftest import Running, StartGateway, free_socket
+from gateway.store.db import Store
+from tests.conftest import LoopbackTransport, Running, StartGateway, free_socket
 
 Address = tuple[str, int]
 
@@ -339,6 +342,7 @@ class UvicornUpstream:
                 access_log=False,
                 loop="none",
                 http="httptools",
+                proxy_headers=False,
             )
         )
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
@@ -357,27 +361,64 @@ class UvicornUpstream:
 
 
 # -- a gateway in front of them ------------------------------------------------------------------
+class TeamTokens(httpx.Auth):
+    """Send each team's API token to that team's host (the gateway checks auth first)."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self.tokens = tokens
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.tokens.get(request.url.host.split(".")[0])
+        if token and "authorization" not in request.headers:
+            request.headers["authorization"] = f"Bearer {token}"
+        yield request
+
+
+@dataclass
+class Proxied(Running):
+    """A running gateway whose ``client()`` is signed in to every team it fronts."""
+
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        kwargs.setdefault("auth", TeamTokens(self.tokens))
+        return httpx.AsyncClient(transport=LoopbackTransport(), timeout=30, **kwargs)
+
+
+def grant_token(store: Store, team: str) -> str:
+    """A member's API token for ``team`` (through the auth module's own API)."""
+    from gateway.auth.accounts import add_member, create_user
+    from gateway.auth.tokens import Tokens
+
+    user = create_user(store, f"tests@{team}.example.org", "not-a-real-hash")
+    add_member(store, team, user.id, "owner")
+    return Tokens(store).create(team, user.id, "tests")
+
+
 async def gateway_for(
     start_gateway: StartGateway,
     config: Config,
     teams: dict[str, list[Address]],
     *,
     wait: bool = True,
-) -> Running:
+) -> Proxied:
     """Start a gateway whose team ``slug`` has one target per address, in that order."""
     store = open_store(config.control_db)
+    tokens: dict[str, str] = {}
     try:
         for slug, addresses in teams.items():
             store.create_team(slug)
             for _ in addresses:
                 store.add_instance(slug, "static")
+            tokens[slug] = grant_token(store, slug)
     finally:
         store.close()
     gw = await start_gateway(config, runtime=StaticRuntime(teams), teams=())
+    proxied = Proxied(gw.app, gw.port, gw.config, tokens)
     if wait:
         for slug in teams:
-            await gw.wait_healthy(slug)
-    return gw
+            await proxied.wait_healthy(slug)
+    return proxied
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 from gateway.config import Config
 from gateway.errors import BadRequest, HTTPError, NotFound
 from gateway.fleet import Fleet
+from gateway.observability import RequestStats, open_access_log
+from gateway.observability.observe import Observer
 from gateway.pages.site import build_site
 from gateway.responses import send_error
 from gateway.routing.health import HealthMonitor
@@ -50,6 +52,10 @@ class Gateway:
         self.runtime = runtime or self._make_runtime()
         self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health)
         self.site = build_site(self)
+        # Observability: plain counters per request, exported at scrape time (admin /metrics).
+        self.stats = RequestStats()
+        self.access_log = open_access_log(config.access_log)
+        self.observed = Observer(self.handle, self.stats, self.access_log)
 
     def _make_runtime(self) -> Runtime:
         if self.config.runtime == "local":
@@ -66,7 +72,7 @@ class Gateway:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.handle(scope, receive, send)
+            await self.observed(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         else:  # websockets: Datasette has none to proxy
@@ -83,6 +89,7 @@ class Gateway:
                 raise NotFound(
                     f"There is no team at {host}. Teams live at <team>.{self.config.domain}."
                 )
+            scope["team"] = service.name  # for metrics and the access log
             await self.proxy(scope, receive, send, service)
         except HTTPError as err:
             self.counters.error(str(err.status))
@@ -113,6 +120,8 @@ class Gateway:
         await self.fleet.close()
         with contextlib.suppress(Exception):
             self.store.close()
+        if self.access_log is not None:
+            self.access_log.close()
 
 
 def request_host(scope: dict[str, Any]) -> str:

@@ -181,7 +181,11 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
 @config_options
 @run_cli
 def status(config: Config) -> None:
-    """Print every team and the state of its targets."""
+    """Print every team and the state of its targets (live from the admin API if running)."""
+    from gateway.admin.cli import print_live_status
+
+    if print_live_status(config):
+        return
     store = open_store(config.control_db)
     running = gateway_running(config.data_dir)
     click.echo(f"gateway: {'running' if running else 'not running'} ({config.base_url}/)")
@@ -208,9 +212,11 @@ def _wait_for(store: Store, slug: str, state: str, timeout: float) -> bool:
     return False
 
 
+from gateway.admin.cli import register as register_ops  # noqa: E402
 from gateway.runtimes.cli import image_group  # noqa: E402 (command groups register last)
 
 cli.add_command(image_group)
+register_ops(cli, config_options, run_cli)  # gateway certs, gateway routes
 
 
 def main() -> None:

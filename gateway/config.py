@@ -86,6 +86,36 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Comma-separated peer IPs whose X-Forwarded-For is trusted (e.g. Traefik).",
     ),
+    # -- edge and operations (TLS without Traefik, admin listener, access log) --
+    Setting("tls_cert", str, "", "PEM certificate (chain) file: serve HTTPS on the public port."),
+    Setting("tls_key", str, "", "PEM private key file matching --tls-cert."),
+    Setting(
+        "redirect_port",
+        int,
+        0,
+        "With TLS on: port of a plain-HTTP listener that redirects to HTTPS (0 = none).",
+    ),
+    Setting(
+        "hsts_max_age",
+        int,
+        31536000,
+        "Strict-Transport-Security max-age (seconds) sent on HTTPS responses (0 = no header).",
+    ),
+    Setting("admin_host", str, "127.0.0.1", "Address the admin API listener binds to."),
+    Setting(
+        "admin_port",
+        int,
+        8001,
+        "Port of the admin API listener (0 = any free port, recorded in <data_dir>/admin.json).",
+    ),
+    Setting("admin_socket", str, "", "Unix socket path for the admin API instead of a TCP port."),
+    Setting(
+        "admin_token",
+        str,
+        "",
+        "Bearer token of the admin API; generated once and kept in <data_dir>/admin.token.",
+    ),
+    Setting("access_log", str, "", "JSON access log: '' (off), '-' (stdout) or a file path."),
 )
 
 RUNTIMES = ("local", "docker")
@@ -113,6 +143,15 @@ class Config:
     instance_memory_mb: int = 512
     upload_max_bytes: int = 1024**3
     trusted_proxies: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    redirect_port: int = 0
+    hsts_max_age: int = 31536000
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8001
+    admin_socket: str = ""
+    admin_token: str = ""
+    access_log: str = ""
     # Not a user setting: tests pass extra Datasette arguments (for example a plugins dir).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -128,8 +167,11 @@ class Config:
             raise ConfigError(
                 f"unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}"
             )
-        if not 0 <= self.port < 65536:
-            raise ConfigError(f"port {self.port} is out of range")
+        for name in ("port", "admin_port", "redirect_port"):
+            if not 0 <= getattr(self, name) < 65536:
+                raise ConfigError(f"{name} {getattr(self, name)} is out of range")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("give both --tls-cert and --tls-key (or neither)")
         for name in ("hold_timeout", "connect_timeout", "read_timeout", "drain_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -139,8 +181,13 @@ class Config:
         """The apex URL users see; never derived from a request's Host header."""
         if self.public_url:
             return self.public_url.rstrip("/")
-        port = "" if self.port == 80 else f":{self.port}"
-        return f"http://{self.domain}{port}"
+        scheme = "https" if self.tls else "http"
+        port = "" if self.port == (443 if self.tls else 80) else f":{self.port}"
+        return f"{scheme}://{self.domain}{port}"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     def team_url(self, slug: str) -> str:
         scheme, _, rest = self.base_url.partition("://")

@@ -12,6 +12,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from gateway.observability.health import health_routes
+
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
@@ -63,6 +65,7 @@ def build_site(gw: Gateway) -> Starlette:
         routes=[
             Route("/", status_page),
             Route("/-/gateway/status.json", status_json),
+            *health_routes(gw, "/-/gateway"),
             Mount("/-/gateway/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
     )

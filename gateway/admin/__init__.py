@@ -1,0 +1,31 @@
+"""The admin listener: a JSON API, Prometheus metrics and the operator dashboard, on
+127.0.0.1 or a unix socket, in the gateway's own process and event loop."""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+from gateway.admin.api import register_route
+from gateway.admin.app import build_admin_app
+from gateway.admin.discovery import admin_token, publish
+from gateway.listeners import AuxServer, aux_config, bind_tcp, bind_unix
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+__all__ = ["admin_listener", "build_admin_app", "register_route"]
+
+
+def admin_listener(gw: Gateway) -> tuple[AuxServer, list[socket.socket]]:
+    """Bind the admin socket, publish its address for the CLI, and build its server."""
+    config = gw.config
+    token = admin_token(config, gw.store)
+    app = build_admin_app(gw, token)
+    if config.admin_socket:
+        sock = bind_unix(config.admin_socket)
+        publish(config, "", None, config.admin_socket)
+    else:
+        sock = bind_tcp(config.admin_host, config.admin_port)
+        publish(config, config.admin_host, sock.getsockname()[1], None)
+    return AuxServer(aux_config(app, config)), [sock]

@@ -1,0 +1,218 @@
+"""The admin API: JSON over a separate listener (127.0.0.1 or a unix socket), bearer-token auth.
+
+    GET  /api/status                  summary: ready, counters, every team and its targets
+    GET  /api/routes                  the live route table: host -> team, state, targets
+    GET  /api/teams                   teams in the store, with their live state
+    GET  /api/targets                 every routed target: state, in-flight, served
+    POST /api/teams/{slug}/pause      hold the team's new requests (?seconds=30, max 300)
+    POST /api/teams/{slug}/resume     release held requests
+    POST /api/targets/{id}/drain      drain a target, stop its instance, take it out of routing
+    GET  /api/deploys                 recent deploys (the ``deploys`` table)
+    POST /api/teams/{slug}/deploy     deploy the team again (``gateway.deploy.Deployer``)
+    GET  /api/imports                 recent CSV import jobs (the ``import_jobs`` table)
+    GET  /metrics                     Prometheus exposition
+    GET  /livez, /readyz              for an outer load balancer (no token)
+
+Other parts add endpoints with ``register_route`` before the gateway starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.errors import BadRequest, NotFound
+from gateway.observability.prom import exposition, make_registry
+from gateway.routing.target import Target
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+MAX_PAUSE = 300.0
+_EXTRA: list[BaseRoute] = []
+
+
+def register_route(route: BaseRoute) -> None:
+    """Add an admin endpoint (e.g. a deploy variant); its handler finds the gateway at
+    ``request.app.state.gateway``. Token auth applies to it like to every /api route."""
+    _EXTRA.append(route)
+
+
+def team_view(gw: Gateway, slug: str, store_state: str = "active") -> dict[str, Any]:
+    service = gw.fleet.service(slug)
+    return {
+        "slug": slug,
+        "url": gw.config.team_url(slug) + "/",
+        "state": service.state() if service else store_state,
+        "hosts": list(service.hosts) if service else [],
+        "targets": [t.snapshot() for t in service.targets()] if service else [],
+    }
+
+
+def status_view(gw: Gateway) -> dict[str, Any]:
+    c = gw.counters
+    drains = gw.fleet.drains
+    return {
+        "gateway_id": gw.gateway_id,
+        "domain": gw.config.domain,
+        "url": gw.config.base_url + "/",
+        "runtime": gw.config.runtime,
+        "ready": gw.fleet.ready,
+        "teams": [team_view(gw, t.slug, t.state) for t in gw.store.teams()],
+        "counters": {
+            "requests": sum(st.count for st in gw.stats.teams.values()),
+            "proxied": c.requests,
+            "retries": c.retries,
+            "retry_skipped_body": c.retry_skipped_body,
+            "retry_skipped_method": c.retry_skipped_method,
+            "errors": dict(c.errors),
+            "drains": len(drains),
+            "drain_cancelled": sum(d.cancelled for d in drains),
+        },
+    }
+
+
+def recent(gw: Gateway, table: str, order: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Newest rows of another part's table; [] while that table does not exist yet."""
+    with contextlib.suppress(sqlite3.Error):
+        rows = gw.store.query(f"SELECT * FROM [{table}] ORDER BY {order} DESC LIMIT ?", [limit])
+        return [dict(r) for r in rows]
+    return []
+
+
+def _gw(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def _find_target(gw: Gateway, target_id: str) -> Target:
+    for service in gw.fleet.services.values():
+        for target in service.targets():
+            if target.id == target_id:
+                return target
+    raise NotFound(f"no routed target {target_id!r}")
+
+
+def _service(gw: Gateway, slug: str) -> Any:
+    service = gw.fleet.service(slug)
+    if service is None:
+        raise NotFound(f"no routed team {slug!r}")
+    return service
+
+
+async def status(request: Request) -> Response:
+    return JSONResponse(status_view(_gw(request)))
+
+
+async def routes(request: Request) -> Response:
+    gw = _gw(request)
+    out = []
+    for host, slug in gw.table.routes():
+        view = team_view(gw, slug)
+        out.append({"host": host, "team": slug, "state": view["state"], "targets": view["targets"]})
+    return JSONResponse({"routes": out})
+
+
+async def teams(request: Request) -> Response:
+    gw = _gw(request)
+    return JSONResponse({"teams": [team_view(gw, t.slug, t.state) for t in gw.store.teams()]})
+
+
+async def targets(request: Request) -> Response:
+    gw = _gw(request)
+    out = [
+        {"team": slug, **t.snapshot()}
+        for slug, service in sorted(gw.fleet.services.items())
+        for t in service.targets()
+    ]
+    return JSONResponse({"targets": out})
+
+
+async def pause(request: Request) -> Response:
+    gw = _gw(request)
+    service = _service(gw, request.path_params["slug"])
+    raw = request.query_params.get("seconds", "30")
+    try:
+        seconds = float(raw)
+    except ValueError as exc:
+        raise BadRequest(f"seconds={raw!r} is not a number") from exc
+    if not 0 < seconds <= MAX_PAUSE:
+        raise BadRequest(f"seconds must be in (0, {MAX_PAUSE:.0f}]")
+    service.pause(seconds)
+    return JSONResponse({"team": service.name, "state": service.state(), "seconds": seconds})
+
+
+async def resume(request: Request) -> Response:
+    service = _service(_gw(request), request.path_params["slug"])
+    service.resume()
+    return JSONResponse({"team": service.name, "state": service.state()})
+
+
+async def drain(request: Request) -> Response:
+    """Drain first, then stop (reliability.md); the target then leaves the routing for good."""
+    gw = _gw(request)
+    target = _find_target(gw, request.path_params["target"])
+    result = await gw.fleet.stop_target(target)
+    gw.fleet.drains.append(result)
+    for service in gw.fleet.services.values():
+        if target in service.targets():
+            service.remove_target(target)
+    with contextlib.suppress(sqlite3.Error):
+        gw.store.update_instance(target.id, role="retired")
+    return JSONResponse(
+        {
+            "target": result.target,
+            "completed": result.completed,
+            "cancelled": result.cancelled,
+            "seconds": round(result.seconds, 3),
+        }
+    )
+
+
+async def deploys(request: Request) -> Response:
+    return JSONResponse({"deploys": recent(_gw(request), "deploys", "id")})
+
+
+async def deploy(request: Request) -> Response:
+    gw = _gw(request)
+    deployer = getattr(gw, "deployer", None)
+    if deployer is None:
+        raise NotFound("this gateway has no deployer")
+    _service(gw, request.path_params["slug"])
+    result = await deployer.deploy(request.path_params["slug"])
+    return JSONResponse(result.as_dict(), status_code=200 if result.ok else 409)
+
+
+async def imports(request: Request) -> Response:
+    return JSONResponse({"imports": recent(_gw(request), "import_jobs", "rowid")})
+
+
+def metrics_endpoint(gw: Gateway) -> Route:
+    registry = make_registry(gw)
+
+    async def metrics(request: Request) -> Response:
+        return Response(exposition(registry), media_type="text/plain; version=0.0.4")
+
+    return Route("/metrics", metrics)
+
+
+def api_routes(gw: Gateway) -> list[BaseRoute]:
+    return [
+        Route("/api/status", status),
+        Route("/api/routes", routes),
+        Route("/api/teams", teams),
+        Route("/api/targets", targets),
+        Route("/api/teams/{slug}/pause", pause, methods=["POST"]),
+        Route("/api/teams/{slug}/resume", resume, methods=["POST"]),
+        Route("/api/teams/{slug}/deploy", deploy, methods=["POST"]),
+        Route("/api/targets/{target}/drain", drain, methods=["POST"]),
+        Route("/api/deploys", deploys),
+        Route("/api/imports", imports),
+        metrics_endpoint(gw),
+        *_EXTRA,
+    ]

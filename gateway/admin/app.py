@@ -1,0 +1,102 @@
+"""The admin listener's ASGI app: token auth in front of the API, /metrics and the dashboard.
+
+Auth: ``Authorization: Bearer <token>`` for everything. People use the dashboard through a
+form that sets an HttpOnly, SameSite=Strict cookie derived from the token; that cookie is
+accepted for GET only, so a cross-site form can never pause, drain or deploy anything.
+``/livez`` and ``/readyz`` need no token: a load balancer probes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from gateway.admin.api import api_routes
+from gateway.admin.dashboard import dashboard_routes
+from gateway.errors import HTTPError, Unauthorized
+from gateway.observability.health import health_routes
+from gateway.responses import error_body
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+COOKIE = "gateway_admin"
+PUBLIC = ("/livez", "/readyz", "/login", "/static/")
+STATIC = Path(__file__).resolve().parent.parent / "pages" / "static"
+
+
+def cookie_value(token: str) -> str:
+    # Not the token itself: a cookie leaked from a browser profile is not an API credential.
+    return hmac.new(token.encode(), b"gateway-admin-cookie", hashlib.sha256).hexdigest()
+
+
+class TokenAuth:
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.bearer = f"Bearer {token}".encode()
+        self.cookie = cookie_value(token).encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(PUBLIC):
+            await self.app(scope, receive, send)
+            return
+        if self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "GET" and scope["path"] == "/":
+            await RedirectResponse("/login", status_code=303)(scope, receive, send)
+            return
+        err = Unauthorized("send Authorization: Bearer <token> (see <data_dir>/admin.token)")
+        body, ctype = error_body(scope, err)
+        response = Response(body, err.status, media_type=ctype.decode())
+        response.headers["www-authenticate"] = 'Bearer realm="gateway-admin"'
+        await response(scope, receive, send)
+
+    def _allowed(self, scope: dict[str, Any]) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization" and hmac.compare_digest(value, self.bearer):
+                return True
+            if name == b"cookie" and scope["method"] in ("GET", "HEAD"):
+                for part in value.split(b";"):
+                    key, _, val = part.strip().partition(b"=")
+                    if key == COOKIE.encode() and hmac.compare_digest(val, self.cookie):
+                        return True
+        return False
+
+
+def build_admin_app(gw: Gateway, token: str) -> TokenAuth:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPError)
+        body, ctype = error_body(dict(request.scope), exc)
+        return Response(body, exc.status, media_type=ctype.decode())
+
+    app = Starlette(
+        routes=[
+            *health_routes(gw),
+            *api_routes(gw),
+            *dashboard_routes(gw, token),
+            Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        ],
+        exception_handlers={HTTPError: http_error},
+    )
+    app.state.gateway = gw
+    return TokenAuth(app, token)
+
+
+def login_redirect(token: str, secure: bool = False) -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        COOKIE, cookie_value(token), httponly=True, samesite="strict", secure=secure, path="/"
+    )
+    return response
+
+
+__all__ = ["COOKIE", "build_admin_app", "login_redirect"]

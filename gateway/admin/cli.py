@@ -1,0 +1,121 @@
+"""CLI commands of the edge and operations area: ``gateway certs dev``, ``gateway routes``, and
+the live half of ``gateway status`` (through the admin API when a gateway runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from gateway.admin.discovery import find_admin
+from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.lock import gateway_running
+
+
+class AdminUnavailable(GatewayError):
+    pass
+
+
+def admin_get(config: Config, path: str) -> dict[str, Any]:
+    """GET an admin API path from the running gateway; AdminUnavailable when it cannot."""
+    found = find_admin(config) if gateway_running(config.data_dir) else None
+    if found is None:
+        raise AdminUnavailable("no running gateway published an admin address")
+    transport = httpx.HTTPTransport(uds=found.socket) if found.socket else None
+    try:
+        with httpx.Client(transport=transport, timeout=10) as client:
+            r = client.get(found.url + path, headers={"authorization": f"Bearer {found.token}"})
+    except httpx.HTTPError as exc:
+        raise AdminUnavailable(f"the admin API at {found.url} did not answer: {exc}") from exc
+    if r.status_code == 401:
+        raise AdminUnavailable("the admin API refused the token (is --admin-token the same?)")
+    r.raise_for_status()
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def print_live_status(config: Config) -> bool:
+    """Print the running gateway's live table; False when no admin API answers."""
+    try:
+        s = admin_get(config, "/api/status")
+    except AdminUnavailable:
+        return False
+    ready = "ready" if s["ready"] else "loading routes"
+    click.echo(f"gateway: running, {ready} ({s['url']})")
+    c = s["counters"]
+    click.echo(f"  {c['requests']} request(s), {c['retries']} retr(y/ies), {c['drains']} drain(s)")
+    for team in s["teams"]:
+        click.echo(f"{team['slug']}  {team['state']}  {team['url']}")
+        for t in team["targets"]:
+            click.echo(
+                f"  {t['id']:<24} {t['address']:<22} {t['state']:<10}"
+                f" in-flight {t['inflight']:<4} served {t['served']}"
+            )
+    return True
+
+
+def _routes(config: Config) -> None:
+    """Print the route table: host -> team, state and targets."""
+    try:
+        data = admin_get(config, "/api/routes")
+    except AdminUnavailable:
+        from gateway.store import open_store
+
+        store = open_store(config.control_db)
+        click.echo("gateway: not running; routes the gateway will serve:")
+        for team in store.teams():
+            if team.state == "active":
+                click.echo(f"  {team.slug}.{config.domain:<30} -> {team.slug}")
+        return
+    click.echo("gateway: running; live route table:")
+    for route in data["routes"]:
+        states = ", ".join(f"{t['id']} {t['state']} ({t['inflight']})" for t in route["targets"])
+        click.echo(f"  {route['host']:<32} -> {route['team']:<16} {route['state']:<8} {states}")
+
+
+@click.group()
+def certs() -> None:
+    """TLS certificates for running without Traefik (the single-host appliance)."""
+
+
+@certs.command("dev")
+@click.option("--domain", required=True, help="Apex domain: the cert covers it and *.DOMAIN.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("certs"),
+    show_default=True,
+    help="Directory for ca.pem, cert.pem and key.pem.",
+)
+def certs_dev(domain: str, out_dir: Path) -> None:
+    """Create a local CA and a wildcard certificate for DOMAIN and *.DOMAIN."""
+    from gateway.tls import make_dev_certs
+
+    try:
+        paths = make_dev_certs(domain, out_dir)
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"CA:          {paths.ca}  (trust this one in your browser or client)")
+    click.echo(f"certificate: {paths.cert}  (*.{domain} and {domain})")
+    click.echo(f"key:         {paths.key}")
+    click.echo(
+        f"Serve HTTPS: gateway serve --domain {domain} --port 8443 "
+        f"--tls-cert {paths.cert} --tls-key {paths.key} --redirect-port 8080"
+    )
+
+
+def register(cli: click.Group, config_options: Any, run_cli: Any) -> None:
+    """Add this area's commands to the ``gateway`` group (one line in gateway/cli.py)."""
+
+    @cli.command("routes")
+    @config_options
+    @run_cli
+    def routes_command(config: Config) -> None:
+        """Print the route table (live, through the admin API, when a gateway runs)."""
+        _routes(config)
+
+    cli.add_command(certs)

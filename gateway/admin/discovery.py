@@ -1,0 +1,71 @@
+"""How the CLI finds and authenticates to a running gateway's admin API.
+
+The token is ``admin_token`` when set, else one generated on first start and kept in the
+control store (``settings.admin_token``). A running gateway writes it to
+``<data_dir>/admin.token`` (mode 0600) and its listening address to ``<data_dir>/admin.json``,
+so ``gateway status`` on the same machine, as the same user, needs no flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.store import Store
+
+TOKEN_FILE = "admin.token"
+ADDRESS_FILE = "admin.json"
+
+
+@dataclass(frozen=True)
+class AdminAddress:
+    url: str  # http://127.0.0.1:8001 (for a unix socket: http://admin, sent over the socket)
+    socket: str | None
+    token: str
+
+
+def admin_token(config: Config, store: Store) -> str:
+    token = config.admin_token or store.ensure_setting("admin_token")
+    _write_private(config.data_dir / TOKEN_FILE, token + "\n")
+    return token
+
+
+def publish(config: Config, host: str, port: int | None, socket_path: str | None) -> None:
+    """Record where the admin API listens; called once its socket is bound."""
+    if socket_path:
+        info = {"url": "http://admin", "socket": socket_path, "pid": os.getpid()}
+    else:
+        shown = f"[{host}]" if ":" in host else host
+        info = {"url": f"http://{shown}:{port}", "socket": None, "pid": os.getpid()}
+    _write_private(config.data_dir / ADDRESS_FILE, json.dumps(info) + "\n")
+
+
+def unpublish(config: Config) -> None:
+    (config.data_dir / ADDRESS_FILE).unlink(missing_ok=True)
+
+
+def find_admin(config: Config) -> AdminAddress | None:
+    """The running gateway's admin API, or None when no address was published."""
+    try:
+        info = json.loads((config.data_dir / ADDRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    token = config.admin_token
+    if not token:
+        try:
+            token = (config.data_dir / TOKEN_FILE).read_text().strip()
+        except OSError:
+            return None
+    return AdminAddress(str(info["url"]), info.get("socket"), token)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

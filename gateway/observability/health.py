@@ -1,0 +1,33 @@
+"""Liveness and readiness for an outer load balancer.
+
+``livez``: the process and its event loop answer. ``readyz``: the route table is loaded
+(``fleet.ready``), so a request to a known team will be routed; 503 until then.
+Served on the admin listener (``/livez``, ``/readyz``) and on the apex
+(``/-/gateway/livez``, ``/-/gateway/readyz``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+def health_routes(gw: Gateway, prefix: str = "") -> list[Route]:
+    async def livez(request: Request) -> Response:
+        return JSONResponse({"ok": True}, headers={"cache-control": "no-store"})
+
+    async def readyz(request: Request) -> Response:
+        ready = bool(gw.fleet.ready)
+        return JSONResponse(
+            {"ok": ready, "ready": ready, "teams": len(gw.fleet.services)},
+            status_code=200 if ready else 503,
+            headers={"cache-control": "no-store"},
+        )
+
+    return [Route(f"{prefix}/livez", livez), Route(f"{prefix}/readyz", readyz)]

@@ -1,0 +1,46 @@
+"""Wrap ``Gateway.handle``: time every request, note its status, count it, log it.
+
+The cost per request is one closure (to see the response status), two clock reads, one
+``RequestStats.record`` and, when the access log is on, one ``json.dumps``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.observability.accesslog import AccessLog
+from gateway.observability.stats import RequestStats
+
+Handler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+CLIENT_GONE = 499  # nginx's code for "the client closed the connection before an answer"
+
+
+class Observer:
+    def __init__(
+        self, handle: Handler, stats: RequestStats, access_log: AccessLog | None = None
+    ) -> None:
+        self.handle = handle
+        self.stats = stats
+        self.access_log = access_log
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.monotonic()
+        status = 0
+
+        async def observed_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.handle(scope, receive, observed_send)
+        finally:
+            now = time.monotonic()
+            team = scope.get("team", "")
+            code = status or CLIENT_GONE
+            self.stats.record(team, code, now - started, now)
+            if self.access_log is not None:
+                self.access_log.write(scope, team, code, now - started, now)

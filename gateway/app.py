@@ -14,6 +14,7 @@ import contextlib
 import logging
 from typing import Any
 
+from gateway.auth import Auth
 from gateway.config import Config
 from gateway.errors import BadRequest, HTTPError, NotFound
 from gateway.fleet import Fleet
@@ -51,6 +52,7 @@ class Gateway:
         self.health = HealthMonitor(config.health_interval, config.health_timeout)
         self.runtime = runtime or self._make_runtime()
         self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health)
+        self.auth = Auth(self)
         self.site = build_site(self)
         # Observability: plain counters per request, exported at scrape time (admin /metrics).
         self.stats = RequestStats()
@@ -90,7 +92,8 @@ class Gateway:
                     f"There is no team at {host}. Teams live at <team>.{self.config.domain}."
                 )
             scope["team"] = service.name  # for metrics and the access log
-            await self.proxy(scope, receive, send, service)
+            extra = await self.auth.authorize(scope, service)
+            await self.proxy(scope, receive, send, service, extra)
         except HTTPError as err:
             self.counters.error(str(err.status))
             await send_error(scope, send, err)
@@ -114,6 +117,7 @@ class Gateway:
                 return
 
     async def startup(self) -> None:
+        await self.auth.prepare()
         await self.fleet.start()
 
     async def shutdown(self) -> None:

@@ -86,6 +86,10 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Comma-separated peer IPs whose X-Forwarded-For is trusted (e.g. Traefik).",
     ),
+    # -- accounts (password reset and invitation mail) --
+    Setting("smtp_host", str, "", "SMTP server for reset mail; empty = log the link instead."),
+    Setting("smtp_port", int, 25, "Port of the SMTP server."),
+    Setting("mail_from", str, "", "Sender of the gateway's mail; default gateway@<domain>."),
     # -- edge and operations (TLS without Traefik, admin listener, access log) --
     Setting("tls_cert", str, "", "PEM certificate (chain) file: serve HTTPS on the public port."),
     Setting("tls_key", str, "", "PEM private key file matching --tls-cert."),
@@ -143,6 +147,9 @@ class Config:
     instance_memory_mb: int = 512
     upload_max_bytes: int = 1024**3
     trusted_proxies: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    mail_from: str = ""
     tls_cert: str = ""
     tls_key: str = ""
     redirect_port: int = 0

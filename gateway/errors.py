@@ -8,9 +8,11 @@ GatewayError
 └── HTTPError              anything answered to a client; ``status`` is the mapping
     ├── BadRequest          400  malformed host, headers or framing
     ├── Unauthorized        401  API client without credentials
+    │   └── SignInRequired  401 for API clients, a redirect to the apex login for browsers
     ├── Forbidden           403  signed in, but not a member
     ├── NotFound            404  unknown host or page
     ├── PayloadTooLarge     413
+    ├── TooManyRequests     429  sign-in throttled (Retry-After)
     ├── ClientClosed        499  the client went away (logged, never sent)
     ├── BadGateway          502  refused, reset before a response, bad response
     ├── Unavailable         503  no healthy target in time, maintenance (Retry-After)
@@ -62,6 +64,15 @@ class Unauthorized(HTTPError):
     status, title = 401, "Sign-in required"
 
 
+class SignInRequired(Unauthorized):
+    """Not signed in: browsers are redirected to ``location`` (the apex login with a safe
+    ``next``), API clients get 401 JSON (``gateway/responses.py`` decides)."""
+
+    def __init__(self, detail: str = "", *, location: str) -> None:
+        super().__init__(detail or "Please sign in to continue.")
+        self.location = location
+
+
 class Forbidden(HTTPError):
     status, title = 403, "Forbidden"
 
@@ -72,6 +83,10 @@ class NotFound(HTTPError):
 
 class PayloadTooLarge(HTTPError):
     status, title = 413, "Payload too large"
+
+
+class TooManyRequests(HTTPError):
+    status, title = 429, "Too many attempts"
 
 
 class ClientClosed(HTTPError):

@@ -6,7 +6,7 @@ import html
 import json
 from typing import Any
 
-from gateway.errors import HTTPError
+from gateway.errors import HTTPError, SignInRequired
 
 
 def wants_json(scope: dict[str, Any]) -> bool:
@@ -20,6 +20,17 @@ def wants_json(scope: dict[str, Any]) -> bool:
     if b"application/json" in accept and b"text/html" not in accept:
         return True
     return scope.get("path", "").endswith(".json")
+
+
+def is_api_client(scope: dict[str, Any]) -> bool:
+    """An API client gets 401 JSON instead of a sign-in redirect: a JSON Accept header, an
+    Authorization header, or an XHR request (oauth2-proxy's --api-route, by headers)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return True
+        if name == b"x-requested-with" and value.lower() == b"xmlhttprequest":
+            return True
+    return wants_json(scope)
 
 
 def error_body(scope: dict[str, Any], err: HTTPError) -> tuple[bytes, bytes]:
@@ -44,6 +55,9 @@ async def send_error(
     err: HTTPError,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
+    if isinstance(err, SignInRequired) and not is_api_client(scope):
+        await _redirect(scope, send, err.location)
+        return
     body, content_type = error_body(scope, err)
     headers = [
         (b"content-type", content_type),
@@ -58,3 +72,15 @@ async def send_error(
     await send(
         {"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body}
     )
+
+
+async def _redirect(scope: dict[str, Any], send: Any, location: str) -> None:
+    # 302 for GET/HEAD; 303 makes a browser follow a POST's redirect with a GET.
+    status = 302 if scope.get("method") in ("GET", "HEAD") else 303
+    headers = [
+        (b"location", location.encode("latin-1", "replace")),
+        (b"content-length", b"0"),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})

@@ -6,6 +6,7 @@ import sqlite3
 
 from gateway.config import Config
 from tests.conftest import StartGateway
+from tests.servers import TeamTokens, grant_token
 
 
 async def test_two_teams_two_isolated_datasettes(
@@ -20,7 +21,9 @@ async def test_two_teams_two_isolated_datasettes(
         db.close()
     await gw.wait_healthy("alpha")
     await gw.wait_healthy("beta")
-    async with gw.client() as client:
+    # Teams are private: the client signs in to each with a team API token (issue 5).
+    tokens = {slug: grant_token(gw.app.store, slug) for slug in ("alpha", "beta")}
+    async with gw.client(auth=TeamTokens(tokens)) as client:
         for slug in ("alpha", "beta"):
             r = await client.get(gw.url(slug, "/data/marker.json?_shape=array"))
             assert r.status_code == 200, r.text

@@ -12,6 +12,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from gateway.auth.pages import auth_routes
 from gateway.observability.health import health_routes
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ def build_site(gw: Gateway) -> Starlette:
             Route("/", status_page),
             Route("/-/gateway/status.json", status_json),
             *health_routes(gw, "/-/gateway"),
+            *auth_routes(gw, templates),  # register, login, dashboard, teams (gateway/auth)
             Mount("/-/gateway/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
     )

@@ -39,6 +39,57 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            password_hash TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE memberships (
+            team TEXT NOT NULL REFERENCES teams(slug),
+            user_id TEXT NOT NULL REFERENCES users(id),
+            role TEXT NOT NULL DEFAULT 'member',       -- owner | member
+            created_at REAL NOT NULL,
+            PRIMARY KEY (team, user_id)
+        );
+        CREATE INDEX memberships_user ON memberships(user_id);
+        CREATE TABLE sessions (
+            id_hash TEXT PRIMARY KEY,                  -- sha256 of the id in the cookie
+            user_id TEXT NOT NULL REFERENCES users(id),
+            created_at REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            expires_at REAL NOT NULL,                  -- absolute timeout
+            idle REAL NOT NULL,                        -- idle timeout, seconds
+            remember INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX sessions_user ON sessions(user_id);
+        CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            team TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            token_hash TEXT NOT NULL UNIQUE,           -- sha256 of the bearer token
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            last_used REAL,
+            revoked_at REAL
+        );
+        CREATE TABLE invites (
+            id TEXT PRIMARY KEY,
+            team TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            role TEXT NOT NULL DEFAULT 'member',
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            used_at REAL,
+            used_by TEXT
+        );
+        """,
+    ),
 ]
 
 

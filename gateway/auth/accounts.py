@@ -1,0 +1,184 @@
+"""Users, memberships and invites in the control store (migration 2).
+
+Plain functions over ``Store``: the web pages, the CLI and the per-request check share them.
+Every write that can change who may see what returns normally; callers in the gateway process
+then invalidate the session cache (``Auth.changed``), and a CLI write is caught through
+SQLite's ``data_version``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from gateway.errors import GatewayError
+from gateway.store import Store
+
+EMAIL = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})\.[A-Za-z]{2,63}$")
+ROLES = ("owner", "member")
+
+
+class AccountError(GatewayError):
+    """A user's mistake on an account form or command: the message is shown as is."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    password_hash: str
+    disabled: bool
+    created_at: float
+
+
+def normalize_email(raw: str) -> str:
+    email = raw.strip()
+    if len(email) > 254 or not EMAIL.match(email):
+        raise AccountError("Please enter a valid email address, like name@example.org.")
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def _user(r: sqlite3.Row) -> User:
+    return User(r["id"], r["email"], r["password_hash"], bool(r["disabled"]), r["created_at"])
+
+
+def user_by_email(store: Store, email: str) -> User | None:
+    rows = store.query("SELECT * FROM users WHERE email = ?", [email])
+    return _user(rows[0]) if rows else None
+
+
+def user_by_id(store: Store, user_id: str) -> User | None:
+    rows = store.query("SELECT * FROM users WHERE id = ?", [user_id])
+    return _user(rows[0]) if rows else None
+
+
+def users(store: Store) -> list[User]:
+    return [_user(r) for r in store.query("SELECT * FROM users ORDER BY email")]
+
+
+def create_user(store: Store, email: str, password_hash: str, team: str | None = None) -> User:
+    """Create a user (and, with ``team``, that team with them as owner) in one transaction."""
+    user = User("u_" + secrets.token_hex(8), email, password_hash, False, time.time())
+    with store.transaction() as conn:
+        if conn.execute("SELECT 1 FROM users WHERE email = ?", [email]).fetchone():
+            raise AccountError(f"there is already an account for {email}")
+        if (
+            team is not None
+            and conn.execute("SELECT 1 FROM teams WHERE slug = ?", [team]).fetchone()
+        ):
+            raise AccountError(f"the team name {team!r} is taken; please choose another")
+        conn.execute(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
+            [user.id, email, password_hash, user.created_at],
+        )
+        if team is not None:
+            conn.execute(
+                "INSERT INTO teams (slug, created_at) VALUES (?, ?)", [team, user.created_at]
+            )
+            conn.execute(
+                "INSERT INTO memberships (team, user_id, role, created_at) VALUES (?, ?, ?, ?)",
+                [team, user.id, "owner", user.created_at],
+            )
+    return user
+
+
+def set_password(store: Store, user_id: str, password_hash: str, *, revoke: bool = True) -> None:
+    """Store a new hash; a changed password revokes every session (reliability.md)."""
+    with store.transaction() as conn:
+        conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", [password_hash, user_id])
+        if revoke:
+            conn.execute("DELETE FROM sessions WHERE user_id = ?", [user_id])
+
+
+def set_disabled(store: Store, user_id: str, disabled: bool) -> None:
+    with store.transaction() as conn:
+        conn.execute("UPDATE users SET disabled = ? WHERE id = ?", [int(disabled), user_id])
+        if disabled:
+            conn.execute("DELETE FROM sessions WHERE user_id = ?", [user_id])
+
+
+# -- memberships --------------------------------------------------------------------------
+def memberships(store: Store, user_id: str) -> dict[str, str]:
+    rows = store.query("SELECT team, role FROM memberships WHERE user_id = ?", [user_id])
+    return {r["team"]: r["role"] for r in rows}
+
+
+def members(store: Store, team: str) -> list[tuple[User, str]]:
+    rows = store.query(
+        "SELECT users.*, memberships.role AS role FROM memberships"
+        " JOIN users ON users.id = memberships.user_id WHERE team = ? ORDER BY users.email",
+        [team],
+    )
+    return [(_user(r), r["role"]) for r in rows]
+
+
+def add_member(store: Store, team: str, user_id: str, role: str = "member") -> None:
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    with store.transaction() as conn:
+        if not conn.execute("SELECT 1 FROM teams WHERE slug = ?", [team]).fetchone():
+            raise AccountError(f"there is no team {team!r}")
+        conn.execute(
+            "INSERT INTO memberships (team, user_id, role, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(team, user_id) DO UPDATE SET role = excluded.role",
+            [team, user_id, role, time.time()],
+        )
+
+
+def remove_member(store: Store, team: str, user_id: str) -> None:
+    with store.transaction() as conn:
+        row = conn.execute(
+            "SELECT role FROM memberships WHERE team = ? AND user_id = ?", [team, user_id]
+        ).fetchone()
+        if row is None:
+            raise AccountError("that user is not a member of this team")
+        if row["role"] == "owner":
+            owners = conn.execute(
+                "SELECT count(*) FROM memberships WHERE team = ? AND role = 'owner'", [team]
+            ).fetchone()[0]
+            if owners <= 1:
+                raise AccountError("a team needs at least one owner; add another owner first")
+        conn.execute("DELETE FROM memberships WHERE team = ? AND user_id = ?", [team, user_id])
+
+
+def set_public(store: Store, team: str, public: bool) -> None:
+    with store.transaction() as conn:
+        conn.execute("UPDATE teams SET public = ? WHERE slug = ?", [int(public), team])
+
+
+# -- invites ------------------------------------------------------------------------------
+INVITE_LIFETIME = 7 * 86400
+
+
+def create_invite(store: Store, team: str, created_by: str, role: str = "member") -> str:
+    invite_id = secrets.token_urlsafe(12)
+    now = time.time()
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO invites (id, team, created_by, role, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [invite_id, team, created_by, role, now, now + INVITE_LIFETIME],
+        )
+    return invite_id
+
+
+def use_invite(store: Store, invite_id: str, user_id: str) -> str:
+    """Consume an invite once: returns the team joined, or raises AccountError."""
+    now = time.time()
+    with store.transaction() as conn:
+        row = conn.execute("SELECT * FROM invites WHERE id = ?", [invite_id]).fetchone()
+        if row is None or row["used_at"] is not None or row["expires_at"] < now:
+            raise AccountError("This invitation link has expired or was already used.")
+        conn.execute(
+            "UPDATE invites SET used_at = ?, used_by = ? WHERE id = ?", [now, user_id, invite_id]
+        )
+        conn.execute(
+            "INSERT INTO memberships (team, user_id, role, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(team, user_id) DO NOTHING",
+            [row["team"], user_id, row["role"], now],
+        )
+        return str(row["team"])

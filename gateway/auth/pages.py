@@ -1,0 +1,23 @@
+"""Mount point of the account pages on the apex site (``gateway/pages/site.py``)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from gateway.auth import views_account, views_teams
+from gateway.auth.web import Web
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+def auth_routes(gw: Gateway, templates: Jinja2Templates) -> list[Route]:
+    templates.env.filters["timestamp"] = lambda t: time.strftime(
+        "%Y-%m-%d %H:%M UTC", time.gmtime(t)
+    )
+    web = Web(gw, templates)
+    return [*views_account.routes(web), *views_teams.routes(web)]

@@ -1,0 +1,234 @@
+"""Apex pages for one's own account: register, sign in/out, change and reset password."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from typing import TYPE_CHECKING
+
+from itsdangerous import BadData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth import accounts
+from gateway.auth.passwords import policy_error
+from gateway.auth.sessions import Session
+from gateway.auth.web import Web, page
+from gateway.errors import GatewayError, TooManyRequests
+from gateway.slugs import validate_slug
+
+if TYPE_CHECKING:
+    from gateway.auth.accounts import User
+
+RESET_MAX_AGE = 3600  # reliability.md: reset links live at most an hour
+BAD_LOGIN = "The email or password is incorrect."
+
+
+def _s(form: object, key: str) -> str:
+    value = form.get(key)  # type: ignore[attr-defined]
+    return value if isinstance(value, str) else ""
+
+
+def password_fingerprint(user: User) -> str:
+    """Django's design: a reset token is bound to the current hash, so using it kills it."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:24]
+
+
+def routes(web: Web) -> list[Route]:
+    gw, auth = web.gw, web.auth
+
+    async def sign_in(user_id: str, remember: bool, old: Session | None, to: str) -> Response:
+        if old is not None:  # a new id at every login: never keep a pre-login session
+            auth.sessions.revoke(old.id_hash)
+        value, max_age = auth.sessions.create(user_id, remember)
+        return web.redirect(to, auth.session_cookie(value, max_age))
+
+    def throttled(email: str, request: Request) -> None:
+        wait = auth.throttle.retry_after(email, web.ip(request))
+        if wait:
+            raise TooManyRequests(
+                f"Too many failed attempts. Please wait {wait} seconds and try again.",
+                retry_after=wait,
+            )
+
+    # -- register ---------------------------------------------------------------------------
+    async def register(request: Request) -> Response:
+        session = web.session(request)
+        ctx: dict[str, object] = {"email": "", "team": "", "error": None}
+        if request.method == "POST":
+            form = await web.form(request, session)
+            ctx.update(email=_s(form, "email"), team=_s(form, "team"))
+            password = _s(form, "password")
+            try:
+                throttled(_s(form, "email"), request)
+                email = accounts.normalize_email(_s(form, "email"))
+                slug = validate_slug(_s(form, "team"))
+                why = policy_error(password, email)
+                if why:
+                    raise accounts.AccountError(why)
+                known = accounts.user_by_email(gw.store, email)
+                # Same work either way: a known address still costs one hash.
+                hashed = await auth.passwords.hash(password)
+                if known is not None:
+                    auth.throttle.failed(email, web.ip(request))
+                    raise accounts.AccountError(
+                        "We could not create an account with these details. If you already "
+                        "have an account, sign in or reset your password."
+                    )
+                user = accounts.create_user(gw.store, email, hashed, team=slug)
+            except (accounts.AccountError, GatewayError) as err:
+                if isinstance(err, TooManyRequests):
+                    raise
+                ctx["error"] = str(err)
+                return web.render(request, "auth_register.html", ctx, session, status=400)
+            auth.changed()
+            await gw.fleet.reconcile()  # the running fleet starts the team's instance now
+            return await sign_in(user.id, False, session, "/dashboard")
+        return web.render(request, "auth_register.html", ctx, session)
+
+    # -- login / logout -----------------------------------------------------------------------
+    async def login(request: Request) -> Response:
+        session = web.session(request)
+        ctx: dict[str, object] = {
+            "email": "",
+            "error": None,
+            "next": request.query_params.get("next", ""),
+        }
+        if request.method == "POST":
+            form = await web.form(request, session)
+            raw_email = _s(form, "email").strip()
+            ctx.update(email=raw_email, next=_s(form, "next"))
+            throttled(raw_email, request)
+            password = _s(form, "password")
+            user = accounts.user_by_email(gw.store, raw_email)
+            stored = user.password_hash if user is not None else None
+            ok, new_hash = await auth.passwords.verify(stored, password)
+            if not ok or user is None or user.disabled:
+                auth.throttle.failed(raw_email, web.ip(request))
+                ctx["error"] = BAD_LOGIN
+                return web.render(request, "auth_login.html", ctx, session, status=400)
+            auth.throttle.succeeded(raw_email)
+            if new_hash is not None:  # argon2 parameters changed since this hash was made
+                accounts.set_password(gw.store, user.id, new_hash, revoke=False)
+            target = web.next_url(_s(form, "next"), auth_view(user.id))
+            return await sign_in(user.id, _s(form, "remember") == "on", session, target)
+        return web.render(request, "auth_login.html", ctx, session)
+
+    def auth_view(user_id: str) -> Session:
+        # The memberships of the user who just signed in decide where ``next`` may go.
+        return Session("", user_id, "", accounts.memberships(gw.store, user_id), 0, 0, 0, False)
+
+    async def logout(request: Request) -> Response:
+        session = web.session(request)
+        await web.form(request, session)
+        if session is not None:
+            auth.sessions.revoke(session.id_hash)
+        return web.redirect("/login", auth.clear_cookie())
+
+    async def logout_everywhere(request: Request) -> Response:
+        session = web.session(request)
+        await web.form(request, session)
+        if session is not None:
+            auth.sessions.revoke_user(session.user_id)
+        return web.redirect("/login", auth.clear_cookie())
+
+    # -- change password ----------------------------------------------------------------------
+    async def change_password(request: Request) -> Response:
+        session = web.session(request)
+        if session is None:
+            return web.redirect(auth.login_url("/password"))
+        ctx: dict[str, object] = {"error": None}
+        if request.method == "POST":
+            form = await web.form(request, session)
+            throttled(session.email, request)
+            user = accounts.user_by_id(gw.store, session.user_id)
+            new = _s(form, "new_password")
+            why = policy_error(new, session.email)
+            if user is None:
+                return web.redirect("/login", auth.clear_cookie())
+            ok, _ = await auth.passwords.verify(user.password_hash, _s(form, "password"))
+            if not ok:
+                auth.throttle.failed(session.email, web.ip(request))
+                why = "Your current password is incorrect."
+            if why:
+                ctx["error"] = why
+                return web.render(request, "auth_password.html", ctx, session, status=400)
+            accounts.set_password(gw.store, user.id, await auth.passwords.hash(new))
+            auth.changed()  # every session of this user is gone; this browser gets a new one
+            return await sign_in(user.id, session.remember, None, "/dashboard?changed=1")
+        return web.render(request, "auth_password.html", ctx, session)
+
+    # -- reset --------------------------------------------------------------------------------
+    async def reset_request(request: Request) -> Response:
+        session = web.session(request)
+        if request.method != "POST":
+            return web.render(request, "auth_reset_request.html", {"sent": False}, session)
+        form = await web.form(request, session)
+        raw_email = _s(form, "email").strip()
+        throttled(raw_email, request)
+        auth.throttle.failed(raw_email, web.ip(request))  # bounds reset mail per address/IP
+        user = accounts.user_by_email(gw.store, raw_email)
+        if user is not None and not user.disabled:
+            token = auth.signers["reset"].dumps({"u": user.id, "h": password_fingerprint(user)})
+            link = f"{gw.config.base_url}/reset/{token}"
+            # Sent in the background: waiting for SMTP would make known addresses slower.
+            asyncio.get_running_loop().create_task(
+                auth.mailer.send(
+                    user.email,
+                    "Reset your password",
+                    f"Someone asked to reset the password of {user.email}.\n\n"
+                    f"To choose a new password, open this link within an hour:\n{link}\n\n"
+                    "If it was not you, ignore this message; your password is unchanged.\n",
+                )
+            )
+        ctx = {"sent": True, "email": raw_email}
+        return web.render(request, "auth_reset_request.html", ctx, session)
+
+    def reset_user(token: str) -> User | None:
+        try:
+            data = auth.signers["reset"].loads(token, max_age=RESET_MAX_AGE)
+        except (BadData, UnicodeError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        user = accounts.user_by_id(gw.store, str(data.get("u")))
+        if user is None or user.disabled:
+            return None
+        if not hmac.compare_digest(str(data.get("h")), password_fingerprint(user)):
+            return None  # already used: the password (and so the hash) has changed
+        return user
+
+    async def reset_confirm(request: Request) -> Response:
+        session = web.session(request)
+        token = request.path_params["token"]
+        user = reset_user(token)
+        if user is None:
+            return web.render(
+                request, "auth_reset.html", {"invalid": True, "error": None}, session, status=400
+            )
+        ctx: dict[str, object] = {"invalid": False, "error": None}
+        if request.method == "POST":
+            form = await web.form(request, session)
+            new = _s(form, "new_password")
+            why = policy_error(new, user.email)
+            if why:
+                ctx["error"] = why
+                return web.render(request, "auth_reset.html", ctx, session, status=400)
+            accounts.set_password(gw.store, user.id, await auth.passwords.hash(new))
+            auth.changed()
+            auth.throttle.succeeded(user.email)
+            return web.redirect("/login?reset=1", auth.clear_cookie())
+        return web.render(request, "auth_reset.html", ctx, session)
+
+    both = ["GET", "POST"]
+    return [
+        Route("/register", page(web, register), methods=both),
+        Route("/login", page(web, login), methods=both),
+        Route("/logout", page(web, logout), methods=["POST"]),
+        Route("/logout-everywhere", page(web, logout_everywhere), methods=["POST"]),
+        Route("/password", page(web, change_password), methods=both),
+        Route("/reset", page(web, reset_request), methods=both),
+        Route("/reset/{token}", page(web, reset_confirm), methods=both),
+    ]

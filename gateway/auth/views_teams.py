@@ -1,0 +1,155 @@
+"""Apex pages for teams: the dashboard, members and invitations, API tokens, public flag."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from itsdangerous import BadData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth import accounts
+from gateway.auth.sessions import Session
+from gateway.auth.web import Web, page
+from gateway.errors import BadRequest, Forbidden, NotFound, TeamNotFound
+
+INVITE_MAX_AGE = accounts.INVITE_LIFETIME
+
+
+def _s(form: Any, key: str) -> str:
+    value = form.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def routes(web: Web) -> list[Route]:
+    gw, auth = web.gw, web.auth
+
+    def signed_in(request: Request) -> Session | Response:
+        session = web.session(request)
+        if session is None:
+            path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return web.redirect(auth.login_url(path))
+        return session
+
+    def role_in(session: Session, slug: str, need: str = "member") -> str:
+        role = session.teams.get(slug)
+        if role is None:
+            raise NotFound(f"You are not a member of a team called {slug}.")
+        if need == "owner" and role != "owner":
+            raise Forbidden("Only the team's owners can do that.")
+        return role
+
+    def team_info(slug: str) -> dict[str, Any]:
+        service = gw.fleet.service(slug)
+        try:
+            team = gw.store.team(slug)
+        except TeamNotFound as exc:
+            raise NotFound(f"There is no team called {slug}.") from exc
+        return {
+            "slug": slug,
+            "state": service.state() if service is not None else "not running",
+            "url": gw.config.team_url(slug) + "/",
+            "upload_url": gw.config.team_url(slug) + "/-/upload-csv",
+            "public": team.public,
+        }
+
+    async def dashboard(request: Request) -> Response:
+        session = signed_in(request)
+        if isinstance(session, Response):
+            return session
+        teams = [team_info(slug) | {"role": role} for slug, role in sorted(session.teams.items())]
+        ctx = {"teams": teams, "changed": request.query_params.get("changed") == "1"}
+        return web.render(request, "dashboard.html", ctx, session)
+
+    async def team_page(request: Request, extra: dict[str, Any] | None = None) -> Response:
+        session = signed_in(request)
+        if isinstance(session, Response):
+            return session
+        slug = request.path_params["slug"]
+        role = role_in(session, slug)
+        ctx = {
+            "team": team_info(slug),
+            "role": role,
+            "members": accounts.members(gw.store, slug),
+            "tokens": auth.tokens.list(slug),
+            "now": time.time(),
+            "new_token": None,
+            "invite_link": None,
+            **(extra or {}),
+        }
+        return web.render(request, "auth_team.html", ctx, session)
+
+    async def team_action(request: Request) -> Response:
+        session = signed_in(request)
+        if isinstance(session, Response):
+            return session
+        form = await web.form(request, session)
+        slug = request.path_params["slug"]
+        action = request.path_params["action"]
+        back = f"/teams/{slug}"
+        if action == "invite":
+            role_in(session, slug, "owner")
+            role = _s(form, "role") if _s(form, "role") in accounts.ROLES else "member"
+            invite = accounts.create_invite(gw.store, slug, session.user_id, role)
+            link = f"{gw.config.base_url}/invite/{auth.signers['invite'].dumps(invite)}"
+            return await team_page(request, {"invite_link": link})
+        if action == "remove-member":
+            if _s(form, "user_id") != session.user_id:
+                role_in(session, slug, "owner")  # anyone may leave; only owners remove others
+            accounts.remove_member(gw.store, slug, _s(form, "user_id"))
+            auth.changed()
+            return web.redirect(back if _s(form, "user_id") != session.user_id else "/dashboard")
+        if action == "token":
+            role_in(session, slug)
+            days = _s(form, "expires_days").strip()
+            if days and not (days.isdigit() and 0 < int(days) <= 3650):
+                raise BadRequest("Expiry must be a whole number of days between 1 and 3650.")
+            name = _s(form, "name").strip() or "token"
+            raw = auth.tokens.create(
+                slug, session.user_id, name, int(days) * 86400.0 if days else None
+            )
+            return await team_page(request, {"new_token": raw})
+        if action == "revoke-token":
+            role_in(session, slug)
+            auth.tokens.revoke(slug, _s(form, "token_id"))
+            return web.redirect(back)
+        if action == "public":
+            role_in(session, slug, "owner")
+            accounts.set_public(gw.store, slug, _s(form, "public") == "1")
+            auth.changed()
+            return web.redirect(back)
+        raise NotFound("No such action.")
+
+    async def invite(request: Request) -> Response:
+        session = signed_in(request)
+        if isinstance(session, Response):
+            return session
+        token = request.path_params["token"]
+        try:
+            invite_id = auth.signers["invite"].loads(token, max_age=INVITE_MAX_AGE)
+        except (BadData, UnicodeError, ValueError):
+            invite_id = None
+        rows = gw.store.query("SELECT * FROM invites WHERE id = ?", [str(invite_id)])
+        row = rows[0] if rows else None
+        if row is None or row["used_at"] is not None or row["expires_at"] < time.time():
+            ctx = {"invalid": True, "team": None}
+            return web.render(request, "auth_invite.html", ctx, session, status=400)
+        if request.method == "POST":
+            await web.form(request, session)
+            slug = accounts.use_invite(gw.store, row["id"], session.user_id)
+            auth.changed()
+            return web.redirect(f"/teams/{slug}")
+        ctx = {"invalid": False, "team": row["team"], "role": row["role"]}
+        return web.render(request, "auth_invite.html", ctx, session)
+
+    async def team_get(request: Request) -> Response:
+        return await team_page(request)
+
+    return [
+        Route("/dashboard", page(web, dashboard)),
+        Route("/teams/{slug}", page(web, team_get)),
+        Route("/teams/{slug}/{action}", page(web, team_action), methods=["POST"]),
+        Route("/invite/{token}", page(web, invite), methods=["GET", "POST"]),
+    ]

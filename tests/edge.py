@@ -17,6 +17,7 @@ from gateway.admin.discovery import find_admin
 from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.listeners import run_listeners
+from gateway.lock import hold_running_lock
 from gateway.server import build_listeners
 
 
@@ -80,6 +81,8 @@ async def run_edge(config: Config, teams: tuple[str, ...] = ()) -> AsyncIterator
         with app.store.transaction() as conn:
             conn.execute("UPDATE teams SET public = 1 WHERE slug = ?", [slug])
     main, public, aux = build_listeners(app, config)
+    lock = hold_running_lock(config.data_dir)  # as `gateway serve`: the CLI sees it running
+    lock.__enter__()
     task = asyncio.ensure_future(run_listeners(main, public, aux))
     try:
         while not (main.started and all(server.started for server, _ in aux)):
@@ -94,3 +97,4 @@ async def run_edge(config: Config, teams: tuple[str, ...] = ()) -> AsyncIterator
         main.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 30)
+        lock.__exit__(None, None, None)

@@ -1,0 +1,112 @@
+"""The admin API on its own listener: token auth, the live route table, pause/resume, drain,
+the operator dashboard, and the CLI reading the live table from it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from click.testing import CliRunner
+
+from gateway.cli import cli
+from gateway.config import Config
+from tests.edge import run_edge
+
+
+async def test_token_is_required_and_health_is_open(config: Config) -> None:
+    async with run_edge(config) as gw:
+        token_file = config.data_dir / "admin.token"
+        assert token_file.read_text().strip() == gw.token
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        async with gw.admin(token="wrong") as bad:
+            r = await bad.get("/api/status", headers={"accept": "application/json"})
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            assert (await bad.post("/api/teams/alpha/resume")).status_code == 401
+            assert (await bad.get("/metrics")).status_code == 401
+            assert (await bad.get("/livez")).status_code == 200
+            ready = await bad.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["ready"] is True
+        async with gw.admin() as admin:
+            r = await admin.get("/api/status")
+            assert r.status_code == 200 and r.json()["ready"] is True
+    # The token persists across restarts (kept in the control store).
+    async with run_edge(config) as again:
+        assert again.token == gw.token
+
+
+async def test_routes_pause_resume_drain(config: Config) -> None:
+    async with run_edge(config, teams=("alpha",)) as gw:
+        await gw.wait_healthy("alpha")
+        async with gw.admin() as admin, gw.client() as client:
+            routes = (await admin.get("/api/routes")).json()["routes"]
+            assert [(r["host"], r["team"], r["state"]) for r in routes] == [
+                ("alpha.localhost", "alpha", "up")
+            ]
+            [target] = (await admin.get("/api/targets")).json()["targets"]
+            assert target["team"] == "alpha" and target["state"] == "healthy"
+            assert (await admin.post("/api/teams/nope/pause")).status_code == 404
+            assert (await admin.post("/api/teams/alpha/pause?seconds=abc")).status_code == 400
+            assert (await admin.post("/api/teams/alpha/pause?seconds=9999")).status_code == 400
+
+            paused = await admin.post("/api/teams/alpha/pause?seconds=60")
+            assert paused.json()["state"] == "paused"
+            held = asyncio.ensure_future(client.get(gw.url("alpha", "/-/versions.json")))
+            await asyncio.sleep(0.5)
+            assert not held.done()  # held at the gateway, never sent
+            resumed = await admin.post("/api/teams/alpha/resume")
+            assert resumed.json()["state"] == "up"
+            assert (await asyncio.wait_for(held, 30)).status_code == 200
+
+            drained = await admin.post(f"/api/targets/{target['id']}/drain")
+            assert drained.status_code == 200, drained.text
+            assert drained.json()["cancelled"] == 0
+            assert (await admin.get("/api/targets")).json()["targets"] == []
+            teams = (await admin.get("/api/teams")).json()["teams"]
+            assert teams[0]["slug"] == "alpha" and teams[0]["state"] == "down"
+            status = (await admin.get("/api/status")).json()
+            assert status["counters"]["drains"] == 1
+            assert (await admin.get("/api/deploys")).json() == {"deploys": []}
+            assert "imports" in (await admin.get("/api/imports")).json()
+
+
+async def test_dashboard_login_and_cookie_is_read_only(config: Config) -> None:
+    async with run_edge(config, teams=("alpha",)) as gw:
+        await gw.wait_healthy("alpha")
+        async with gw.client() as client:
+            await client.get(gw.url("alpha", "/-/versions.json"))
+        import httpx
+
+        async with httpx.AsyncClient(base_url=gw.admin_url, timeout=30) as browser:
+            r = await browser.get("/")
+            assert r.status_code == 303 and r.headers["location"] == "/login"
+            wrong = await browser.post("/login", data={"token": "nope"})
+            assert wrong.status_code == 401 and "not right" in wrong.text
+            ok = await browser.post("/login", data={"token": gw.token})
+            assert ok.status_code == 303
+            page = await browser.get("/")
+            assert page.status_code == 200
+            assert "alpha" in page.text and "<svg" in page.text and "healthy" in page.text
+            assert "Recent deploys" in page.text
+            # The cookie reads; it never acts (no cross-site pause/drain).
+            assert (await browser.post("/api/teams/alpha/pause")).status_code == 401
+            assert (await browser.get("/static/gateway.css")).status_code == 200
+
+
+async def test_cli_status_and_routes_use_the_admin_api(config: Config) -> None:
+    args = ["--data-dir", str(config.data_dir), "--domain", config.domain]
+    runner = CliRunner()
+    offline = runner.invoke(cli, ["routes", *args])
+    assert offline.exit_code == 0 and "not running" in offline.output
+    async with run_edge(config, teams=("alpha",)) as gw:
+        await gw.wait_healthy("alpha")
+        # The CLI is synchronous: run it in a thread so this loop keeps serving the admin API.
+        status = await asyncio.to_thread(runner.invoke, cli, ["status", *args])
+        assert status.exit_code == 0, status.output
+        assert "running, ready" in status.output and "healthy" in status.output
+        assert "in-flight 0" in status.output
+        routes = await asyncio.to_thread(runner.invoke, cli, ["routes", *args])
+        assert routes.exit_code == 0, routes.output
+        assert "live route table" in routes.output
+        assert "alpha.localhost" in routes.output and "up" in routes.output
+    after = runner.invoke(cli, ["status", *args])
+    assert after.exit_code == 0 and "not running" in after.output

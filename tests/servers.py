@@ -331,8 +331,13 @@ class UvicornUpstream:
     def address(self) -> Address:
         return ("127.0.0.1", self.port)
 
-    async def start(self) -> UvicornUpstream:
-        sock = free_socket()
+    async def start(self, port: int = 0) -> UvicornUpstream:
+        if port:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+        else:
+            sock = free_socket()
         self.port = sock.getsockname()[1]
         self._server = uvicorn.Server(
             uvicorn.Config(
@@ -343,6 +348,7 @@ class UvicornUpstream:
                 loop="none",
                 http="httptools",
                 proxy_headers=False,
+                timeout_graceful_shutdown=1,  # a test may leave a /slow request behind
             )
         )
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
@@ -382,7 +388,8 @@ class Proxied(Running):
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         kwargs.setdefault("auth", TeamTokens(self.tokens))
-        return httpx.AsyncClient(transport=LoopbackTransport(), timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.AsyncClient(transport=LoopbackTransport(), **kwargs)
 
 
 def grant_token(store: Store, team: str) -> str:

@@ -1,0 +1,122 @@
+"""Hold (no healthy target yet) and drain semantics, through a live gateway."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.config import Config
+from gateway.routing.target import State
+from gateway.store import open_store
+from tests.conftest import StartGateway
+from tests.servers import Proxied, UvicornUpstream, closed_port, gateway_for, wait_for
+
+
+async def status_counters(gw: Proxied) -> dict[str, int]:
+    async with gw.client() as client:
+        data = (await client.get(gw.url(None, "/-/gateway/status.json"))).json()
+    return data["counters"]  # type: ignore[no-any-return]
+
+
+async def test_request_is_held_until_a_target_turns_healthy(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    port = closed_port()  # the target exists but nothing answers yet: it stays STARTING
+    gw = await gateway_for(
+        start_gateway, config.replace(hold_timeout=20), {"alpha": [("127.0.0.1", port)]}, wait=False
+    )
+    target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
+    up = UvicornUpstream()
+    try:
+        async with gw.client() as client:
+            request = asyncio.ensure_future(client.post(gw.url("alpha", "/echo"), content=b"hi"))
+            await asyncio.sleep(0.5)
+            assert not request.done()  # held, not refused
+            assert target.state is State.STARTING
+            await up.start(port)
+            r = await request
+        assert r.status_code == 200, r.text
+        assert r.json()["body"] == "hi"
+        assert target.state is State.HEALTHY
+        assert (await status_counters(gw))["retries"] == 0
+    finally:
+        await up.close()
+
+
+async def test_hold_timeout_gives_503_with_retry_after(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    gw = await gateway_for(
+        start_gateway,
+        config.replace(hold_timeout=0.5),
+        {"alpha": [("127.0.0.1", closed_port())]},
+        wait=False,
+    )
+    async with gw.client() as client:
+        r = await client.get(gw.url("alpha", "/x"), headers={"accept": "application/json"})
+        page = await client.get(gw.url("alpha", "/x"), headers={"accept": "text/html"})
+    assert r.status_code == 503
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.json()["status"] == 503
+    assert page.status_code == 503
+    assert page.headers["content-type"].startswith("text/html")
+
+
+async def test_drain_finishes_in_flight_and_sends_new_requests_elsewhere(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    a, b = await UvicornUpstream().start(), await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(start_gateway, config, {"alpha": [a.address, b.address]})
+        first = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
+        async with gw.client() as client:
+            slow = asyncio.ensure_future(client.get(gw.url("alpha", "/slow?s=1.5")))
+            await wait_for(lambda: a.state.slow_started == 1)
+            assert first.inflight == 1
+            drain = asyncio.ensure_future(gw.app.fleet.stop_target(first))
+            await wait_for(lambda: first.state is State.DRAINING)
+            for _ in range(3):
+                r = await client.get(gw.url("alpha", "/echo"))
+                assert r.status_code == 200
+            assert not slow.done() and not drain.done()  # drain waits for the in-flight one
+            assert (await slow).status_code == 200
+            result = await drain
+        assert (result.completed, result.cancelled) == (1, 0)
+        assert first.state is State.STOPPED
+        assert a.state.paths == ["/slow"]  # nothing new reached the draining target
+        assert b.state.paths == ["/echo"] * 3
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_deleting_a_team_drains_and_the_straggler_gets_504(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    up = await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(
+            start_gateway, config.replace(drain_timeout=0.5), {"alpha": [up.address]}
+        )
+        target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
+        async with gw.client() as client:
+            slow = asyncio.ensure_future(
+                client.get(gw.url("alpha", "/slow?s=30"), headers={"accept": "application/json"})
+            )
+            await wait_for(lambda: up.state.slow_started == 1)
+            other = open_store(config.control_db)  # as `gateway teams delete` does
+            try:
+                other.set_team_state("alpha", "deleting")
+            finally:
+                other.close()
+            r = await slow
+            await wait_for(lambda: gw.app.fleet.service("alpha") is None)
+        assert r.status_code == 504
+        assert r.json()["status"] == 504
+        assert target.inflight == 0
+        assert target.state is State.STOPPED
+        counters = await status_counters(gw)
+        assert counters["drains"] == 1
+        assert counters["drain_cancelled"] == 1
+        assert [t.slug for t in gw.app.store.teams()] == []
+    finally:
+        await up.close()

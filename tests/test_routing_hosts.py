@@ -1,0 +1,82 @@
+"""Host matching through a live gateway: variants route, bad hosts get clear 4xx answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.config import Config
+from tests.conftest import StartGateway
+from tests.servers import Proxied, UvicornUpstream, gateway_for, raw_request, status_line
+
+
+@pytest.fixture
+async def gw(config: Config, start_gateway: StartGateway) -> AsyncIterator[Proxied]:
+    up = await UvicornUpstream().start()
+    yield await gateway_for(start_gateway, config, {"alpha": [up.address]})
+    await up.close()
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "alpha.localhost",
+        "alpha.localhost:{port}",
+        "ALPHA.LocalHost:{port}",
+        "alpha.localhost.:{port}",
+    ],
+)
+async def test_host_variants_route_to_the_team(gw: Proxied, host: str) -> None:
+    async with gw.client() as client:
+        r = await client.get(gw.url("alpha", "/echo"), headers={"host": host.format(port=gw.port)})
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == "/echo"
+
+
+async def test_unknown_host_is_404_html_or_json_by_accept(gw: Proxied) -> None:
+    async with gw.client() as client:
+        html = await client.get(gw.url("nosuchteam", "/"), headers={"accept": "text/html"})
+        js = await client.get(gw.url("nosuchteam", "/"), headers={"accept": "application/json"})
+        other = await client.get(gw.url("alpha", "/"), headers={"host": "alpha.example.org"})
+    assert html.status_code == 404
+    assert html.headers["content-type"].startswith("text/html")
+    assert "<h1>404" in html.text
+    assert js.status_code == 404
+    assert js.headers["content-type"] == "application/json"
+    assert js.json()["status"] == 404
+    assert other.status_code == 404
+
+
+async def test_missing_host_is_400(gw: Proxied) -> None:
+    raw = await raw_request(gw.port, b"GET /echo HTTP/1.0\r\n\r\n")
+    assert status_line(raw) == 400
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"alpha.localhost:abc", b"alpha_bad!.localhost", b"alpha..localhost", b"[::1", b"\xffalpha"],
+)
+async def test_malformed_host_is_400(gw: Proxied, host: bytes) -> None:
+    raw = await raw_request(gw.port, b"GET /echo HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert status_line(raw) == 400
+
+
+async def test_two_host_headers_are_400(gw: Proxied) -> None:
+    raw = await raw_request(
+        gw.port, b"GET /echo HTTP/1.1\r\nHost: alpha.localhost\r\nHost: beta.localhost\r\n\r\n"
+    )
+    assert status_line(raw) == 400
+
+
+async def test_absolute_form_request_uri(gw: Proxied) -> None:
+    token = gw.tokens["alpha"]
+    raw = await raw_request(
+        gw.port,
+        f"GET http://alpha.localhost:{gw.port}/echo?x=1 HTTP/1.1\r\n"
+        f"Host: alpha.localhost:{gw.port}\r\nAuthorization: Bearer {token}\r\n\r\n".encode(),
+    )
+    assert status_line(raw) == 200, raw[:300]
+    body = raw.partition(b"\r\n\r\n")[2]
+    assert b'"raw_path": "/echo"' in body  # forwarded in origin form
+    assert b'"query": "x=1"' in body

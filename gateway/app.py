@@ -64,7 +64,9 @@ class Gateway:
             from gateway.runtimes.local import LocalRuntime
 
             return LocalRuntime(self.config, self.store, self.instance_secret)
-        raise NotImplementedError("the docker runtime is not available yet")
+        from gateway.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(self.config, self.store, self.instance_secret, self.gateway_id)
 
     def instance_secret(self, team: str) -> str:
         """Each instance signs its own cookies with its own secret, kept in the store."""

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from gateway.config import SETTINGS, Config, from_env
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, TeamExists
 from gateway.lock import gateway_running
 from gateway.slugs import validate_slug
 from gateway.store import Store, open_store
@@ -106,10 +106,21 @@ def teams_create(config: Config, slug: str, wait: bool) -> None:
     store = open_store(config.control_db)
     from gateway.runtimes.base import prepare_team_dir
 
-    store.create_team(slug)
+    try:
+        store.create_team(slug)
+    except TeamExists:
+        if config.runtime != "docker":
+            raise
+        # Rerunning converges an interrupted provision: find, create or start the container.
+        click.echo(f"Team {slug} exists; making sure its container runs.")
     prepare_team_dir(config.teams_dir / slug)
     url = config.team_url(slug) + "/"
     if not gateway_running(config.data_dir):
+        if config.runtime == "docker":
+            from gateway.runtimes.docker import provision_team
+
+            provision_team(config, store, slug, wait=wait)
+            click.echo(f"Team {slug}'s container is running.")
         click.echo(f"Created team {slug}. Start the gateway (gateway serve) to serve it at {url}")
         return
     click.echo(f"Created team {slug}; the running gateway is starting its instance...")
@@ -168,7 +179,11 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
             time.sleep(0.1)
         else:
             raise click.ClickException(f"the gateway did not finish deleting {slug}; try again")
-    else:
+    if config.runtime == "docker":  # without a gateway, or orphans of an interrupted delete
+        from gateway.runtimes.docker import deprovision_team
+
+        deprovision_team(config, store, slug)
+    if not gateway_running(config.data_dir):
         store.delete_team(slug)
     if purge:
         shutil.rmtree(config.teams_dir / slug, ignore_errors=True)

@@ -50,6 +50,11 @@ class Fleet:
     async def start(self) -> None:
         await self.reconcile()
         self.ready = True
+        provider = getattr(self.runtime, "provider", None)
+        if provider is not None:  # docker: follow the engine's containers (fleet_snapshot.py)
+            from gateway.fleet_snapshot import SnapshotSync
+
+            provider.start(SnapshotSync(self).apply)
         self._task = asyncio.get_running_loop().create_task(self._watch(), name="fleet-watch")
 
     async def reconcile(self) -> None:

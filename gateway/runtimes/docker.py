@@ -1,0 +1,306 @@
+"""The production runtime: each team's Datasette in its own hardened container.
+
+Containers are found by a deterministic name (``gateway-<instance id>``) and by labels, so a
+gateway or CLI killed mid-provision converges when run again: a missing container is
+created, a stopped one started, a running one adopted with its published port. The Docker
+SDK blocks, so every call runs in a thread, never on the event loop. ``close()`` leaves the
+containers running: a gateway restart must not interrupt any team.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.errors import RuntimeUnavailable
+from gateway.routing.labels import MANAGED_BY
+from gateway.routing.target import Target
+from gateway.runtimes import image
+from gateway.runtimes.base import prepare_team_dir
+from gateway.runtimes.docker_provider import DockerProvider
+from gateway.slugs import validate_slug
+from gateway.store.db import Instance, Store
+
+log = logging.getLogger("gateway.docker")
+
+NETWORK = "gateway-tenants"
+PIDS_LIMIT = 256
+CPUS = 1.0
+STOP_GRACE_EXTRA = 10  # seconds beyond the drain timeout before Docker sends SIGKILL
+SecretFn = Callable[[str], str]
+
+
+def container_name(instance: Instance) -> str:
+    return f"gateway-{instance.id}"
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        secret_for: SecretFn,
+        gateway_id: str,
+        client_factory: Callable[[], Any] = image.docker_client,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.secret_for = secret_for
+        self.gateway_id = gateway_id
+        self._factory = client_factory
+        self._client: Any = None
+        # Instances whose start() has finished (or failed): snapshots may judge only these.
+        self.started: set[str] = set()
+        self.provider = DockerProvider(client_factory, gateway_id, config.domain)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    def version(self) -> str:
+        return image.image_tag()
+
+    async def start(self, instance: Instance, target: Target) -> None:
+        try:
+            host, port = await asyncio.to_thread(self.ensure, instance)
+            target.pool.host, target.pool.port = host, port
+        except Exception as exc:
+            # The target stays down; the next snapshot finds no container and retries.
+            log.error("cannot start %s: %s", instance.id, exc)
+        finally:
+            self.started.add(instance.id)
+
+    async def stop(self, instance: Instance) -> None:
+        await asyncio.to_thread(self.remove, instance)
+
+    async def close(self) -> None:
+        await self.provider.close()
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)
+
+    # -- blocking API (threads, and the CLI) -------------------------------------------------
+    def ensure(self, instance: Instance) -> tuple[str, int]:
+        """Create, start or adopt the instance's container; return its published address."""
+        import docker.errors
+
+        validate_slug(instance.team)  # before any Docker call
+        container = self.find(instance)
+        if container is None:
+            self.prepare_volume(instance.team)
+            try:
+                created = self.client.api.create_container(**self.spec(instance))
+                container = self.client.containers.get(created["Id"])
+                log.info("created container %s for %s", container.name, instance.id)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: a concurrent provision won the name
+                    raise RuntimeUnavailable(f"cannot create {instance.id}: {exc}") from exc
+                container = self.client.containers.get(container_name(instance))
+        if container.status != "running":
+            self.prepare_volume(instance.team)
+            container.start()
+            container.reload()
+        address = published(container.attrs)
+        if address is None:
+            raise RuntimeUnavailable(f"container {container.name} publishes no loopback port")
+        self.store.update_instance(instance.id, port=address[1], ref=container.id)
+        return address
+
+    def find(self, instance: Instance) -> Any:
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(container_name(instance))
+        except docker.errors.NotFound:
+            return None
+        if container.labels.get(MANAGED_BY) != self.gateway_id:
+            raise RuntimeUnavailable(
+                f"a container named {container.name} exists but is not managed by this gateway"
+            )
+        return container
+
+    def remove(self, instance: Instance) -> None:
+        container = self.find(instance)
+        if container is not None:
+            _stop_and_remove(container, self.stop_grace)
+
+    def remove_team(self, team: str) -> int:
+        """Remove every container of ``team`` this gateway manages (orphans included)."""
+        validate_slug(team)
+        found = self.client.containers.list(
+            all=True, filters={"label": [f"{MANAGED_BY}={self.gateway_id}", f"gateway.team={team}"]}
+        )
+        for container in found:
+            _stop_and_remove(container, self.stop_grace)
+        return len(found)
+
+    @property
+    def stop_grace(self) -> int:
+        return int(self.config.drain_timeout) + STOP_GRACE_EXTRA
+
+    def prepare_volume(self, team: str) -> Path:
+        """The team's directory, writable by the container's non-root user."""
+        team_dir = self.config.teams_dir / validate_slug(team)
+        prepare_team_dir(team_dir)
+        if os.geteuid() == 0:
+            for path in [team_dir, *team_dir.rglob("*")]:
+                if not path.is_symlink():
+                    os.chown(path, image.UID, image.UID)
+        return team_dir
+
+    def user(self) -> str:
+        # As root, the image's own user (volumes are chowned to it); otherwise our own uid,
+        # which already owns the volume and is non-root by definition.
+        return f"{image.UID}:{image.UID}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+
+    def spec(self, instance: Instance) -> dict[str, Any]:
+        """Every setting of a tenant container: the hardening is all here, in one place.
+
+        The low-level API is used because the high-level one cannot set ``stop_timeout``.
+        """
+        team = validate_slug(instance.team)
+        memory = f"{self.config.instance_memory_mb}m"
+        host_config = self.client.api.create_host_config(
+            binds={str(self.config.teams_dir / team): {"bind": "/data", "mode": "rw"}},
+            port_bindings={image.PORT: ("127.0.0.1", None)},
+            network_mode=self.ensure_network(),
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            read_only=True,
+            tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+            mem_limit=memory,
+            memswap_limit=memory,
+            pids_limit=PIDS_LIMIT,
+            nano_cpus=int(CPUS * 1e9),
+            restart_policy={"Name": "unless-stopped"},
+        )
+        return {
+            "image": image.resolve_image(self.client),
+            "name": container_name(instance),
+            "detach": True,
+            "labels": {
+                "gateway.team": team,
+                "gateway.host": f"{team}.{self.config.domain}",
+                "gateway.port": str(image.PORT),
+                "gateway.version": instance.version or self.version(),
+                "gateway.instance": instance.id,
+                MANAGED_BY: self.gateway_id,
+            },
+            "environment": {"DATASETTE_SECRET": self.secret_for(team)},
+            "user": self.user(),
+            "ports": [image.PORT],
+            "host_config": host_config,
+            "stop_signal": "SIGTERM",
+            "stop_timeout": self.stop_grace,
+            "healthcheck": {
+                "test": ["CMD", *image.HEALTH_CMD],
+                "interval": 15 * 10**9,
+                "timeout": 5 * 10**9,
+                "retries": 3,
+                "start_period": 30 * 10**9,
+            },
+        }
+
+    def ensure_network(self) -> str:
+        """One bridge with inter-container traffic off: a team cannot reach another's port."""
+        import docker.errors
+
+        try:
+            self.client.networks.get(NETWORK)
+        except docker.errors.NotFound:
+            try:
+                self.client.networks.create(
+                    NETWORK,
+                    driver="bridge",
+                    options={"com.docker.network.bridge.enable_icc": "false"},
+                    labels={"gateway.network": "tenants"},
+                )
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+        return NETWORK
+
+    def wait_healthy(self, address: tuple[str, int], timeout: float = 60) -> bool:
+        """Poll the container's health endpoint directly (CLI without a running gateway)."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        url = f"http://{address[0]}:{address[1]}/-/health"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.1)
+        return False
+
+
+def published(attrs: dict[str, Any]) -> tuple[str, int] | None:
+    ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    for binding in ports.get(f"{image.PORT}/tcp") or []:
+        if binding.get("HostIp") == "127.0.0.1" and binding.get("HostPort"):
+            return "127.0.0.1", int(binding["HostPort"])
+    return None
+
+
+def _stop_and_remove(container: Any, grace: int) -> None:
+    import docker.errors
+
+    try:
+        container.stop(timeout=grace)
+        container.remove(v=True)
+        log.info("removed container %s", container.name)
+    except docker.errors.NotFound:
+        pass
+
+
+# -- the CLI's side, when no gateway is running to do it --------------------------------------
+def _cli_runtime(config: Config, store: Store) -> DockerRuntime:
+    # Same secret key as Gateway.instance_secret, so the gateway adopts the container as is.
+    return DockerRuntime(
+        config,
+        store,
+        lambda team: store.ensure_setting(f"instance_secret:{team}"),
+        store.ensure_setting("gateway_id"),
+    )
+
+
+def provision_team(config: Config, store: Store, slug: str, *, wait: bool = True) -> int:
+    """Create or adopt the team's container now; safe to rerun after an interrupted run."""
+    runtime = _cli_runtime(config, store)
+    try:
+        instances = [i for i in store.instances(slug) if i.role == "active"]
+        if not instances:
+            instances = [store.add_instance(slug, runtime.name, version=runtime.version())]
+        for inst in instances:
+            address = runtime.ensure(inst)
+            if wait and not runtime.wait_healthy(address):
+                raise RuntimeUnavailable(
+                    f"container {container_name(inst)} started but /-/health does not answer; "
+                    f"see `docker logs {container_name(inst)}`"
+                )
+        return len(instances)
+    finally:
+        if runtime._client is not None:
+            runtime._client.close()
+
+
+def deprovision_team(config: Config, store: Store, slug: str) -> int:
+    """Stop and remove every container of the team (its data stays on the host)."""
+    runtime = _cli_runtime(config, store)
+    try:
+        return runtime.remove_team(slug)
+    finally:
+        if runtime._client is not None:
+            runtime._client.close()

@@ -147,12 +147,14 @@ async def test_client_disconnect_mid_response_frees_the_slot(
 ) -> None:
     gw = await gateway_for(start_gateway, config, {"alpha": [upstream.address]})
     target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
-    async with gw.client() as client:
-        async with client.stream("GET", gw.url("alpha", f"/stream?n={GiB}")) as r:
-            got = 0
-            async for chunk in r.aiter_raw():
-                got += len(chunk)
-                if got > 4 * MiB:
-                    break  # leaving the block closes the connection mid-body
+    got = 0
+    async with (
+        gw.client() as client,
+        client.stream("GET", gw.url("alpha", f"/stream?n={GiB}")) as r,
+    ):
+        async for chunk in r.aiter_raw():
+            got += len(chunk)
+            if got > 4 * MiB:
+                break  # leaving the block closes the connection mid-body
     await wait_for(lambda: target.inflight == 0)
     await wait_for(lambda: target.pool.connections() == 0)  # the upstream exchange was cut

@@ -34,7 +34,7 @@ def is_api_client(scope: dict[str, Any]) -> bool:
 
 
 def error_body(scope: dict[str, Any], err: HTTPError) -> tuple[bytes, bytes]:
-    if wants_json(scope):
+    if is_api_client(scope):
         payload = {"ok": False, "status": err.status, "error": err.title, "detail": err.detail}
         return json.dumps(payload).encode(), b"application/json"
     title = html.escape(f"{err.status} {err.title}")

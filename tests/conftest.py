@@ -151,6 +151,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The tenant image, built once per run (.ci/run builds it first; then this only checks)."""
+    from gateway.runtimes import image
+
+    tag, _ = image.build(progress=lambda line: print(line, flush=True))
+    return tag
+
+
 @pytest.fixture
 def _require_docker() -> None:
     pytest.fail("GATEWAY_REQUIRE_DOCKER=1 but no Docker engine is reachable")

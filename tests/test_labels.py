@@ -39,7 +39,7 @@ def container(
         ports = [{"IP": "127.0.0.1", "PrivatePort": 8001, "PublicPort": 49153, "Type": "tcp"}]
     return {
         "Id": cid,
-        "Names": [f"/{cid}"],
+        "Names": [f"/gateway-{labels.get('gateway.instance')}"],
         "State": state,
         "Status": status,
         "Labels": labels,
@@ -115,6 +115,13 @@ BAD = [
 ]
 
 
+def test_a_copy_under_another_name_is_rejected() -> None:
+    info = container()
+    info["Names"] = ["/my-copy"]
+    with pytest.raises(LabelError, match="is not gateway-alpha-0001"):
+        route_from_container(info, GW, DOMAIN)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_labels(overrides: dict[str, str | None], message: str) -> None:
     with pytest.raises(LabelError, match=re.escape(message)):
@@ -134,7 +141,7 @@ def test_snapshot_skips_bad_and_forged_containers_but_loads_the_rest() -> None:
             instance="beta-0001",
             ports=[{"IP": "127.0.0.1", "PrivatePort": 8001, "PublicPort": 49200, "Type": "tcp"}],
         ),
-        container("dup"),  # same gateway.instance as "good"
+        {**container("dup"), "Names": ["/copy-of-good"]},  # same labels, another name
     ]
     snap = build_snapshot(containers, GW, DOMAIN)
     assert [r.container for r in snap.routes] == ["good", "beta"]
@@ -143,7 +150,7 @@ def test_snapshot_skips_bad_and_forged_containers_but_loads_the_rest() -> None:
     assert set(rejected) == {"bad", "forged", "dup"}
     assert rejected["forged"].forged and "someone-else" in rejected["forged"].reason
     assert not rejected["bad"].forged and "gateway.port" in rejected["bad"].reason
-    assert "duplicate" in rejected["dup"].reason
+    assert "is not gateway-alpha-0001" in rejected["dup"].reason
 
 
 def test_no_labels_at_all_is_an_empty_snapshot() -> None:

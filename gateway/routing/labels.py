@@ -19,6 +19,7 @@ from gateway.slugs import validate_slug
 
 PREFIX = "gateway."
 MANAGED_BY = "gateway.managed-by"
+CONTAINER_PREFIX = "gateway-"  # containers are named gateway-<instance id>
 REQUIRED = ("team", "host", "port", "version", "instance")
 _INSTANCE = re.compile(r"^[a-z0-9][a-z0-9-]{0,100}$")
 
@@ -81,9 +82,13 @@ def route_from_container(info: dict[str, Any], gateway_id: str, domain: str) -> 
     instance = labels["gateway.instance"]
     if not _INSTANCE.match(instance) or not instance.startswith(team + "-"):
         raise LabelError(f"gateway.instance {instance!r} is not an instance of team {team}")
+    name = _name(info)
+    if name != CONTAINER_PREFIX + instance:
+        # Docker names are unique, so one instance can never have two routes.
+        raise LabelError(f"container name {name!r} is not {CONTAINER_PREFIX}{instance}")
     return Route(
         container=str(info.get("Id", "")),
-        name=_name(info),
+        name=name,
         team=team,
         host=host,
         port=port,
@@ -98,7 +103,6 @@ def route_from_container(info: dict[str, Any], gateway_id: str, domain: str) -> 
 def build_snapshot(containers: list[dict[str, Any]], gateway_id: str, domain: str) -> Snapshot:
     """Every container -> a full snapshot; one bad container never stops the others."""
     snap = Snapshot()
-    seen: set[str] = set()
     for info in containers:
         labels = info.get("Labels") or {}
         owner = labels.get(MANAGED_BY)
@@ -113,10 +117,6 @@ def build_snapshot(containers: list[dict[str, Any]], gateway_id: str, domain: st
         except LabelError as exc:
             snap.rejected.append(Rejected(cid, name, str(exc), False))
             continue
-        if route.instance in seen:
-            snap.rejected.append(Rejected(cid, name, "duplicate gateway.instance", False))
-            continue
-        seen.add(route.instance)
         snap.routes.append(route)
     return snap
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.errors import RuntimeUnavailable
-from gateway.routing.labels import MANAGED_BY
+from gateway.routing.labels import CONTAINER_PREFIX, MANAGED_BY
 from gateway.routing.target import Target
 from gateway.runtimes import image
 from gateway.runtimes.base import prepare_team_dir
@@ -37,7 +37,7 @@ SecretFn = Callable[[str], str]
 
 
 def container_name(instance: Instance) -> str:
-    return f"gateway-{instance.id}"
+    return CONTAINER_PREFIX + instance.id
 
 
 class DockerRuntime:

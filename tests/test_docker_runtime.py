@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from gateway.config import Config
 from gateway.routing.target import State
 from gateway.runtimes import image
 from gateway.store import open_store
-from tests.conftest import LoopbackTransport, Running, free_socket
+from tests.conftest import Running, free_socket
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 

@@ -229,11 +229,15 @@ def _wait_for(store: Store, slug: str, state: str, timeout: float) -> bool:
 
 from gateway.admin.cli import register as register_ops  # noqa: E402
 from gateway.auth.cli import register as register_auth  # noqa: E402
+from gateway.deploy_cli import register as register_deploys  # noqa: E402
 from gateway.runtimes.cli import image_group  # noqa: E402 (command groups register last)
 
 cli.add_command(image_group)
 register_auth(cli, teams)  # gateway users ..., gateway teams add-member|remove-member
 register_ops(cli, config_options, run_cli)  # gateway certs, gateway routes
+register_deploys(
+    cli, config_options, run_cli
+)  # deploy, rollback, pause, resume, maintenance, restart
 
 
 def main() -> None:

@@ -90,6 +90,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_host", str, "", "SMTP server for reset mail; empty = log the link instead."),
     Setting("smtp_port", int, 25, "Port of the SMTP server."),
     Setting("mail_from", str, "", "Sender of the gateway's mail; default gateway@<domain>."),
+    # -- deploys --
+    Setting(
+        "deploy_timeout", float, 30.0, "Seconds a new instance has to become healthy in a deploy."
+    ),
+    Setting("deploy_parallel", int, 2, "Teams deployed at once by `gateway deploy --all`."),
+    Setting("max_pause", float, 30.0, "Longest a paused team's requests are held (seconds)."),
     # -- edge and operations (TLS without Traefik, admin listener, access log) --
     Setting("tls_cert", str, "", "PEM certificate (chain) file: serve HTTPS on the public port."),
     Setting("tls_key", str, "", "PEM private key file matching --tls-cert."),
@@ -150,6 +156,9 @@ class Config:
     smtp_host: str = ""
     smtp_port: int = 25
     mail_from: str = ""
+    deploy_timeout: float = 30.0
+    deploy_parallel: int = 2
+    max_pause: float = 30.0
     tls_cert: str = ""
     tls_key: str = ""
     redirect_port: int = 0

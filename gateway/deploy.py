@@ -73,7 +73,9 @@ class Deployer:
             )
         started = time.monotonic()
         old_targets = list(service.targets())
-        old_versions = {fleet.instances[t.id][0].version for t in old_targets if t.id in fleet.instances}
+        old_versions = {
+            fleet.instances[t.id][0].version for t in old_targets if t.id in fleet.instances
+        }
         from_version = ",".join(sorted(old_versions))
         to_version = version or fleet.runtime.version()
         deploy_id = self._record_start(team, rollout, from_version, to_version)
@@ -88,8 +90,9 @@ class Deployer:
             await self._discard(inst.id, target)
             self._record_end(deploy_id, "failed", reason)
             log.warning("deploy of %s failed: %s", team, reason)
-            return DeployResult(team, False, from_version, to_version, reason,
-                                seconds=time.monotonic() - started)
+            return DeployResult(
+                team, False, from_version, to_version, reason, seconds=time.monotonic() - started
+            )
 
         # Cut over: one synchronous step, so no request sees a half-swapped service.
         service.swap([target])
@@ -105,10 +108,17 @@ class Deployer:
         drained = sum(r.completed for r in results)
         cancelled = sum(r.cancelled for r in results)
         self._record_end(deploy_id, "succeeded", "", drained, cancelled)
-        log.info("deployed %s %s -> %s (%d drained, %d cut)", team, from_version, to_version,
-                 drained, cancelled)
-        return DeployResult(team, True, from_version, to_version, "", drained, cancelled,
-                            time.monotonic() - started)
+        log.info(
+            "deployed %s %s -> %s (%d drained, %d cut)",
+            team,
+            from_version,
+            to_version,
+            drained,
+            cancelled,
+        )
+        return DeployResult(
+            team, True, from_version, to_version, "", drained, cancelled, time.monotonic() - started
+        )
 
     async def _wait_healthy(self, target: Target) -> None:
         deadline = time.monotonic() + self.deploy_timeout
@@ -186,8 +196,9 @@ class Deployer:
             )
             return int(cur.lastrowid or 0)
 
-    def _record_end(self, deploy_id: int, status: str, reason: str, drained: int = 0,
-                    cancelled: int = 0) -> None:
+    def _record_end(
+        self, deploy_id: int, status: str, reason: str, drained: int = 0, cancelled: int = 0
+    ) -> None:
         with self.fleet.store.transaction() as conn:
             conn.execute(
                 "UPDATE deploys SET status = ?, reason = ?, drained = ?, cancelled = ?,"

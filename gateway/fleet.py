@@ -14,6 +14,7 @@ import logging
 import time
 
 from gateway.config import Config
+from gateway.errors import TeamNotFound
 from gateway.routing.health import HealthMonitor
 from gateway.routing.service import Service
 from gateway.routing.table import RouteTable
@@ -48,6 +49,7 @@ class Fleet:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self._forget_interrupted_deploys()
         await self.reconcile()
         self.ready = True
         provider = getattr(self.runtime, "provider", None)
@@ -69,6 +71,26 @@ class Fleet:
             self.table.replace(self.services)
             for slug in sorted(self.services.keys() - wanted):
                 await self._remove_team(slug, deleting=slug in teams)
+            self._apply_maintenance()
+
+    def _apply_maintenance(self) -> None:
+        for row in self.store.query("SELECT slug, maintenance FROM teams"):
+            service = self.services.get(row["slug"])
+            if service is not None and service.maintenance != row["maintenance"]:
+                service.maintenance = row["maintenance"]
+                service.notify()
+
+    def _forget_interrupted_deploys(self) -> None:
+        """A gateway killed mid-deploy leaves candidate instances: the old ones still serve."""
+        with self.store.transaction() as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM instances WHERE role = 'candidate'")]
+            conn.executemany("DELETE FROM targets WHERE instance_id = ?", [[i] for i in ids])
+            conn.executemany("DELETE FROM instances WHERE id = ?", [[i] for i in ids])
+            conn.execute(
+                "UPDATE deploys SET status = 'failed', reason = 'interrupted', finished_at = ?"
+                " WHERE status = 'running'",
+                [time.time()],
+            )
 
     async def _watch(self) -> None:
         version = self.store.data_version()
@@ -97,6 +119,14 @@ class Fleet:
         log.info("team %s routed at %s", slug, self.config.team_url(slug))
 
     def _launch(self, inst: Instance, service: Service) -> Target:
+        target = self.new_target(inst, service)
+        service.add_target(target)
+        asyncio.get_running_loop().create_task(self.start_target(inst, target))
+        return target
+
+    def new_target(self, inst: Instance, service: Service) -> Target:
+        """A target for ``inst``, reporting its state changes; not routed until added."""
+
         def changed(target: Target) -> None:
             service.notify()
             with contextlib.suppress(Exception):
@@ -110,12 +140,10 @@ class Fleet:
             on_change=changed,
         )
         self.instances[inst.id] = (inst, target)
-        service.add_target(target)
         self.store.record_target(target.id, target.address, str(target.state))
-        asyncio.get_running_loop().create_task(self._start(inst, target))
         return target
 
-    async def _start(self, inst: Instance, target: Target) -> None:
+    async def start_target(self, inst: Instance, target: Target) -> None:
         await self.runtime.start(inst, target)
         self.health.watch(target)
 
@@ -140,6 +168,27 @@ class Fleet:
 
     def service(self, slug: str) -> Service | None:
         return self.services.get(slug)
+
+    def require(self, slug: str) -> Service:
+        service = self.services.get(slug)
+        if service is None:
+            raise TeamNotFound(f"no running team {slug!r}")
+        return service
+
+    # -- pause, resume, maintenance --------------------------------------------------------------
+    def pause(self, slug: str, seconds: float) -> None:
+        """Hold the team's new requests (never sent, so safe for every method) until resume."""
+        self.require(slug).pause(min(seconds, self.config.max_pause))
+
+    def resume(self, slug: str) -> None:
+        self.require(slug).resume()
+
+    def set_maintenance(self, slug: str, message: str | None) -> None:
+        """Persisted, so the maintenance page survives a gateway restart."""
+        self.require(slug)
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE teams SET maintenance = ? WHERE slug = ?", [message, slug])
+        self._apply_maintenance()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
+import time
 from typing import Any
 
 import uvicorn
@@ -18,6 +20,7 @@ from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.listeners import (
     AuxServer,
+    MainServer,
     RedirectToHTTPS,
     aux_config,
     bind_tcp,
@@ -26,6 +29,7 @@ from gateway.listeners import (
     tls_options,
 )
 from gateway.lock import hold_running_lock
+from gateway.restart import Sockets, announce_ready, hand_over
 from gateway.tls import check_tls_files
 
 
@@ -59,30 +63,91 @@ def serve(config: Config) -> None:
         check_tls_files(config.tls_cert, config.tls_key)
     with hold_running_lock(config.data_dir):
         app = create_app(config)
-        main, public, aux = build_listeners(app, config)
+        sockets = Sockets()
+        main, public, aux = build_listeners(app, config, sockets)
         logging.getLogger("gateway").info("gateway serving %s/", config.base_url)
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                runner.run(run_listeners(main, public, aux))
+                runner.run(
+                    run_listeners(main, public, aux, restart=Restarter(app, main, aux, sockets))
+                )
         finally:
             from gateway.admin.discovery import unpublish
 
             unpublish(config)
 
 
+class Restarter:
+    """SIGHUP (``gateway restart``): hand the sockets to a successor, then drain and exit."""
+
+    def __init__(
+        self,
+        app: Gateway,
+        main: uvicorn.Server,
+        aux: list[tuple[uvicorn.Server, list[socket.socket]]],
+        sockets: Sockets,
+    ) -> None:
+        self.app = app
+        self.main = main
+        self.aux = [server for server, _ in aux]
+        self.sockets = sockets
+        self._busy = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.restart()))
+        self._spawn(self._announce_when_ready())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def restart(self) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            await hand_over(self.sockets.named, self._stop)
+        finally:
+            self._busy = False
+
+    def _stop(self) -> None:
+        # Every listener stops accepting now; the successor holds the same sockets.
+        for server in (self.main, *self.aux):
+            server.should_exit = True
+
+    async def _announce_when_ready(self) -> None:
+        """Ready = listening, routes loaded, and every team healthy (or the hold timeout)."""
+        while not self.main.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + max(self.app.config.deploy_timeout, 5.0)
+        while time.monotonic() < deadline:
+            services = self.app.fleet.services.values()
+            if self.app.fleet.ready and all(s.state() != "starting" for s in services):
+                break
+            await asyncio.sleep(0.05)
+        announce_ready()
+
+
 def build_listeners(
-    app: Gateway, config: Config
+    app: Gateway, config: Config, sockets: Sockets | None = None
 ) -> tuple[uvicorn.Server, list[socket.socket], list[tuple[uvicorn.Server, list[socket.socket]]]]:
-    """Bind every socket first, so a port in use is a clean error before anything starts."""
+    """Bind every socket first, so a port in use is a clean error before anything starts.
+
+    A restarting gateway passes its sockets on (``gateway/restart.py``): they are taken over,
+    not bound again."""
     from gateway.admin import admin_listener
 
-    public = [bind_tcp(config.host, config.port)]
-    main = uvicorn.Server(uvicorn_config(app, config))
+    sockets = sockets or Sockets()
+    public = [sockets.get("public", lambda: bind_tcp(config.host, config.port))]
+    main = MainServer(uvicorn_config(app, config))
     aux: list[tuple[uvicorn.Server, list[socket.socket]]] = []
     if config.tls and config.redirect_port:
-        sock = bind_tcp(config.host, config.redirect_port)
+        sock = sockets.get("redirect", lambda: bind_tcp(config.host, config.redirect_port))
         aux.append((AuxServer(aux_config(RedirectToHTTPS(config), config)), [sock]))
-    aux.append(admin_listener(app))
+    aux.append(admin_listener(app, sockets))
     return main, public, aux
 
 

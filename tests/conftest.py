@@ -43,7 +43,8 @@ class Running:
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         """A client that reaches the gateway on 127.0.0.1 whatever the Host."""
-        return httpx.AsyncClient(transport=LoopbackTransport(), timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return httpx.AsyncClient(transport=LoopbackTransport(), **kwargs)
 
     async def wait_healthy(self, team: str, timeout: float = 30) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -104,10 +105,10 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
                 access_log=False,
                 loop="none",
                 http="httptools",
-            )
                 # As in gateway/server.py: the gateway trusts forwarded headers itself, only
                 # from configured proxies; uvicorn's default would trust them from 127.0.0.1.
                 proxy_headers=False,
+            )
         )
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         servers.append((server, task))

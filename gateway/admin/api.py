@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.deploy_api import deploy_routes
 from gateway.errors import BadRequest, NotFound
 from gateway.observability.prom import exposition, make_registry
 from gateway.routing.target import Target
@@ -214,5 +215,6 @@ def api_routes(gw: Gateway) -> list[BaseRoute]:
         Route("/api/deploys", deploys),
         Route("/api/imports", imports),
         metrics_endpoint(gw),
+        *deploy_routes(),
         *_EXTRA,
     ]

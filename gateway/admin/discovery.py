@@ -44,7 +44,14 @@ def publish(config: Config, host: str, port: int | None, socket_path: str | None
 
 
 def unpublish(config: Config) -> None:
-    (config.data_dir / ADDRESS_FILE).unlink(missing_ok=True)
+    """Remove our address, unless a successor (``gateway restart``) already published its own."""
+    path = config.data_dir / ADDRESS_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if info.get("pid") == os.getpid():
+        path.unlink(missing_ok=True)
 
 
 def find_admin(config: Config) -> AdminAddress | None:

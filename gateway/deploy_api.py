@@ -1,0 +1,141 @@
+"""Admin API endpoints for deploys, rollback, maintenance and the gateway's own restart.
+
+POST /api/deploy                 {"team": slug} or {"all": true}, optional "image",
+                                 "parallel", "rollout" (resume); answers NDJSON lines:
+                                 {"event": "start"|"done"|"summary", ...}
+POST /api/teams/{slug}/rollback  back to the team's previous version
+POST /api/teams/{slug}/maintenance  {"message": "..."} or {"message": null} to end it
+POST /api/restart                hand the sockets to a new gateway process (like SIGHUP)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from gateway.deploy import DeployResult
+from gateway.errors import BadRequest, GatewayError, HTTPError, NotFound, TeamNotFound
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+
+def _gw(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await request.body() or b"{}")
+    except ValueError as exc:
+        raise BadRequest("the body must be JSON") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+async def deploy(request: Request) -> Response:
+    gw = _gw(request)
+    body = await _body(request)
+    image = body.get("image") or None
+    if body.get("all"):
+        teams = sorted(gw.fleet.services)
+    elif isinstance(body.get("team"), str):
+        gw.fleet.require(body["team"])
+        teams = [body["team"]]
+    else:
+        raise BadRequest('give {"team": "<slug>"} or {"all": true}')
+    parallel = int(body.get("parallel") or gw.config.deploy_parallel)
+
+    async def lines() -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[DeployResult | None] = asyncio.Queue()
+        if body.get("all"):
+            job = asyncio.ensure_future(
+                gw.deployer.deploy_all(
+                    image, parallel=parallel, rollout=body.get("rollout"), on_done=queue.put_nowait
+                )
+            )
+        else:
+            job = asyncio.ensure_future(_one(gw, teams[0], image, queue))
+        job.add_done_callback(lambda _: queue.put_nowait(None))
+        yield _line({"event": "start", "teams": teams})
+        results: list[DeployResult] = []
+        while (result := await queue.get()) is not None:
+            results.append(result)
+            yield _line({"event": "done", **result.as_dict()})
+        rollout = job.result()[0] if body.get("all") else None
+        yield _line(
+            {
+                "event": "summary",
+                "rollout": rollout,
+                "ok": all(r.ok for r in results),
+                "results": [r.as_dict() for r in results],
+            }
+        )
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+async def _one(
+    gw: Gateway, team: str, image: str | None, queue: asyncio.Queue[DeployResult | None]
+) -> None:
+    queue.put_nowait(await gw.deployer.deploy(team, image))
+
+
+async def rollback(request: Request) -> Response:
+    result = await _gw(request).deployer.rollback(request.path_params["slug"])
+    return JSONResponse(result.as_dict(), status_code=200 if result.ok else 409)
+
+
+async def maintenance(request: Request) -> Response:
+    gw = _gw(request)
+    message = (await _body(request)).get("message")
+    if message is not None and (not isinstance(message, str) or not message.strip()):
+        raise BadRequest("message must be a non-empty string, or null to end maintenance")
+    slug = request.path_params["slug"]
+    gw.fleet.set_maintenance(slug, message)
+    return JSONResponse({"team": slug, "maintenance": message})
+
+
+async def restart(request: Request) -> Response:
+    os.kill(os.getpid(), signal.SIGHUP)
+    return JSONResponse({"restarting": True, "pid": os.getpid()}, status_code=202)
+
+
+def _mapped(handler: Any) -> Any:
+    """The gateway's own errors become clear 4xx answers, never a 500."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            response: Response = await handler(request)
+        except HTTPError:
+            raise
+        except TeamNotFound as exc:
+            raise NotFound(str(exc)) from exc
+        except GatewayError as exc:
+            raise BadRequest(str(exc)) from exc
+        return response
+
+    return wrapped
+
+
+def _line(data: dict[str, Any]) -> bytes:
+    return json.dumps(data).encode() + b"\n"
+
+
+def deploy_routes() -> list[BaseRoute]:
+    return [
+        Route("/api/deploy", _mapped(deploy), methods=["POST"]),
+        Route("/api/teams/{slug}/rollback", _mapped(rollback), methods=["POST"]),
+        Route("/api/teams/{slug}/maintenance", _mapped(maintenance), methods=["POST"]),
+        Route("/api/restart", _mapped(restart), methods=["POST"]),
+    ]

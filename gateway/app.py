@@ -10,6 +10,7 @@ ASGI proxy, which keeps the hot path lean.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -27,6 +28,7 @@ from gateway.routing.proxy import ClientGone, Counters, CutConnection, Proxy, Pr
 from gateway.routing.table import RouteTable, normalize_host
 from gateway.runtimes.base import Runtime
 from gateway.store import Store, open_store
+from gateway.upload import UploadApp
 
 log = logging.getLogger("gateway")
 
@@ -53,6 +55,7 @@ class Gateway:
         self.runtime = runtime or self._make_runtime()
         self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health)
         self.auth = Auth(self)
+        self.upload = UploadApp(config, self.store)
         self.site = build_site(self)
         # Observability: plain counters per request, exported at scrape time (admin /metrics).
         self.stats = RequestStats()
@@ -95,6 +98,10 @@ class Gateway:
                 )
             scope["team"] = service.name  # for metrics and the access log
             extra = await self.auth.authorize(scope, service)
+            path = scope["path"]
+            if path == "/-/upload-csv" or path.startswith("/-/upload-csv/"):
+                await self.upload(scope, receive, send, service)
+                return
             await self.proxy(scope, receive, send, service, extra)
         except HTTPError as err:
             self.counters.error(str(err.status))
@@ -120,9 +127,12 @@ class Gateway:
 
     async def startup(self) -> None:
         await self.auth.prepare()
+        # Import workers die with the gateway: fail what they left running, drop staging tables.
+        await asyncio.to_thread(self.upload.runner.recover)
         await self.fleet.start()
 
     async def shutdown(self) -> None:
+        await self.upload.runner.close()
         await self.fleet.close()
         with contextlib.suppress(Exception):
             self.store.close()

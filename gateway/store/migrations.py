@@ -90,6 +90,32 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        3,
+        """
+        -- CSV import jobs live here, never in the team's own database (gateway/upload/).
+        CREATE TABLE import_jobs (
+            id TEXT PRIMARY KEY,
+            team TEXT NOT NULL,
+            user_id TEXT,
+            filename TEXT NOT NULL,                    -- sanitised display name only
+            spool_path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            state TEXT NOT NULL,   -- analyzing | ready | queued | importing | done | failed
+            auto INTEGER NOT NULL DEFAULT 0,           -- import straight after analysis
+            bytes_done INTEGER NOT NULL DEFAULT 0,
+            rows_done INTEGER NOT NULL DEFAULT 0,
+            options TEXT NOT NULL DEFAULT '{}',        -- JSON: what the user chose
+            analysis TEXT,                             -- JSON: detected encoding, types, preview
+            result TEXT,                               -- JSON: table, rows, ragged lines
+            error TEXT,
+            pid INTEGER,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX import_jobs_team ON import_jobs(team, created_at);
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,80 @@
+"""The first pass over an upload: encoding, delimiter, header, types, preview, ragged rows.
+
+It reads the whole file, because a type guessed from the first rows would corrupt the one ZIP
+code with a leading zero on row 900,000. The result is plain JSON stored on the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.upload import sniff
+from gateway.upload.columns import TypeTracker
+from gateway.upload.errors import ImportFailed
+from gateway.upload.source import Rows
+
+PREVIEW_ROWS = 20
+PREVIEW_CELL = 200
+
+Progress = Callable[[int, int], None]
+
+
+def analyze(
+    path: Path,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    if path.stat().st_size == 0:
+        raise ImportFailed("The file is empty.")
+    sample = sniff.read_sample(path)
+    enc = sniff.check_encoding(encoding) if encoding else sniff.guess_encoding(sample)
+    text = sniff.decode_sample(sample, enc)
+    if sniff.looks_binary(text):
+        raise ImportFailed("This does not look like a text file (it is full of control bytes).")
+    delim = sniff.check_delimiter(delimiter) if delimiter else sniff.guess_delimiter(text)
+
+    with Rows(path, enc, delim) as rows:
+        names = rows.read_header()
+        trackers = [TypeTracker() for _ in names]
+        preview: list[list[str]] = []
+        for batch in rows.batches(progress):
+            if len(preview) < PREVIEW_ROWS:
+                preview += [[c[:PREVIEW_CELL] for c in r] for r in batch[:PREVIEW_ROWS]]
+                preview = preview[:PREVIEW_ROWS]
+            for tracker, values in zip(trackers, zip(*batch, strict=True), strict=True):
+                tracker.add_batch(values)
+        notes = list(rows.notes)
+        if rows.rows == 0:
+            raise ImportFailed("The file has a header row but no data rows.")
+        if rows.ragged:
+            notes.append(
+                f"{rows.ragged} rows do not have {len(names)} cells (lines "
+                f"{', '.join(map(str, rows.ragged_lines[:10]))}"
+                f"{', ...' if rows.ragged > 10 else ''}). Short rows are padded with empty "
+                "cells; cells beyond the header are kept in an '_extra' column."
+            )
+        return {
+            "encoding": enc,
+            "delimiter": delim,
+            "delimiter_name": sniff.DELIMITERS[delim],
+            "columns": [
+                {
+                    "name": name,
+                    "header": header[:PREVIEW_CELL],
+                    "type": t.detected,
+                    "allowed": t.allowed(),
+                    "example": t.example,
+                }
+                for name, header, t in zip(names, rows.header_raw, trackers, strict=True)
+            ],
+            "rows": rows.rows,
+            "preview": preview,
+            "ragged": {"count": rows.ragged, "lines": rows.ragged_lines},
+            "long_rows": rows.long_rows,
+            "blank_lines": rows.blank_lines,
+            "notes": notes,
+        }

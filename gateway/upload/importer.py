@@ -1,0 +1,174 @@
+"""The second pass: rows into a staging table, then one short transaction makes it live.
+
+* The staging table ``_gateway_staging_<job>`` is filled in one long transaction with
+  ``executemany`` over large batches. Values go in as the parsed strings; the column's
+  declared type (affinity) turns the ones the analysis proved exact into numbers inside SQLite,
+  and ``nullif(?, '')`` turns empty cells of numeric columns into NULL, so no per-cell Python
+  runs on the hot path.
+* Then one ``BEGIN IMMEDIATE`` transaction renames it (new), drops and renames (replace) or
+  copies it with ``INSERT INTO ... SELECT`` (append). A crash before that leaves only the
+  staging table, which the worker or the next gateway start drops.
+* WAL and a busy timeout let the team's Datasette keep reading throughout.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.upload.columns import INTEGER, REAL, TEXT, quote
+from gateway.upload.errors import ImportFailed
+from gateway.upload.source import Rows
+
+NUMERIC_AFFINITY = ("INT", "REAL", "FLOA", "DOUB", "NUM", "DEC")
+
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache for the bulk insert
+    return conn
+
+
+def drop_staging(conn: sqlite3.Connection, staging: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {quote(staging)}")
+
+
+def run_import(
+    conn: sqlite3.Connection,
+    path: Path,
+    analysis: dict[str, Any],
+    options: dict[str, Any],
+    staging: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    types: dict[str, str] = options["types"]
+    if options["mode"] == "append":
+        _check_append(conn, options["table"], types)
+    with Rows(path, analysis["encoding"], analysis["delimiter"]) as rows:
+        names = rows.read_header(with_extra=analysis.get("long_rows", 0) > 0)
+        if names != [c["name"] for c in analysis["columns"]]:
+            raise ImportFailed("The file changed since it was analysed; upload it again.")
+        columns = [(n, types[n]) for n in names]
+        if rows.extra:
+            columns.append((rows.extra, TEXT))
+        _create_staging(conn, staging, columns, options.get("pk"))
+        insert = _insert_sql(staging, columns, options.get("empty_null", False))
+        width = len(columns)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for batch in rows.batches(progress):
+                if rows.extra:
+                    batch = [r if len(r) == width else [*r, None] for r in batch]  # type: ignore[list-item]
+                conn.executemany(insert, batch)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise ImportFailed(_integrity_message(exc, options)) from None
+            raise
+        table = _publish(conn, staging, options, [c[0] for c in columns])
+        return {
+            "table": table,
+            "rows": rows.rows,
+            "ragged": {"count": rows.ragged, "lines": rows.ragged_lines},
+            "extra_column": rows.extra,
+        }
+
+
+def _create_staging(
+    conn: sqlite3.Connection, staging: str, columns: list[tuple[str, str]], pk: str | None
+) -> None:
+    defs = []
+    for name, kind in columns:
+        # NOT NULL: an INTEGER PRIMARY KEY would otherwise invent ids for empty cells.
+        suffix = " PRIMARY KEY NOT NULL" if name == pk else ""
+        defs.append(f"{quote(name)} {kind}{suffix}")
+    drop_staging(conn, staging)
+    conn.execute(f"CREATE TABLE {quote(staging)} ({', '.join(defs)})")
+
+
+def _insert_sql(staging: str, columns: list[tuple[str, str]], empty_null: bool) -> str:
+    marks = [
+        "nullif(?, '')" if kind in (INTEGER, REAL) or empty_null else "?" for _, kind in columns
+    ]
+    return f"INSERT INTO {quote(staging)} VALUES ({', '.join(marks)})"
+
+
+def _integrity_message(exc: sqlite3.IntegrityError, options: dict[str, Any]) -> str:
+    if options["mode"] == "append":
+        return f"The rows clash with the existing table's constraints ({exc}); nothing was added."
+    if "NOT NULL" in str(exc):
+        return f"The primary key {options['pk']!r} has empty cells; choose another column."
+    return f"The primary key {options['pk']!r} has repeated values; choose another column."
+
+
+def _table_columns(conn: sqlite3.Connection, table: str) -> dict[str, str] | None:
+    row = conn.execute(
+        "SELECT type FROM sqlite_master WHERE name = ? COLLATE NOCASE", [table]
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != "table":
+        raise ImportFailed(f"{table!r} is a {row[0]}, not a table.")
+    info = conn.execute("SELECT name, type FROM pragma_table_info(?)", [table]).fetchall()
+    return {name.casefold(): declared.upper() for name, declared in info}
+
+
+def _check_append(conn: sqlite3.Connection, table: str, types: dict[str, str]) -> None:
+    existing = _table_columns(conn, table)
+    if existing is None:
+        raise ImportFailed(f"There is no table {table!r} to append to.")
+    missing = [n for n in types if n.casefold() not in existing]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:10])
+        raise ImportFailed(f"The table {table!r} has no column {shown}; nothing was added.")
+    for name, kind in types.items():
+        declared = existing[name.casefold()]
+        # A numeric column would turn text like '00601' into 601: refuse instead.
+        if kind == TEXT and any(a in declared for a in NUMERIC_AFFINITY):
+            raise ImportFailed(
+                f"Column {name!r} holds text (such as leading-zero codes) but {table!r} "
+                f"declares it {declared}; appending would change values. Use a new table."
+            )
+
+
+def _publish(
+    conn: sqlite3.Connection, staging: str, options: dict[str, Any], names: list[str]
+) -> str:
+    table, mode = options["table"], options["mode"]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if mode == "append":
+            cols = ", ".join(quote(n) for n in names)
+            conn.execute(f"INSERT INTO {quote(table)} ({cols}) SELECT {cols} FROM {quote(staging)}")
+            drop_staging(conn, staging)
+        else:
+            if mode == "replace":
+                if _table_columns(conn, table) is not None:
+                    conn.execute(f"DROP TABLE {quote(table)}")
+            else:
+                table = _free_name(conn, table)
+            conn.execute(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")
+        conn.execute("COMMIT")
+    except sqlite3.IntegrityError as exc:
+        conn.execute("ROLLBACK")
+        raise ImportFailed(_integrity_message(exc, options)) from None
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return table
+
+
+def _free_name(conn: sqlite3.Connection, table: str) -> str:
+    candidate, n = table, 2
+    while conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE name = ? COLLATE NOCASE", [candidate]
+    ).fetchone():
+        candidate = f"{table}_{n}"
+        n += 1
+    return candidate

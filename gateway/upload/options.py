@@ -1,0 +1,50 @@
+"""Turn what the user chose on the preview page (or sent to the API) into checked options.
+
+The same function serves the form, the API's ``auto`` imports and the worker, so an option the
+page would refuse is refused everywhere, before any byte is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.upload.columns import check_table_name, table_name_from_file
+from gateway.upload.errors import ImportFailed
+
+MODES = ("new", "append", "replace")
+TRUE = ("1", "true", "on", "yes")
+
+
+def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) -> dict[str, Any]:
+    """Checked options: ``table``, ``mode``, ``pk``, ``empty_null`` and a type per column."""
+    mode = (form.get("mode") or "new").strip().lower()
+    if mode not in MODES:
+        raise ImportFailed(f"Unknown mode {mode!r}: choose new, append or replace.")
+    table = check_table_name(form.get("table") or table_name_from_file(filename))
+    columns = analysis["columns"]
+    names = [c["name"] for c in columns]
+    types: dict[str, str] = {}
+    for i, column in enumerate(columns):
+        chosen = (form.get(f"type.{i}") or form.get(f"type.{column['name']}") or "").upper()
+        if not chosen:
+            chosen = column["type"]
+        if chosen not in column["allowed"]:
+            raise ImportFailed(
+                f"Column {column['name']!r} cannot be {chosen}: it holds values such as "
+                f"{column['example']!r}. It can be {' or '.join(column['allowed'])}."
+            )
+        types[column["name"]] = chosen
+    pk = (form.get("pk") or "").strip() or None
+    if pk is not None:
+        if pk not in names:
+            raise ImportFailed(f"The primary key {pk!r} is not one of the columns.")
+        if mode == "append":
+            raise ImportFailed("Appending keeps the existing table's primary key; leave it empty.")
+    return {
+        "table": table,
+        "mode": mode,
+        "pk": pk,
+        "empty_null": (form.get("empty_null") or "").strip().lower() in TRUE,
+        "types": types,
+    }

@@ -1,0 +1,218 @@
+"""``/-/upload-csv`` on every team host, served by the gateway itself (never proxied).
+
+    GET  /-/upload-csv                 the page: drop files, see this team's recent jobs
+    POST /-/upload-csv                 multipart upload -> jobs (JSON 202, or 303 to the job)
+    GET  /-/upload-csv/jobs.json       recent jobs
+    GET  /-/upload-csv/jobs/<id>[.json] one job: progress, preview form, result or error
+    POST /-/upload-csv/jobs/<id>       confirm the preview (import) or re-analyse
+
+Every answer has an HTML and a JSON form; errors are raised as ``HTTPError`` and rendered by
+``gateway/responses.py``. A user's mistake is a 4xx with a message, never a 500.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from gateway.responses import wants_json
+from gateway.upload.columns import check_table_name, table_name_from_file
+from gateway.upload.errors import ImportFailed
+from gateway.upload.jobs import Job, Jobs, new_id
+from gateway.upload.options import resolve
+from gateway.upload.receive import receive_upload
+from gateway.upload.runner import Runner
+from gateway.upload.sniff import check_delimiter, check_encoding
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+    from gateway.routing.service import Service
+    from gateway.store.db import Store
+
+PAGES = Path(__file__).resolve().parent.parent / "pages"
+STATIC = {"upload.js": "text/javascript", "upload.css": "text/css"}
+PREFIX = "/-/upload-csv"
+UPLOAD_FIELDS = ("encoding", "delimiter", "table", "mode", "pk", "empty_null")
+
+
+class UploadApp:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.jobs = Jobs(store)
+        self.runner = Runner(config, store)
+        self.env = Environment(
+            loader=FileSystemLoader(str(PAGES / "templates")),
+            autoescape=select_autoescape(["html"]),
+        )
+        self.env.globals["default_table"] = table_name_from_file
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Any, send: Any, service: Service
+    ) -> None:
+        response = await self.dispatch(scope, receive, service.name)
+        await response(scope, receive, send)
+
+    async def dispatch(self, scope: dict[str, Any], receive: Any, team: str) -> Response:
+        method, rest = scope["method"], scope["path"][len(PREFIX) :]
+        if rest.startswith("/static/") and method in ("GET", "HEAD"):
+            return self.static(rest[len("/static/") :])
+        user = self.member(scope)
+        if method == "POST":
+            self.check_origin(scope, team)
+        request = Request(scope, receive)
+        if rest in ("", "/"):
+            if method == "POST":
+                return await self.upload(scope, receive, team, user)
+            return self.index(request, team) if method in ("GET", "HEAD") else _not_allowed()
+        if rest == "/jobs.json":
+            base = self.config.team_url(team)
+            return JSONResponse({"jobs": [j.public(base) for j in self.jobs.for_team(team)]})
+        if rest.startswith("/jobs/"):
+            job_id, as_json = rest[len("/jobs/") :], False
+            if job_id.endswith(".json"):
+                job_id, as_json = job_id[:-5], True
+            job = self.job(job_id, team)
+            if method == "POST":
+                return await self.confirm(scope, request, job, team)
+            if as_json:
+                return JSONResponse(job.public(self.config.team_url(team)))
+            return self.render("upload_job.html", job=job, **self.job_context(job, team))
+        raise NotFound("There is no such upload page.")
+
+    # -- checks ---------------------------------------------------------------------------
+    def member(self, scope: dict[str, Any]) -> dict[str, Any]:
+        # The auth step has run: anyone here who is not a member was already refused,
+        # except anonymous readers of a public team, who may not upload.
+        user = scope.get("gateway.user")
+        if not user:
+            raise Unauthorized("Sign in as a member of this team to upload CSV files.")
+        return dict(user)
+
+    def check_origin(self, scope: dict[str, Any], team: str) -> None:
+        """Browsers send Origin on every POST: a sibling team's page must not post here."""
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        expected = self.config.team_url(team).lower().encode()
+        if origin is not None and origin.lower() != expected:
+            raise Forbidden("This upload came from another site and was refused.")
+        if headers.get(b"sec-fetch-site", b"").lower() in (b"same-site", b"cross-site"):
+            raise Forbidden("This upload came from another site and was refused.")
+
+    def job(self, job_id: str, team: str) -> Job:
+        try:
+            return self.jobs.get(job_id, team)
+        except KeyError:
+            raise NotFound("There is no such import job for this team.") from None
+
+    # -- pages ----------------------------------------------------------------------------
+    def render(self, template: str, status: int = 200, **context: Any) -> Response:
+        html = self.env.get_template(template).render(**context)
+        return HTMLResponse(html, status, headers={"cache-control": "no-store"})
+
+    def index(self, request: Request, team: str) -> Response:
+        jobs = self.jobs.for_team(team)
+        return self.render(
+            "upload.html", team=team, jobs=jobs, max_bytes=self.config.upload_max_bytes
+        )
+
+    def static(self, name: str) -> Response:
+        if name not in STATIC:
+            raise NotFound("No such file.")
+        body = (PAGES / "static" / name).read_bytes()
+        return Response(body, media_type=STATIC[name], headers={"cache-control": "max-age=300"})
+
+    def job_context(self, job: Job, team: str) -> dict[str, Any]:
+        data = job.public(self.config.team_url(team))
+        table_url = (data["result"] or {}).get("table_url")
+        return {"team": team, "table_url": table_url, "data": data}
+
+    # -- actions --------------------------------------------------------------------------
+    async def upload(
+        self, scope: dict[str, Any], receive: Any, team: str, user: dict[str, Any]
+    ) -> Response:
+        spool_dir = self.config.teams_dir / team / ".spool"
+        upload = await receive_upload(scope, receive, spool_dir, self.config.upload_max_bytes)
+        fields = {
+            k: v for k, v in upload.fields.items() if k in UPLOAD_FIELDS or k.startswith("type.")
+        }
+        auto = upload.fields.get("auto", "").lower() in ("1", "true", "on", "yes")
+        try:  # refuse a bad name or option now, not after the file was analysed
+            if fields.get("table"):
+                check_table_name(fields["table"])
+            if fields.get("encoding"):
+                check_encoding(fields["encoding"])
+            if fields.get("delimiter"):
+                check_delimiter(fields["delimiter"])
+        except ImportFailed as exc:
+            upload.discard()
+            raise BadRequest(str(exc)) from None
+        created = []
+        for spooled in upload.files:
+            job_id = new_id()
+            final = spooled.path.with_name(f"{job_id}.upload")
+            spooled.path.rename(final)
+            options = {
+                "encoding": fields.get("encoding", ""),
+                "delimiter": fields.get("delimiter", ""),
+                "form": fields,
+            }
+            created.append(self.jobs.create(
+                job_id=job_id, team=team, user_id=user.get("id"), filename=spooled.filename,
+                spool_path=str(final), size=spooled.size, auto=auto, options=options,
+            ))  # fmt: skip
+            self.runner.start(job_id)
+        if wants_json(scope):
+            base = self.config.team_url(team)
+            return JSONResponse({"ok": True, "jobs": [j.public(base) for j in created]}, 202)
+        where = f"{PREFIX}/jobs/{created[0].id}" if len(created) == 1 else PREFIX
+        return RedirectResponse(where, 303)
+
+    async def confirm(
+        self, scope: dict[str, Any], request: Request, job: Job, team: str
+    ) -> Response:
+        form = {k: str(v) for k, v in (await request.form(max_files=0, max_fields=2200)).items()}
+        action = form.get("action", "import")
+        if action == "reanalyze":
+            options = {
+                **job.options,
+                "encoding": form.get("encoding", ""),
+                "delimiter": form.get("delimiter", ""),
+            }
+            if not self.jobs.transition(
+                job.id, "ready", "analyzing", options=options, analysis=None
+            ):
+                raise BadRequest(
+                    f"This job is {self.jobs.get(job.id).state}; it cannot be analysed again."
+                )
+        else:
+            if job.state != "ready" or job.analysis is None:
+                raise BadRequest(
+                    f"This job is {job.state}; only a job waiting for review can be imported."
+                )
+            try:
+                options = resolve(form, job.analysis, job.filename)
+            except ImportFailed as exc:
+                return self.invalid(scope, job, team, str(exc))
+            if not self.jobs.transition(job.id, "ready", "queued", options=options, error=None):
+                raise BadRequest("This job was already confirmed.")
+        self.runner.start(job.id)
+        if wants_json(scope):
+            return JSONResponse(self.jobs.get(job.id).public(self.config.team_url(team)), 202)
+        return RedirectResponse(f"{PREFIX}/jobs/{job.id}", 303)
+
+    def invalid(self, scope: dict[str, Any], job: Job, team: str, message: str) -> Response:
+        if wants_json(scope):
+            return JSONResponse(
+                {"ok": False, "status": 400, "error": "Invalid options", "detail": message}, 400
+            )
+        context = self.job_context(job, team)
+        return self.render("upload_job.html", 400, job=job, form_error=message, **context)
+
+
+def _not_allowed() -> Response:
+    raise BadRequest("Use GET or POST here.")

@@ -1,0 +1,132 @@
+"""``python -m gateway.upload.worker <control.db> <job-id>``: one job's CPU work, in a process.
+
+Parsing CSV is CPU-bound Python; in a thread it would hold the GIL and slow the gateway's
+proxying. A separate process (at a lower priority) leaves the event loop alone. It dies with
+the gateway (PR_SET_PDEATHSIG), so a restarted gateway can safely fail the job and drop its
+staging table. Progress goes into the control store at most once a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from gateway.store import open_store
+from gateway.upload import importer
+from gateway.upload.analyze import analyze
+from gateway.upload.errors import ImportFailed
+from gateway.upload.jobs import Job, Jobs
+from gateway.upload.options import resolve
+
+log = logging.getLogger("gateway.upload.worker")
+PR_SET_PDEATHSIG = 1
+PROGRESS_EVERY = 1.0
+
+
+def team_dir_of(job: Job) -> Path:
+    # Spool files live in <team_dir>/.spool/, so the job's own path names its database.
+    return Path(job.spool_path).parent.parent
+
+
+class Worker:
+    def __init__(self, jobs: Jobs, job_id: str) -> None:
+        self.jobs = jobs
+        self.job_id = job_id
+        self._last = 0.0
+
+    def progress(self, bytes_done: int, rows_done: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_EVERY:
+            self._last = now
+            self.jobs.update(self.job_id, bytes_done=bytes_done, rows_done=rows_done)
+
+    def run(self) -> None:
+        job = self.jobs.get(self.job_id)
+        if job.state == "analyzing":
+            self._analyze(job)
+            job = self.jobs.get(self.job_id)
+        if job.state == "queued":
+            self._import(job)
+
+    def _analyze(self, job: Job) -> None:
+        analysis = analyze(
+            Path(job.spool_path),
+            encoding=job.options.get("encoding") or None,
+            delimiter=job.options.get("delimiter") or None,
+            progress=self.progress,
+        )
+        if job.auto:
+            options = resolve(job.options.get("form", {}), analysis, job.filename)
+            self.jobs.update(job.id, state="queued", analysis=analysis, options=options,
+                             bytes_done=0, rows_done=0)  # fmt: skip
+        else:
+            self.jobs.update(job.id, state="ready", analysis=analysis, bytes_done=job.size,
+                             rows_done=analysis["rows"])  # fmt: skip
+
+    def _import(self, job: Job) -> None:
+        team_dir = team_dir_of(job)
+        lock_path = team_dir / ".spool" / "data.db.import-lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # One import per database at a time; the others wait here in state "queued".
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.jobs.update(job.id, state="importing", bytes_done=0, rows_done=0)
+            conn = importer.connect(team_dir / "data.db")
+            try:
+                result = importer.run_import(
+                    conn,
+                    Path(job.spool_path),
+                    job.analysis or {},
+                    job.options,
+                    job.staging_table,
+                    self.progress,
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    importer.drop_staging(conn, job.staging_table)
+                conn.close()
+        finally:
+            os.close(fd)
+        self.jobs.update(job.id, state="done", result=result, bytes_done=job.size,
+                         rows_done=result["rows"], pid=None)  # fmt: skip
+        remove_spool(job)
+
+
+def remove_spool(job: Job) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(job.spool_path)
+
+
+def main(argv: list[str]) -> int:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    with contextlib.suppress(OSError):
+        os.nice(5)  # the gateway's event loop comes first on a busy machine
+    control_db, job_id = Path(argv[0]), argv[1]
+    store = open_store(control_db)
+    jobs = Jobs(store)
+    try:
+        Worker(jobs, job_id).run()
+    except ImportFailed as exc:
+        jobs.fail(job_id, str(exc))
+        remove_spool(jobs.get(job_id))
+    except Exception:
+        traceback.print_exc()
+        jobs.fail(job_id, "The import failed because of an internal error; it was logged.")
+        remove_spool(jobs.get(job_id))
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,153 @@
+"""The ``gateway`` command: help everywhere, teams create/list/delete, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import cli
+from gateway.config import Config
+from gateway.lock import hold_running_lock
+from gateway.store import open_store
+from tests.conftest import StartGateway
+from tests.servers import UvicornUpstream, gateway_for, wait_for
+
+GATEWAY = str(Path(sys.executable).with_name("gateway"))
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            out += all_commands(command, (*prefix, name))
+        else:
+            out.append((*prefix, name))
+    return out
+
+
+@pytest.mark.parametrize("path", all_commands(cli), ids=lambda p: " ".join(p) or "gateway")
+def test_help_on_every_command(path: tuple[str, ...]) -> None:
+    r = CliRunner().invoke(cli, [*path, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.output
+
+
+def test_console_script_and_module_run() -> None:
+    import subprocess
+
+    for args in ([GATEWAY, "--help"], [sys.executable, "-m", "gateway", "--help"]):
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "teams" in done.stdout
+
+
+def run(data_dir: Path, *args: str, input: str | None = None) -> tuple[int, str]:
+    r = CliRunner().invoke(cli, [*args, "--data-dir", str(data_dir)], input=input)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    return r.exit_code, r.output
+
+
+def test_teams_create_list_and_errors(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    code, out = run(data, "teams", "list")
+    assert code == 0 and "No teams yet" in out
+    code, out = run(data, "teams", "create", "alpha")
+    assert code == 0, out
+    assert "http://alpha.localhost:8000/" in out
+    assert (data / "teams" / "alpha" / "data.db").exists()
+    code, out = run(data, "teams", "create", "alpha")
+    assert code == 1 and "already exists" in out
+    for bad, message in [
+        ("Bad_Slug", "not a valid team slug"),
+        ("x-", "not a valid team slug"),
+        ("www", "reserved"),
+        ("a" * 64, "at most 63"),
+    ]:
+        code, out = run(data, "teams", "create", bad)
+        assert code == 1, out
+        assert message in out and "Traceback" not in out
+        assert not (data / "teams" / bad).exists()  # nothing half-written
+    run(data, "teams", "create", "beta")
+    code, out = run(data, "teams", "list")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["alpha", "beta"]
+    assert "http://beta.localhost:8000/" in lines[1]
+
+
+def test_teams_delete_asks_for_confirmation(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run(data, "teams", "create", "alpha")
+    code, out = run(data, "teams", "delete", "alpha", input="n\n")
+    assert code == 1 and "Aborted" in out
+    assert [t.slug for t in _teams(data)] == ["alpha"]  # declining keeps the team
+    code, out = run(data, "teams", "delete", "alpha", input="y\n")
+    assert code == 0, out
+    assert _teams(data) == []
+    assert (data / "teams" / "alpha" / "data.db").exists()  # data kept without --purge
+    code, out = run(data, "teams", "delete", "alpha", "--yes")
+    assert code == 1 and "no team" in out
+    run(data, "teams", "create", "gamma")
+    code, out = run(data, "teams", "delete", "gamma", "--yes", "--purge")
+    assert code == 0 and not (data / "teams" / "gamma").exists()
+
+
+def _teams(data: Path) -> list[object]:
+    store = open_store(data / "control.db")
+    try:
+        return list(store.teams())
+    finally:
+        store.close()
+
+
+async def cli_process(config: Config, *args: str, input: bytes = b"") -> tuple[int, str]:
+    """The real console script in its own process, as a user would run it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    proc = await asyncio.create_subprocess_exec(
+        GATEWAY,
+        *args,
+        "--data-dir",
+        str(config.data_dir),
+        "--drain-timeout",
+        str(config.drain_timeout),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(input), 90)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_create_and_delete_with_a_running_gateway(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    up = await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(start_gateway, config, {"alpha": [up.address]})
+        gw.app.runtime.addresses["beta"] = [up.address]  # type: ignore[attr-defined]
+        with hold_running_lock(config.data_dir):  # what `gateway serve` holds
+            code, out = await cli_process(config, "teams", "create", "beta")
+            assert code == 0, out
+            assert "Ready: http://beta.localhost" in out
+            assert gw.app.fleet.service("beta") is not None  # picked up from the store
+
+            async with gw.client() as client:
+                slow = asyncio.ensure_future(client.get(gw.url("alpha", "/slow?s=1")))
+                await wait_for(lambda: up.state.slow_started == 1)
+                code, out = await cli_process(config, "teams", "delete", "alpha", input=b"y\n")
+                assert code == 0, out
+                assert "Draining alpha" in out
+                response = await slow
+        assert response.status_code == 200  # the in-flight request finished before the stop
+        assert gw.app.fleet.service("alpha") is None
+        assert [t.slug for t in gw.app.store.teams()] == ["beta"]
+        assert len(gw.app.fleet.drains) == 1
+    finally:
+        await up.close()

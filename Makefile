@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install clean
+.PHONY: run test lint typecheck unit install clean binary
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,17 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## One executable running the whole gateway: a shiv zipapp of this platform's wheels
+## (uvloop, httptools, argon2, cryptography compiled for it). Needs python3.11 on the target.
+## -E puts the zipapp on PYTHONPATH for subprocesses: team Datasettes start from it too.
+BINARY = build/gateway.pyz
+binary: $(BINARY)
+
+$(BINARY): $(STAMP) pyproject.toml $(shell find gateway -type f -not -name '*.pyc')
+	mkdir -p build
+	rm -rf build/shiv-src && mkdir -p build/shiv-src
+	$(BIN)/pip wheel -q --no-deps -w build/shiv-src .
+	$(BIN)/shiv -q -c gateway -E --compressed -p '/usr/bin/env python3.11' \
+		-o $(BINARY).tmp build/shiv-src/gateway-*.whl
+	mv $(BINARY).tmp $(BINARY)

@@ -111,6 +111,17 @@ async def _plain(send: Any, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class MainServer(uvicorn.Server):
+    """The public listener: it owns SIGINT/SIGTERM. After a graceful stop the process exits 0
+    instead of re-raising the signal (uvicorn's default), so supervisors see a clean exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
+
+
 class AuxServer(uvicorn.Server):
     """A listener that leaves signals to the main server and stops when it stops."""
 
@@ -136,8 +147,11 @@ async def run_listeners(
     main: uvicorn.Server,
     main_sockets: list[socket.socket],
     aux: Sequence[tuple[uvicorn.Server, list[socket.socket]]],
+    restart: Any = None,
 ) -> None:
     """Serve everything until the main server exits (a signal), then stop the others."""
+    if restart is not None:
+        restart.install()
     tasks = [asyncio.ensure_future(server.serve(sockets=socks)) for server, socks in aux]
     try:
         await main.serve(sockets=main_sockets)

@@ -110,7 +110,8 @@ class Browser:
     ) -> httpx.Response:
         """POST a form like a browser: CSRF token from ``page`` (default: ``path``), Origin."""
         fields = dict(data)
-        fields.setdefault("csrf_token", await self.token(page or path))
+        if "csrf_token" not in fields:
+            fields["csrf_token"] = await self.token(page or path)
         sent = dict(headers or {})
         if origin == "same":
             sent["origin"] = self.origin

@@ -10,6 +10,7 @@ over the joined column, so the common case runs at C speed.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
@@ -22,12 +23,16 @@ MAX_NAME = 100
 INT64 = 2**63
 EXACT_FLOAT_INT = 2**53
 
-_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_INT = re.compile(r"0|-?[1-9][0-9]*")
 _DEC = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+# Scientific notation only with a signed exponent ("5.3e-05", as Python, R, JavaScript and
+# spreadsheets write it); a bare "1e5" or "2E7" is more likely a code, so it stays text.
+_EXP = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?[eE][+-][0-9]{1,3}")
 # Joined-column fast paths: empty lines are empty cells.
-_INT_LINES = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]{0,17}))?\n)*")
-_NUM_LINES = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?)?\n)*")
-_LONG = re.compile(r"[0-9.]{16,}")
+_INT_LINES = re.compile(r"(?:(?:0|-?[1-9][0-9]{0,17})?\n)*")
+_NUM_LINES = re.compile(r"(?:(?:-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-][0-9]{1,3})?)?\n)*")
+# Tokens the fast path cannot vouch for: long ones (a double keeps ~15 digits) and exponents.
+_SUSPECT = re.compile(r"[^\n]{16,}|[^\n]*[eE][^\n]*")
 
 
 def classify(value: str) -> str | None:
@@ -39,7 +44,7 @@ def classify(value: str) -> str | None:
         if -INT64 <= number < INT64:
             return INTEGER
         return TEXT
-    if _DEC.fullmatch(value) and exact_decimal(value):
+    if (_DEC.fullmatch(value) or _EXP.fullmatch(value)) and exact_decimal(value):
         return REAL
     return TEXT
 
@@ -47,10 +52,13 @@ def classify(value: str) -> str | None:
 def exact_decimal(value: str) -> bool:
     """True when the double nearest ``value`` has the same decimal value (``12.50`` yes)."""
     digits = len(value) - value.count("-") - value.count(".")
-    if digits <= 15:  # DBL_DIG: up to 15 significant digits always survive a double
-        return True
+    if digits <= 15 and "e" not in value and "E" not in value:
+        return True  # DBL_DIG: up to 15 significant digits always survive a double
     try:
-        return Decimal(repr(float(value))) == Decimal(value)
+        number = float(value)
+        if repr(number) == value:
+            return True
+        return math.isfinite(number) and Decimal(repr(number)) == Decimal(value)
     except (InvalidOperation, ValueError, OverflowError):
         return False
 
@@ -71,10 +79,12 @@ class TypeTracker:
         if not self.seen and len(joined) > len(values):
             self.seen = True
         if self.type == INTEGER and _INT_LINES.fullmatch(joined):
-            if not self.big_int and _LONG.search(joined):
+            if not self.big_int and _SUSPECT.search(joined):
                 self.big_int = any(abs(int(v)) > EXACT_FLOAT_INT for v in values if v)
             return
-        if self.type == REAL and _NUM_LINES.fullmatch(joined) and not _LONG.search(joined):
+        if self.type == REAL and _NUM_LINES.fullmatch(joined):
+            for match in _SUSPECT.finditer(joined):
+                self._widen(match.group())
             return
         for value in values:
             self._widen(value)

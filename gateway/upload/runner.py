@@ -57,7 +57,9 @@ class Runner:
             code = await proc.wait()
             self._procs.pop(job_id, None)
         job = self.jobs.get(job_id)
-        if job.state in RUNNING:
+        # Only a worker that still owns the job (its pid) left it unfinished; a worker that
+        # handed it on (ready, then confirmed and queued) cleared the pid first.
+        if job.state in RUNNING and job.pid == proc.pid:
             reason = "the gateway stopped" if self._closing else f"exit status {code}"
             await asyncio.to_thread(
                 fail_and_clean, self.jobs, job, f"The import stopped ({reason})."

@@ -68,8 +68,9 @@ class Worker:
             self.jobs.update(job.id, state="queued", analysis=analysis, options=options,
                              bytes_done=0, rows_done=0)  # fmt: skip
         else:
+            # pid=None: this worker is done with the job, so its exit must not fail it.
             self.jobs.update(job.id, state="ready", analysis=analysis, bytes_done=job.size,
-                             rows_done=analysis["rows"])  # fmt: skip
+                             rows_done=analysis["rows"], pid=None)  # fmt: skip
 
     def _import(self, job: Job) -> None:
         team_dir = team_dir_of(job)

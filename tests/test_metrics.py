@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Config
+from gateway.observability.accesslog import open_access_log
 from gateway.observability.stats import HISTORY, SLOT, RequestStats
 from tests.edge import run_edge
 
@@ -90,3 +91,17 @@ def test_sparkline_slots_roll_over() -> None:
     assert stats.sparkline("beta", t0) == [0.0] * HISTORY
     # Long idle: the ring fills with zeros, never grows.
     assert stats.sparkline("alpha", t0 + 500 * SLOT) == [0.0] * HISTORY
+
+
+def test_access_log_lines_are_json_whatever_the_path(tmp_path: Path) -> None:
+    log = open_access_log(str(tmp_path / "a.log"))
+    assert log is not None and open_access_log("") is None
+    nasty = '/x"y\\z\n\u00e9\u2028\x00'
+    scope = {"method": "GET", "path": nasty, "client": None, "request_id": b"abcdefgh"}
+    log.write(scope, "", 404, 0.5, 0.0)
+    log.write({"method": "POST", "path": "/"}, "alpha", 200, 0.001, 10.0)
+    log.close()
+    first, second = (json.loads(x) for x in (tmp_path / "a.log").read_text().splitlines())
+    assert first["path"] == nasty and first["team"] is None and first["client"] is None
+    assert first["id"] == "abcdefgh" and first["ms"] == 500.0 and first["target"] is None
+    assert second["team"] == "alpha" and second["id"] is None and second["retries"] == 0

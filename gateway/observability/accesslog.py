@@ -1,7 +1,7 @@
 """The structured access log: one JSON object per request, one line each.
 
 It bypasses ``logging`` on purpose: a LogRecord, its handler lock and its formatter cost more
-than the request they describe. ``write`` does one ``json.dumps`` into a 64 KiB buffered
+than the request they describe. ``write`` formats one JSON line into a 64 KiB buffered
 stream; the buffer is flushed when full and at most ``FLUSH_EVERY`` seconds after a line, so a
 quiet gateway's log is still current. Off unless ``access_log`` is set ('-' = stdout).
 
@@ -11,15 +11,15 @@ Fields: ``ts`` (unix time), ``id`` (the X-Request-ID sent upstream), ``team``, `
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import IO, Any
 
 FLUSH_EVERY = 1.0
 BUFFER = 64 * 1024
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_esc = encode_basestring_ascii  # a JSON string literal, escaped in C; one line whatever the path
 
 
 class AccessLog:
@@ -36,20 +36,20 @@ class AccessLog:
         now: float,
     ) -> None:
         client = scope.get("client")
-        rid = scope.get("request_id", b"")
-        line = _dumps(
-            {
-                "ts": round(time.time(), 3),
-                "id": rid.decode("latin-1") if rid else None,
-                "team": team or None,
-                "method": scope.get("method"),
-                "path": scope.get("path"),
-                "status": status,
-                "ms": round(seconds * 1000, 2),
-                "target": scope.get("target"),
-                "retries": scope.get("retries", 0),
-                "client": client[0] if client else None,
-            }
+        rid = scope.get("request_id")
+        target = scope.get("target")
+        # An f-string, not json.dumps of a dict: ~5x cheaper (benchmarks/observability.py);
+        # every string still goes through json's own escaper, so each line is valid JSON.
+        line = (
+            f'{{"ts":{time.time():.3f},'
+            f'"id":{_esc(rid.decode("latin-1")) if rid else "null"},'
+            f'"team":{_esc(team) if team else "null"},'
+            f'"method":{_esc(scope.get("method", ""))},'
+            f'"path":{_esc(scope.get("path", ""))},'
+            f'"status":{status:d},"ms":{seconds * 1000:.2f},'
+            f'"target":{_esc(target) if target else "null"},'
+            f'"retries":{scope.get("retries", 0):d},'
+            f'"client":{_esc(client[0]) if client else "null"}}}'
         )
         self.stream.write(line + "\n")
         if now - self._last_flush > FLUSH_EVERY:

@@ -59,6 +59,8 @@ class DockerRuntime:
         self._client: Any = None
         # Instances whose start() has finished (or failed): snapshots may judge only these.
         self.started: set[str] = set()
+        self._image: str | None = None
+        self._network_ok = False
         self.provider = DockerProvider(client_factory, gateway_id, config.domain)
 
     @property
@@ -103,6 +105,7 @@ class DockerRuntime:
                 log.info("created container %s for %s", container.name, instance.id)
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: a concurrent provision won the name
+                    self._image, self._network_ok = None, False  # look them up afresh
                     raise RuntimeUnavailable(f"cannot create {instance.id}: {exc}") from exc
                 container = self.client.containers.get(container_name(instance))
         if container.status != "running":
@@ -184,7 +187,7 @@ class DockerRuntime:
             restart_policy={"Name": "unless-stopped"},
         )
         return {
-            "image": image.resolve_image(self.client),
+            "image": self.image(),
             "name": container_name(instance),
             "detach": True,
             "labels": {
@@ -210,10 +213,18 @@ class DockerRuntime:
             },
         }
 
+    def image(self) -> str:
+        # Resolved once per runtime: a provision then costs no extra engine round trip.
+        if self._image is None:
+            self._image = image.resolve_image(self.client)
+        return self._image
+
     def ensure_network(self) -> str:
         """One bridge with inter-container traffic off: a team cannot reach another's port."""
         import docker.errors
 
+        if self._network_ok:
+            return NETWORK
         try:
             self.client.networks.get(NETWORK)
         except docker.errors.NotFound:
@@ -227,6 +238,7 @@ class DockerRuntime:
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
+        self._network_ok = True
         return NETWORK
 
     def wait_healthy(self, address: tuple[str, int], timeout: float = 60) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from gateway.config import Config
 from tests.conftest import Running, StartGateway
-from tests.servers import RawUpstream, UvicornUpstream, gateway_for
+from tests.servers import RawUpstream, UvicornUpstream, gateway_for, wait_for
 
 
 @pytest.fixture
@@ -227,3 +228,31 @@ async def test_upstream_5xx_passes_through_untouched(
         assert (await counters(gw))["retries"] == 0
     finally:
         await up.close()
+
+
+async def test_refused_only_target_holds_the_request_until_it_is_back(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    """A refused connection (say, a killed instance not yet noticed) takes the target out of
+    rotation at once: the request is held, not refused twice and answered 502."""
+    first = await RawUpstream("ok").start()
+    port = first.port
+    replacement = UvicornUpstream()
+    try:
+        gw = await gateway_for(
+            start_gateway, config.replace(health_interval=0.3), {"alpha": [first.address]}
+        )
+        target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
+        await first.stop_listening()
+        async with gw.client() as client:
+            request = asyncio.ensure_future(client.post(gw.url("alpha", "/echo"), content=b"x"))
+            await wait_for(lambda: not target.available)
+            await asyncio.sleep(0.3)
+            assert not request.done()  # held
+            await replacement.start(port)  # the instance is back on its port
+            r = await request
+        assert r.status_code == 200, r.text
+        assert replacement.state.paths == ["/echo"]  # sent exactly once
+    finally:
+        await first.close()
+        await replacement.close()

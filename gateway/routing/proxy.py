@@ -246,7 +246,7 @@ class Proxy:
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         previous: Target | None = None
-        retried = False
+        retried = rerouted = False
         while True:
             target = (
                 service.pick(previous)
@@ -290,9 +290,18 @@ class Proxy:
                     self.counters.retries += 1
                     scope["retries"] = 1
                     if err.kind in ("connect", "connect_timeout"):
-                        target.report_health(False, str(err))
+                        # Refused: nothing listens there (say, a killed instance). Stop routing
+                        # to it now, so the retry goes elsewhere or is held, never refused again.
+                        target.report_health(False, str(err), fatal=err.kind == "connect")
                     else:
                         target.pool.close_idle()  # its siblings are likely just as stale
+                    continue
+                if err.kind == "connect" and not rerouted:
+                    # The retry found nothing listening (an instance killed under a reused
+                    # connection). Still nothing sent: go elsewhere or hold, never 502.
+                    rerouted = True
+                    previous = target
+                    target.report_health(False, str(err), fatal=True)
                     continue
                 raise _status_for(err) from err
             except BaseException:

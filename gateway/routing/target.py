@@ -94,7 +94,8 @@ class Target:
             self._idle.set()
 
     # -- state changes --------------------------------------------------------------------
-    def report_health(self, ok: bool, error: str = "") -> None:
+    def report_health(self, ok: bool, error: str = "", *, fatal: bool = False) -> None:
+        """A check result. ``fatal`` (or "exited"): the instance is surely gone, act at once."""
         self.last_check = time.time()
         if self.state in (State.DRAINING, State.STOPPED):
             return
@@ -105,7 +106,12 @@ class Target:
             return
         self.failures += 1
         self.last_error = error
-        if self.state is State.HEALTHY and self.failures < UNHEALTHY_AFTER and error != "exited":
+        if (
+            self.state is State.HEALTHY
+            and self.failures < UNHEALTHY_AFTER
+            and not fatal
+            and error != "exited"
+        ):
             return
         if self.state is not State.STARTING:
             self._set(State.UNHEALTHY)

@@ -1,0 +1,192 @@
+"""The embedded default with REAL Datasette processes behind a real ``gateway serve`` process:
+supervision after ``kill -9``, clean shutdown, and teams restored by the next gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import cli
+from gateway.store import open_store
+from tests.conftest import LoopbackTransport, free_socket
+from tests.servers import grant_token
+
+GATEWAY = str(Path(sys.executable).with_name("gateway"))
+pytestmark = pytest.mark.slow
+
+
+class Served:
+    def __init__(self, data_dir: Path, port: int, token: str) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.token = token
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        log = open(self.data_dir / f"gateway-{self.port}.log", "ab")  # noqa: ASYNC230, SIM115
+        self.proc = await asyncio.create_subprocess_exec(
+            GATEWAY,
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--health-interval",
+            "0.2",
+            "--hold-timeout",
+            "60",
+            "--watch-interval",
+            "0.1",
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
+        )
+        log.close()
+        await self.wait_up()
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=LoopbackTransport(),
+            timeout=90,
+            headers={"authorization": f"Bearer {self.token}"},
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://alpha.localhost:{self.port}{path}"
+
+    async def wait_up(self, timeout: float = 60) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=5) as client:
+            while loop.time() < deadline:
+                assert self.proc is not None and self.proc.returncode is None, self.log()
+                with contextlib.suppress(httpx.TransportError):
+                    r = await client.get(f"http://localhost:{self.port}/-/gateway/status.json")
+                    teams = {t["slug"]: t["state"] for t in r.json()["teams"]}
+                    if teams.get("alpha") == "up":
+                        return
+                await asyncio.sleep(0.1)
+        raise AssertionError("the gateway did not serve alpha in time\n" + self.log())
+
+    async def wait_target_state(self, *states: str) -> None:
+        """Poll status.json until alpha's target is in one of ``states``."""
+        async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=5) as client:
+            for _ in range(300):
+                r = await client.get(f"http://localhost:{self.port}/-/gateway/status.json")
+                (team,) = [t for t in r.json()["teams"] if t["slug"] == "alpha"]
+                if {t["state"] for t in team["targets"]} & set(states):
+                    return
+                await asyncio.sleep(0.01)
+        raise AssertionError(f"alpha's target never reached {states}")
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), 60)
+
+    def log(self) -> str:
+        path = self.data_dir / f"gateway-{self.port}.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+
+def datasette_pid(data_dir: Path) -> int:
+    store = open_store(data_dir / "control.db")
+    try:
+        (inst,) = [i for i in store.instances("alpha") if i.role == "active"]
+        return int(inst.ref)
+    finally:
+        store.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    data_dir = tmp_path / "data"
+    r = CliRunner().invoke(cli, ["teams", "create", "alpha", "--data-dir", str(data_dir)])
+    assert r.exit_code == 0, r.output
+    db = sqlite3.connect(data_dir / "teams" / "alpha" / "data.db")
+    db.execute("create table marker (note text)")
+    db.execute("insert into marker values ('kept')")
+    db.commit()
+    db.close()
+    store = open_store(data_dir / "control.db")
+    token = grant_token(store, "alpha")
+    store.close()
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    gw = Served(data_dir, port, token)
+    yield gw
+    if gw.proc is not None and gw.proc.returncode is None:
+        gw.proc.kill()
+        await gw.proc.wait()
+
+
+async def test_kill_9_restart_shutdown_and_restore(served: Served) -> None:
+    await served.start()
+    async with served.client() as client:
+        r = await client.get(served.url("/data/marker.json?_shape=array"))
+        assert r.status_code == 200, r.text
+        assert r.json() == [{"rowid": 1, "note": "kept"}]
+
+        # kill -9 the team's Datasette: the gateway notices, holds requests (never 502s them)
+        # and the supervisor restarts it. (A request racing the kill itself may meet a fresh
+        # connection reset by the dying process: by the rules that is a 502, never replayed.)
+        first = datasette_pid(served.data_dir)
+        os.kill(first, signal.SIGKILL)
+        await served.wait_target_state("unhealthy", "starting")
+        statuses: list[int] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while loop.time() < deadline:
+            r = await client.get(served.url("/data/marker.json?_shape=array"))
+            statuses.append(r.status_code)
+            if datasette_pid(served.data_dir) != first and r.status_code == 200:
+                break
+        assert set(statuses) == {200}, statuses
+        second = datasette_pid(served.data_dir)
+        assert second != first and alive(second)
+        assert not alive(first)
+
+    # A clean shutdown stops the team's Datasette too.
+    assert await served.stop() == 0
+    await _wait(lambda: not alive(second))
+
+    # A new gateway on the same data directory restores the team, data intact.
+    await served.start()
+    third = datasette_pid(served.data_dir)
+    assert third != second and alive(third)
+    async with served.client() as client:
+        r = await client.get(served.url("/data/marker.json?_shape=array"))
+    assert r.status_code == 200
+    assert r.json() == [{"rowid": 1, "note": "kept"}]
+    assert await served.stop() == 0
+    await _wait(lambda: not alive(third))
+
+
+async def _wait(predicate: object, timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)

@@ -50,6 +50,7 @@ async def test_routes_pause_resume_drain(config: Config) -> None:
 
             paused = await admin.post("/api/teams/alpha/pause?seconds=60")
             assert paused.json()["state"] == "paused"
+            assert paused.json()["seconds"] == config.max_pause  # clamped by the setting
             held = asyncio.ensure_future(client.get(gw.url("alpha", "/-/versions.json")))
             await asyncio.sleep(0.5)
             assert not held.done()  # held at the gateway, never sent

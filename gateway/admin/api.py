@@ -144,13 +144,15 @@ async def pause(request: Request) -> Response:
         raise BadRequest(f"seconds={raw!r} is not a number") from exc
     if not 0 < seconds <= MAX_PAUSE:
         raise BadRequest(f"seconds must be in (0, {MAX_PAUSE:.0f}]")
-    service.pause(seconds)
+    seconds = min(seconds, gw.config.max_pause)  # the fleet holds no longer than max_pause
+    gw.fleet.pause(service.name, seconds)
     return JSONResponse({"team": service.name, "state": service.state(), "seconds": seconds})
 
 
 async def resume(request: Request) -> Response:
-    service = _service(_gw(request), request.path_params["slug"])
-    service.resume()
+    gw = _gw(request)
+    service = _service(gw, request.path_params["slug"])
+    gw.fleet.resume(service.name)
     return JSONResponse({"team": service.name, "state": service.state()})
 
 

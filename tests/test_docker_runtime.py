@@ -265,3 +265,23 @@ async def test_forged_and_bad_labels_are_ignored(
         assert target.pool.port == int(real.ports["8001/tcp"][0]["HostPort"])
         assert target.state is State.HEALTHY
         assert await get(running, "alpha") == 200
+
+
+async def test_provider_reconnects_when_the_event_stream_drops(docker_config: Config) -> None:
+    add_teams(docker_config, "alpha")
+    async with serve(docker_config) as running:
+        await running.wait_healthy("alpha", 90)
+        provider = running.app.runtime.provider  # type: ignore[attr-defined]
+        reconnects = provider.reconnects
+        provider._close_stream()  # the engine's connection drops, as on a daemon restart
+        await until(lambda: provider.reconnects > reconnects, 30, "a reconnect")
+        seen = provider.snapshots
+        await until(lambda: provider.snapshots > seen, 30, "a snapshot after reconnecting")
+        # Events flow again: a kill is still noticed and recovered from.
+        service = running.app.fleet.service("alpha")
+        assert service is not None
+        (old,) = service.targets()
+        container_of(running.app, "alpha").kill()
+        await until(lambda: old.state is State.STOPPED, 30, "drain after reconnect")
+        await until(lambda: service.state() == "up" and old not in service.targets(), 90, "up")
+        assert await get(running, "alpha") == 200

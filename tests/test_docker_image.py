@@ -1,0 +1,41 @@
+"""The image recipe, without Docker: the tag follows the content; both build paths agree."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from gateway.runtimes import image
+
+
+def test_tag_names_the_datasette_version_and_follows_the_inputs() -> None:
+    pins = image.Pins("0.65.5", "3.38", "2.2.0")
+    tag = image.image_tag(pins)
+    assert re.fullmatch(r"gateway-datasette:0\.65\.5-[0-9a-f]{12}", tag)
+    assert image.image_tag(pins) == tag  # deterministic: a rebuild finds and skips it
+    assert image.image_tag(image.Pins("0.65.5", "3.39", "2.2.0")) != tag
+    assert image.image_tag(image.Pins("0.65.6", "3.38", "2.2.0")).startswith(
+        "gateway-datasette:0.65.6-"
+    )
+
+
+def test_dockerfile_runs_the_same_command_as_the_registry_free_build() -> None:
+    text = (image.ASSETS / "Dockerfile").read_text()
+    assert "# syntax=" not in text  # it would make BuildKit pull a frontend image
+    directives = dict(
+        line.split(" ", 1)
+        for line in text.splitlines()
+        if line and not line.startswith("#") and line.split(" ", 1)[0].isupper() and " " in line
+    )
+    assert json.loads(directives["CMD"]) == image.CMD
+    assert directives["USER"] == f"{image.UID}:{image.UID}"
+    assert directives["EXPOSE"] == str(image.PORT)
+    assert directives["WORKDIR"] == "/data"
+    changes = image.import_changes()
+    assert f"USER {image.UID}:{image.UID}" in changes
+    assert "CMD " + json.dumps(image.CMD) in changes
+
+
+def test_the_plugin_is_baked_in_as_a_plugins_dir() -> None:
+    assert image.CMD[image.CMD.index("--plugins-dir") + 1] == image.PLUGINS_DIR
+    assert image.PLUGIN.name == "gateway_plugin.py" and image.PLUGIN.exists()

@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 
 from gateway.auth import accounts
 from gateway.auth.passwords import Passwords
-from tests.conftest import Running
+from tests.conftest import LoopbackTransport, Running
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct horse battery staple"
@@ -45,7 +45,8 @@ class Browser:
     cookies: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, scope) -> value
 
     def __post_init__(self) -> None:
-        self.client = self.gw.client(follow_redirects=False)
+        # A plain client: never the API-token client some gateway fixtures hand out.
+        self.client = httpx.AsyncClient(transport=LoopbackTransport(), timeout=30)
 
     @property
     def origin(self) -> str:

@@ -106,6 +106,7 @@ class Auth:
         slug = service.name
         cookie, bearer = scan_headers(scope, self._cookie_bytes)
         if bearer is not None:
+            scope["gateway.api"] = True
             token = self.tokens.check(bearer, slug)
             if token is None:
                 scope["gateway.user"] = None

@@ -1,0 +1,220 @@
+"""Password reset through a real SMTP server, API tokens, invitations and membership changes.
+
+Teams run on a real echo server (StaticRuntime): these tests are about the gateway's answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from gateway.auth import keys
+from gateway.cli import cli
+from gateway.config import Config
+from tests.auth_support import PASSWORD, Browser, Mailbox, browsers, make_user
+from tests.conftest import LoopbackTransport, Running, StartGateway
+from tests.servers import UvicornUpstream, gateway_for
+
+Make = Callable[[Running], Browser]
+__all__ = ["browsers"]
+LINK = re.compile(r"(http\S+/reset/\S+)")
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UvicornUpstream]:
+    server = await UvicornUpstream().start()
+    yield server
+    await server.close()
+
+
+async def start(start_gateway: StartGateway, config: Config, up: UvicornUpstream) -> Running:
+    gw = await gateway_for(start_gateway, config, {"alpha": [up.address], "beta": [up.address]})
+    make_user(gw, "ann@example.org", {"alpha": "owner"})
+    make_user(gw, "bob@example.org", {"beta": "owner"})
+    return gw
+
+
+@pytest.fixture
+async def site(config: Config, start_gateway: StartGateway, upstream: UvicornUpstream) -> Running:
+    return await start(start_gateway, config, upstream)
+
+
+async def test_reset_by_mail_works_once_and_uses_the_base_url(
+    config: Config, start_gateway: StartGateway, upstream: UvicornUpstream, browsers: Make
+) -> None:
+    with Mailbox() as mailbox:
+        cfg = config.replace(smtp_host="127.0.0.1", smtp_port=mailbox.port)
+        site = await start(start_gateway, cfg, upstream)
+        b = browsers(site)
+        token = await b.token("/reset")
+        # A spoofed Host (another port) and forwarded host must not leak into the link.
+        spoof = {"host": "localhost:1", "x-forwarded-host": "evil.example"}
+        r = await b.post("/reset", {"email": "ann@example.org", "csrf_token": token}, headers=spoof)
+        assert r.status_code == 200 and "If an account exists" in r.text
+        assert await asyncio.to_thread(mailbox.event.wait, 30)
+        message = email.message_from_string(mailbox.messages[0], policy=email.policy.default)
+        assert message["To"] == "ann@example.org" and message["Subject"] == "Reset your password"
+        body = message.get_content()
+        link = LINK.search(body)
+        assert link, body
+        url = link.group(1)
+        assert url.startswith(site.config.base_url + "/reset/"), url
+        path = url[len(site.config.base_url) :]
+        assert (await b.get(site.url(None, path))).status_code == 200
+        new = "a brand new passphrase"
+        r = await b.post(path, {"new_password": new})
+        assert r.status_code == 303 and r.headers["location"] == "/login?reset=1"
+        assert (await b.login("ann@example.org", password=new)).status_code == 303
+        # Single use: the token was bound to the old password hash.
+        r = await b.post(path, {"new_password": "yet another passphrase"}, page="/reset")
+        assert r.status_code == 400 and "invalid, has expired or was already used" in r.text
+        assert len(mailbox.messages) == 1
+
+
+async def test_reset_token_expires_and_unknown_addresses_get_no_mail(
+    site: Running, browsers: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = browsers(site)
+    with caplog.at_level(logging.WARNING, logger="gateway.mail"):
+        await b.post("/reset", {"email": "nobody@example.org"})
+        await b.post("/reset", {"email": "bob@example.org"})
+        for _ in range(100):  # the mail task runs in the background
+            if "/reset/" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+    # Without SMTP configured, the link is logged (docs/auth.md says so); only bob's.
+    assert caplog.text.count("/reset/") == 1 and "bob@example.org" in caplog.text
+    user = site.app.store.query("SELECT * FROM users WHERE email = 'ann@example.org'")[0]
+    from gateway.auth.accounts import user_by_id
+    from gateway.auth.views_account import password_fingerprint
+
+    ann = user_by_id(site.app.store, user["id"])
+    assert ann is not None
+
+    class Old(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - 3601  # signed just over an hour ago
+
+    old = URLSafeTimedSerializer(
+        keys.load_keys(site.app.store), salt=keys.SALTS["reset"], signer=Old
+    )
+    token = old.dumps({"u": ann.id, "h": password_fingerprint(ann)})
+    r = await b.get(site.url(None, f"/reset/{token}"))
+    assert r.status_code == 400
+    fresh = URLSafeTimedSerializer(keys.load_keys(site.app.store), salt=keys.SALTS["reset"])
+    ok = fresh.dumps({"u": ann.id, "h": password_fingerprint(ann)})
+    assert (await b.get(site.url(None, f"/reset/{ok}"))).status_code == 200
+    session_salted = URLSafeTimedSerializer(
+        keys.load_keys(site.app.store), salt=keys.SALTS["session"]
+    ).dumps({"u": ann.id, "h": password_fingerprint(ann)})
+    assert (await b.get(site.url(None, f"/reset/{session_salted}"))).status_code == 400
+
+
+async def test_api_tokens_create_use_revoke_expire(site: Running, browsers: Make) -> None:
+    b = browsers(site)
+    await b.login("ann@example.org")
+    r = await b.post("/teams/alpha/token", {"name": "ci", "expires_days": ""}, page="/teams/alpha")
+    assert r.status_code == 200
+    match = re.search(r'value="(gwt_[^"]+)"', r.text)
+    assert match
+    raw = match.group(1)
+    async with httpx.AsyncClient(
+        transport=LoopbackTransport()
+    ) as api:  # a plain API client, no cookies
+        ok = await api.get(site.url("alpha", "/echo"), headers={"authorization": f"Bearer {raw}"})
+        assert ok.status_code == 200
+        other = await api.get(site.url("beta", "/"), headers={"authorization": f"Bearer {raw}"})
+        assert other.status_code == 401 and other.json()["status"] == 401
+        bogus = await api.get(site.url("alpha", "/echo"), headers={"authorization": "Bearer gwt_x"})
+        assert bogus.status_code == 401
+    row = site.app.store.query("SELECT * FROM api_tokens WHERE name = 'ci'")[0]
+    assert row["last_used"] is not None
+    page = await b.get(site.url(None, "/teams/alpha"))
+    assert "ci" in page.text and raw not in page.text  # shown once, never again
+    r = await b.post("/teams/alpha/revoke-token", {"token_id": row["id"]}, page="/teams/alpha")
+    assert r.status_code == 303
+    async with httpx.AsyncClient(transport=LoopbackTransport()) as api:
+        gone = await api.get(site.url("alpha", "/echo"), headers={"authorization": f"Bearer {raw}"})
+        assert gone.status_code == 401
+        expired = site.app.auth.tokens.create("alpha", row["user_id"], "old", expires_in=-1)
+        r = await api.get(
+            site.url("alpha", "/echo"), headers={"authorization": f"Bearer {expired}"}
+        )
+        assert r.status_code == 401
+    r = await b.post("/teams/alpha/token", {"name": "x", "expires_days": "-3"}, page="/teams/alpha")
+    assert r.status_code == 400
+
+
+async def test_invite_works_once_and_owner_removes_member(site: Running, browsers: Make) -> None:
+    ann, bob = browsers(site), browsers(site)
+    await ann.login("ann@example.org")
+    await bob.login("bob@example.org")
+    assert (await bob.get(site.url("alpha", "/echo"))).status_code == 403
+    r = await ann.post("/teams/alpha/invite", {"role": "member"}, page="/teams/alpha")
+    link = re.search(r'value="(http[^"]+/invite/[^"]+)"', r.text)
+    assert link and link.group(1).startswith(site.config.base_url)
+    path = link.group(1)[len(site.config.base_url) :]
+    # Bob cannot use ann's invite page to remove people: members are not owners.
+    r = await bob.post(path, {})
+    assert r.status_code == 303 and r.headers["location"] == "/teams/alpha"
+    assert (await bob.get(site.url("alpha", "/echo"))).status_code == 200  # next request: member
+    r = await bob.post(path, {}, page="/dashboard")
+    assert r.status_code == 400  # used once already
+    bob_id = site.app.store.query("SELECT id FROM users WHERE email='bob@example.org'")[0][0]
+    ann_id = site.app.store.query("SELECT id FROM users WHERE email='ann@example.org'")[0][0]
+    r = await bob.post("/teams/alpha/remove-member", {"user_id": ann_id}, page="/teams/alpha")
+    assert r.status_code == 403
+    r = await ann.post("/teams/alpha/remove-member", {"user_id": bob_id}, page="/teams/alpha")
+    assert r.status_code == 303
+    assert (await bob.get(site.url("alpha", "/echo"))).status_code == 403  # on the next request
+    # The fixture's API-token user is alpha's other owner; once it is gone, ann is the last.
+    tests_id = site.app.store.query("SELECT id FROM users WHERE email LIKE 'tests@alpha%'")[0][0]
+    r = await ann.post("/teams/alpha/remove-member", {"user_id": tests_id}, page="/teams/alpha")
+    assert r.status_code == 303
+    r = await ann.post("/teams/alpha/remove-member", {"user_id": ann_id}, page="/teams/alpha")
+    assert r.status_code == 400 and "at least one owner" in r.text
+
+
+async def test_cli_membership_changes_apply_on_the_next_request(
+    site: Running, browsers: Make
+) -> None:
+    bob = browsers(site)
+    await bob.login("bob@example.org")
+    args = ["--data-dir", str(site.config.data_dir)]
+
+    def run(*cmd: str) -> str:
+        result = CliRunner().invoke(cli, [*cmd, *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("teams", "add-member", "alpha", "bob@example.org")
+    assert (await bob.get(site.url("alpha", "/echo"))).status_code == 200
+    run("teams", "remove-member", "alpha", "bob@example.org")
+    assert (await bob.get(site.url("alpha", "/echo"))).status_code == 403
+    result = CliRunner().invoke(cli, ["teams", "add-member", "alpha", "nobody@example.org", *args])
+    assert result.exit_code == 1 and "no user" in result.output
+    result = CliRunner().invoke(
+        cli,
+        ["users", "create", "weak@example.org", *args],
+        env={"GATEWAY_NEW_PASSWORD": "password1"},
+    )
+    assert result.exit_code == 1 and "common" in result.output
+    out = CliRunner().invoke(
+        cli,
+        ["users", "create", "cli@example.org", "--team", "alpha", *args],
+        env={"GATEWAY_NEW_PASSWORD": PASSWORD},
+    )
+    assert out.exit_code == 0, out.output
+    cli_user = browsers(site)
+    await cli_user.login("cli@example.org")
+    assert (await cli_user.get(site.url("alpha", "/echo"))).status_code == 200

@@ -4,7 +4,10 @@ the operator dashboard, and the CLI reading the live table from it."""
 from __future__ import annotations
 
 import asyncio
+import stat
+from pathlib import Path
 
+import httpx
 from click.testing import CliRunner
 
 from gateway.cli import cli
@@ -75,8 +78,6 @@ async def test_dashboard_login_and_cookie_is_read_only(config: Config) -> None:
         await gw.wait_healthy("alpha")
         async with gw.client() as client:
             await client.get(gw.url("alpha", "/-/versions.json"))
-        import httpx
-
         async with httpx.AsyncClient(base_url=gw.admin_url, timeout=30) as browser:
             r = await browser.get("/")
             assert r.status_code == 303 and r.headers["location"] == "/login"
@@ -111,3 +112,22 @@ async def test_cli_status_and_routes_use_the_admin_api(config: Config) -> None:
         assert "alpha.localhost" in routes.output and "up" in routes.output
     after = runner.invoke(cli, ["status", *args])
     assert after.exit_code == 0 and "not running" in after.output
+
+
+async def test_admin_on_a_unix_socket(config: Config, tmp_path: Path) -> None:
+    path = tmp_path / "admin.sock"
+    args = ["--data-dir", str(config.data_dir), "--admin-socket", str(path)]
+    async with run_edge(config.replace(admin_socket=str(path)), teams=("alpha",)) as gw:
+        assert gw.admin_url == "http://admin"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # only the gateway's user
+        await gw.wait_healthy("alpha")
+        transport = httpx.AsyncHTTPTransport(uds=str(path))
+        async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+            bare = await client.get("http://admin/api/routes")
+            assert bare.status_code == 401
+            r = await client.get(
+                "http://admin/api/routes", headers={"authorization": f"Bearer {gw.token}"}
+            )
+            assert r.json()["routes"][0]["team"] == "alpha"
+        status = await asyncio.to_thread(CliRunner().invoke, cli, ["status", *args])
+        assert status.exit_code == 0 and "running, ready" in status.output, status.output

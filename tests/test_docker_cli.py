@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +122,93 @@ def test_slugs_are_checked_before_any_docker_call(config: Config) -> None:
     with pytest.raises(InvalidSlug):
         runtime.prepare_volume("../etc")
     store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_status(port: int, host: str, path: str = "/data.json") -> int:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(300)
+def test_serve_and_teams_create_serve_alpha_and_hide_the_host_ports(
+    config: Config, docker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The issue's 'done when': `gateway serve --runtime docker` + `gateway teams create`."""
+    port, admin = free_port(), free_port()
+    env = {**os.environ, **docker_env, "GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(admin)}
+    gateway_bin = Path(sys.executable).parent / "gateway"
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = subprocess.Popen([gateway_bin, "serve"], env=env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while http_status(port, "localhost", "/") == 0:
+            assert server.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "serve.log"
+            ).read_text()
+            time.sleep(0.1)
+        done = subprocess.run(
+            [gateway_bin, "teams", "create", "alpha"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Ready" in done.stdout
+        assert http_status(port, "alpha.localhost") in (302, 401)  # private until made public
+        store = open_store(config.control_db)
+        store.query("UPDATE teams SET public = 1 WHERE slug = 'alpha'")
+        store.close()
+        deadline = time.monotonic() + 30
+        while http_status(port, "alpha.localhost") != 200:
+            assert time.monotonic() < deadline, "alpha never answered 200 through the gateway"
+            time.sleep(0.1)
+
+        (container,) = team_containers(config, "alpha")
+        (net,) = container.attrs["NetworkSettings"]["Networks"].values()
+        hosts = [
+            ["own datasette (control)", "127.0.0.1", 8001],
+            ["public port via bridge", net["Gateway"], port],
+            ["admin port via bridge", net["Gateway"], admin],
+            ["public port via loopback", "127.0.0.1", port],
+            ["admin port via loopback", "127.0.0.1", admin],
+        ]
+        code, out = container.exec_run(
+            ["/opt/datasette/bin/python", "-c", CONNECT, json.dumps(hosts)]
+        )
+        assert code == 0, out
+        seen = json.loads(out)
+        assert seen.pop("own datasette (control)") == "open"
+        assert all(v != "open" for v in seen.values()), seen
+        started = container.attrs["State"]["StartedAt"]
+    finally:
+        server.terminate()
+        server.wait(60)
+    container.reload()  # the gateway stopped; the team's container did not
+    assert container.status == "running" and container.attrs["State"]["StartedAt"] == started
+
+
+CONNECT = """
+import json, socket, sys
+out = {}
+for name, host, port in json.loads(sys.argv[1]):
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect((host, port))
+        out[name] = "open"
+    except OSError as exc:
+        out[name] = type(exc).__name__
+    finally:
+        s.close()
+print(json.dumps(out))
+"""

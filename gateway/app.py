@@ -10,7 +10,6 @@ ASGI proxy, which keeps the hot path lean.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -128,7 +127,7 @@ class Gateway:
     async def startup(self) -> None:
         await self.auth.prepare()
         # Import workers die with the gateway: fail what they left running, drop staging tables.
-        await asyncio.to_thread(self.upload.runner.recover)
+        await self.upload.runner.startup()
         await self.fleet.start()
 
     async def shutdown(self) -> None:

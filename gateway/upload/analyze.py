@@ -68,6 +68,7 @@ def analyze(
                     "type": t.detected,
                     "allowed": t.allowed(),
                     "example": t.example,
+                    "has_empty": t.has_empty,
                 }
                 for name, header, t in zip(names, rows.header_raw, trackers, strict=True)
             ],

@@ -71,8 +71,11 @@ class TypeTracker:
         self.seen = False  # any non-empty value at all; an all-empty column is TEXT
         self.big_int = False  # an integer a double cannot hold, so REAL is not an option
         self.example: str | None = None  # the first value that forced TEXT
+        self.has_empty = False  # an empty cell: this column cannot be the primary key
 
     def add_batch(self, values: tuple[str, ...] | list[str]) -> None:
+        if not self.has_empty and "" in values:
+            self.has_empty = True
         if self.type == TEXT:
             return
         joined = "\n".join(values) + "\n"

@@ -41,6 +41,8 @@ def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) ->
             raise ImportFailed(f"The primary key {pk!r} is not one of the columns.")
         if mode == "append":
             raise ImportFailed("Appending keeps the existing table's primary key; leave it empty.")
+        if columns[names.index(pk)].get("has_empty"):
+            raise ImportFailed(f"The primary key {pk!r} has empty cells; choose another column.")
     return {
         "table": table,
         "mode": mode,

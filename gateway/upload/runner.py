@@ -24,6 +24,7 @@ from gateway.upload.receive import remove_quietly
 log = logging.getLogger("gateway.upload")
 MAX_WORKERS = 2  # the machine's cores are for proxying first
 STOP_GRACE = 5.0
+SWEEP_EVERY = 5.0
 
 
 class Runner:
@@ -33,9 +34,17 @@ class Runner:
         self._slots = asyncio.Semaphore(MAX_WORKERS)
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # job id -> pid of the worker this gateway runs for it (None while it waits for a slot)
+        self._owner: dict[str, int | None] = {}
         self._closing = False
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        await asyncio.to_thread(self.recover)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="job-sweep")
 
     def start(self, job_id: str) -> None:
+        self._owner[job_id] = None
         task = asyncio.get_running_loop().create_task(self._run(job_id), name=f"job-{job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -53,13 +62,14 @@ class Runner:
                     stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
                 )  # fmt: skip
             self._procs[job_id] = proc
-            self.jobs.update(job_id, pid=proc.pid)
+            self._owner[job_id] = proc.pid
             code = await proc.wait()
             self._procs.pop(job_id, None)
+        if self._owner.get(job_id) != proc.pid:
+            return  # the job was handed on (ready, then confirmed): a newer run owns it
+        del self._owner[job_id]
         job = self.jobs.get(job_id)
-        # Only a worker that still owns the job (its pid) left it unfinished; a worker that
-        # handed it on (ready, then confirmed and queued) cleared the pid first.
-        if job.state in RUNNING and job.pid == proc.pid:
+        if job.state in RUNNING:
             reason = "the gateway stopped" if self._closing else f"exit status {code}"
             await asyncio.to_thread(
                 fail_and_clean, self.jobs, job, f"The import stopped ({reason})."
@@ -68,6 +78,8 @@ class Runner:
     async def close(self) -> None:
         """Stop running workers; their jobs are failed and their staging tables dropped."""
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for proc in list(self._procs.values()):
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
@@ -81,15 +93,36 @@ class Runner:
             await asyncio.wait(list(self._tasks), timeout=STOP_GRACE)
 
     def recover(self) -> None:
-        """At startup: no worker of ours is alive, so nothing may still be marked running."""
+        """At startup: fail every job whose worker is gone, drop staging tables nobody owns.
+
+        Workers die with their gateway (PR_SET_PDEATHSIG). During a socket hand-over restart
+        the predecessor and its workers may still be finishing, so a job whose worker is
+        alive is left alone; the sweep fails it later if that worker dies.
+        """
+        alive = set()
         for job in self.jobs.unfinished():
-            fail_and_clean(self.jobs, job, "The import was interrupted by a gateway restart.")
+            if job.pid is not None and worker_alive(job.pid, job.id):
+                alive.add(job.staging_table)
+            else:
+                fail_and_clean(self.jobs, job, "The import was interrupted by a gateway restart.")
         for db_path in sorted(self.config.teams_dir.glob("*/data.db")):
-            drop_all_staging(db_path)
-        keep = {Path(j.spool_path) for j in self.jobs.ready()}
+            drop_all_staging(db_path, keep=alive)
+        keep = {Path(j.spool_path) for j in self.jobs.ready() + self.jobs.unfinished()}
         for spool in self.config.teams_dir.glob("*/.spool/*.upload"):
             if spool not in keep:
                 remove_quietly(spool)
+
+    async def _sweep(self) -> None:
+        """Fail jobs whose worker died unseen (one started by a predecessor gateway)."""
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            for job in await asyncio.to_thread(self.jobs.unfinished):
+                if job.id in self._owner or job.pid is None:
+                    continue
+                if not await asyncio.to_thread(worker_alive, job.pid, job.id):
+                    await asyncio.to_thread(
+                        fail_and_clean, self.jobs, job, "The import process stopped."
+                    )
 
 
 def fail_and_clean(jobs: Jobs, job: Job, message: str) -> None:
@@ -107,7 +140,16 @@ def fail_and_clean(jobs: Jobs, job: Job, message: str) -> None:
             log.exception("could not drop %s in %s", job.staging_table, db_path)
 
 
-def drop_all_staging(db_path: Path) -> None:
+def worker_alive(pid: int, job_id: str) -> bool:
+    """Is ``pid`` still the worker for this job (not a recycled pid)?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"gateway.upload.worker" in cmdline and job_id.encode() in cmdline
+
+
+def drop_all_staging(db_path: Path, keep: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     try:
         conn = connect(db_path)
         try:
@@ -116,7 +158,8 @@ def drop_all_staging(db_path: Path) -> None:
                 [STAGING_PREFIX.replace("_", "\\_") + "%"],
             ).fetchall()
             for (name,) in rows:
-                drop_staging(conn, name)
+                if name not in keep:
+                    drop_staging(conn, name)
         finally:
             conn.close()
     except sqlite3.Error:

@@ -80,6 +80,7 @@ class Worker:
             # One import per database at a time; the others wait here in state "queued".
             fcntl.flock(fd, fcntl.LOCK_EX)
             self.jobs.update(job.id, state="importing", bytes_done=0, rows_done=0)
+            started = time.time()
             conn = importer.connect(team_dir / "data.db")
             try:
                 result = importer.run_import(
@@ -94,6 +95,8 @@ class Worker:
                 with contextlib.suppress(Exception):
                     importer.drop_staging(conn, job.staging_table)
                 conn.close()
+            # Inside the lock: the times show that imports into one database never overlap.
+            result.update(import_started=started, import_finished=time.time())
         finally:
             os.close(fd)
         self.jobs.update(job.id, state="done", result=result, bytes_done=job.size,
@@ -115,6 +118,7 @@ def main(argv: list[str]) -> int:
     store = open_store(control_db)
     jobs = Jobs(store)
     try:
+        jobs.update(job_id, pid=os.getpid())  # cleared again when this run hands the job on
         Worker(jobs, job_id).run()
     except ImportFailed as exc:
         jobs.fail(job_id, str(exc))

@@ -53,12 +53,9 @@ async def test_hold_timeout_gives_503_with_retry_after(
     )
     async with gw.client() as client:
         r = await client.get(gw.url("alpha", "/x"), headers={"accept": "application/json"})
-        page = await client.get(gw.url("alpha", "/x"), headers={"accept": "text/html"})
     assert r.status_code == 503
     assert int(r.headers["retry-after"]) >= 1
     assert r.json()["status"] == 503
-    assert page.status_code == 503
-    assert page.headers["content-type"].startswith("text/html")
 
 
 async def test_drain_finishes_in_flight_and_sends_new_requests_elsewhere(

@@ -4,7 +4,26 @@ from gateway import create_app, Config
 app = create_app(Config(domain="example.org", data_dir="/var/lib/gateway"))
 """
 
-from gateway.app import create_app
-from gateway.config import Config
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.app import create_app
+    from gateway.config import Config
 
 __all__ = ["Config", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): every `gateway` CLI command imports this package, and importing the
+    # whole app here cost about a second on each `gateway teams create`.
+    if name == "create_app":
+        from gateway.app import create_app
+
+        return create_app
+    if name == "Config":
+        from gateway.config import Config
+
+        return Config
+    raise AttributeError(f"module 'gateway' has no attribute {name!r}")

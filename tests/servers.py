@@ -41,6 +41,29 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Blackhole:
+    """A listener on ``port`` whose accept queue is full: new connections never complete (SYNs
+    are dropped), so connecting times out, as with a wedged or firewalled host."""
+
+    def __init__(self, port: int) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(0)
+        self.fillers: list[socket.socket] = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            self.fillers.append(filler)
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.listener.close()
+
+
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""
     sock = writer.get_extra_info("socket")

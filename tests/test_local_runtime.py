@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -71,14 +72,14 @@ class Served:
         deadline = loop.time() + timeout
         async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=5) as client:
             while loop.time() < deadline:
-                assert self.proc is not None and self.proc.returncode is None, self.log()
+                assert self.proc is not None and self.proc.returncode is None, self.log()[-3000:]
                 with contextlib.suppress(httpx.TransportError):
                     r = await client.get(f"http://localhost:{self.port}/-/gateway/status.json")
                     teams = {t["slug"]: t["state"] for t in r.json()["teams"]}
                     if teams.get("alpha") == "up":
                         return
                 await asyncio.sleep(0.1)
-        raise AssertionError("the gateway did not serve alpha in time\n" + self.log())
+        raise AssertionError("the gateway did not serve alpha in time\n" + self.log()[-3000:])
 
     async def wait_target_state(self, *states: str) -> None:
         """Poll status.json until alpha's target is in one of ``states``."""
@@ -99,7 +100,7 @@ class Served:
 
     def log(self) -> str:
         path = self.data_dir / f"gateway-{self.port}.log"
-        return path.read_text()[-3000:] if path.exists() else ""
+        return path.read_text() if path.exists() else ""
 
 
 def datasette_pid(data_dir: Path) -> int:
@@ -167,6 +168,17 @@ async def test_kill_9_restart_shutdown_and_restore(served: Served) -> None:
         second = datasette_pid(served.data_dir)
         assert second != first and alive(second)
         assert not alive(first)
+
+        # A second death soon after: the supervisor backs off longer before restarting.
+        await served.wait_target_state("healthy")
+        os.kill(second, signal.SIGKILL)
+        await served.wait_target_state("unhealthy", "starting")
+        r = await client.get(served.url("/data/marker.json?_shape=array"))  # held, then served
+        assert r.status_code == 200
+        second = datasette_pid(served.data_dir)
+        assert alive(second)
+        delays = re.findall(r"exited with -9; restarting in ([0-9.]+)s", served.log())
+        assert [float(d) for d in delays] == [0.5, 1.0]
 
     # A clean shutdown stops the team's Datasette too.
     assert await served.stop() == 0

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import Config
 from tests.conftest import Running, StartGateway
-from tests.servers import RawUpstream, UvicornUpstream, gateway_for, wait_for
+from tests.servers import Blackhole, RawUpstream, UvicornUpstream, gateway_for, wait_for
 
 
 @pytest.fixture
@@ -256,3 +256,23 @@ async def test_refused_only_target_holds_the_request_until_it_is_back(
     finally:
         await first.close()
         await replacement.close()
+
+
+async def test_connect_timeout_is_504(rconfig: Config, start_gateway: StartGateway) -> None:
+    up = await RawUpstream("ok").start()
+    hole: Blackhole | None = None
+    try:
+        gw = await gateway_for(
+            start_gateway, rconfig.replace(connect_timeout=0.3), {"alpha": [up.address]}
+        )
+        await up.stop_listening()
+        hole = Blackhole(up.port)  # the target's port now swallows connection attempts
+        async with gw.client() as client:
+            r = await client.get(gw.url("alpha", "/x"), headers={"accept": "application/json"})
+        assert r.status_code == 504
+        assert r.json()["status"] == 504
+        assert (await counters(gw))["retries"] == 1  # nothing was sent: one retry, then 504
+    finally:
+        if hole is not None:
+            hole.close()
+        await up.close()

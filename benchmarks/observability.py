@@ -5,13 +5,14 @@
 
 In-process: one request's bookkeeping as the gateway does it (``RequestStats.record``) against
 prometheus-client's ``labels().inc()`` + ``labels().observe()``, and the JSON access-log line.
-End to end: a tiny nginx upstream behind two gateways, access log off vs on (to a file),
-alternating rounds; requests/s and server CPU per request.
+End to end: a tiny nginx upstream behind three gateways: no observer at all, metrics only
+(the default), metrics + access log to a file; alternating rounds; req/s and CPU per request.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
@@ -24,6 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from gateway.observability.accesslog import open_access_log  # noqa: E402
+from gateway.observability.observe import Observer  # noqa: E402
 from gateway.observability.stats import BUCKETS, RequestStats  # noqa: E402
 
 N = 200_000
@@ -78,10 +80,35 @@ def micro() -> None:
             for i in range(N):
                 log.write(SCOPE, TEAMS[i % 20], 200, 0.012, 1000.0 + i * 1e-4)
 
+        async def handler(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def sink(message: Any) -> None:
+            pass
+
+        observer = Observer(handler, RequestStats())
+
+        def direct() -> None:
+            async def go() -> None:
+                for _ in range(N):
+                    await handler({}, None, sink)
+
+            asyncio.run(go())
+
+        def observed() -> None:
+            async def go() -> None:
+                for _ in range(N):
+                    await observer({}, None, sink)
+
+            asyncio.run(go())
+
         base = per_op(empty)
+        wrapped = per_op(observed) - per_op(direct)
         rows = [("RequestStats.record", per_op(ours) - base)]
         rows.append(("prometheus labels().inc()+observe()", per_op(prom) - base))
         rows.append(("access log line (escaped JSON + buffered write)", per_op(access) - base))
+        rows.append(("Observer: send wrapper + clocks + record", wrapped))
         log.close()
     print(f"In-process cost per request ({N} requests, median of 3, loop overhead removed)")
     ours_ns = rows[0][1]
@@ -108,7 +135,8 @@ def e2e(duration: float, rounds: int) -> None:
         upstream = start_nginx(procs, tmp, "upstream", nginx_upstream_conf(tmp, up, 1))
         wait_http(up, proc=upstream)
         ports = {}
-        for name, log in (("log-off", ""), ("log-on", str(tmp / "access.log"))):
+        variants = (("bare", "bare"), ("log-off", ""), ("log-on", str(tmp / "access.log")))
+        for name, log in variants:
             port = free_port()
             args = [sys.executable, __file__, "--serve", str(port), str(tmp / name), str(up), log]
             proc = procs.start(name, args)
@@ -125,18 +153,21 @@ def e2e(duration: float, rounds: int) -> None:
                     results[name][conns].append(r)
         lines = (tmp / "access.log").read_text().count("\n")
     print(f"\nEnd to end: tiny nginx upstream, {duration:g} s per run, median of {rounds}")
+    print("  bare = no metrics, no access log; log-off = metrics only (the default)")
     for conns in (1, 32):
-        off = results["log-off"][conns]
-        on = results["log-on"][conns]
-        rps_off = statistics.median(r.rps for r in off)
-        rps_on = statistics.median(r.rps for r in on)
-        cpu_off = statistics.median(r.cpu_us for r in off)
-        cpu_on = statistics.median(r.cpu_us for r in on)
-        print(
-            f"  {conns:>2} conn(s): access log off {rps_off:8.0f} req/s {cpu_off:6.1f} us CPU/req"
-            f" | on {rps_on:8.0f} req/s {cpu_on:6.1f} us CPU/req"
-            f" | on/off req/s {rps_on / rps_off:.3f}, CPU {cpu_on / cpu_off:.3f}"
-        )
+        med = {
+            name: (
+                statistics.median(r.rps for r in results[name][conns]),
+                statistics.median(r.cpu_us for r in results[name][conns]),
+            )
+            for name in results
+        }
+        base_rps, base_cpu = med["bare"]
+        for name, (rps, cpu) in med.items():
+            print(
+                f"  {conns:>2} conn(s) {name:<8} {rps:8.0f} req/s ({rps / base_rps:5.3f}x bare)"
+                f"  {cpu:6.1f} us CPU/req ({cpu / base_cpu:5.3f}x bare)"
+            )
     print(f"  ({lines} access-log lines written)")
 
 
@@ -148,8 +179,12 @@ def serve(port: int, data_dir: str, upstream: int, access_log: str) -> None:
     from gateway.runtimes.static import StaticRuntime
     from gateway.server import uvicorn_config
 
-    config = Config(data_dir=Path(data_dir), port=port, log_level="warning", access_log=access_log)
+    bare = access_log == "bare"  # no observer at all: the baseline for its own cost
+    log = "" if bare else access_log
+    config = Config(data_dir=Path(data_dir), port=port, log_level="warning", access_log=log)
     app = create_app(config, runtime=StaticRuntime({"bench": ("127.0.0.1", upstream)}))
+    if bare:
+        app.observed = app.handle  # type: ignore[assignment]
     if not app.store.teams():
         app.store.create_team("bench")
     with app.store.transaction() as conn:  # wrk is anonymous: a public team serves it

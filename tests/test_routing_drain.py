@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+import pytest
+
 from gateway.config import Config
 from gateway.routing.target import State
 from gateway.store import open_store
@@ -115,5 +118,27 @@ async def test_deleting_a_team_drains_and_the_straggler_gets_504(
         assert counters["drains"] == 1
         assert counters["drain_cancelled"] == 1
         assert [t.slug for t in gw.app.store.teams()] == []
+    finally:
+        await up.close()
+
+
+async def test_a_client_that_leaves_while_held_is_never_forwarded(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    port = closed_port()
+    gw = await gateway_for(
+        start_gateway, config.replace(hold_timeout=20), {"alpha": [("127.0.0.1", port)]}, wait=False
+    )
+    up = UvicornUpstream()
+    try:
+        async with gw.client(timeout=httpx.Timeout(30, read=0.5)) as client:
+            with pytest.raises(httpx.ReadTimeout):  # gives up while held, and hangs up
+                await client.post(gw.url("alpha", "/held"), content=b"do not run me")
+        await up.start(port)
+        await gw.wait_healthy("alpha")
+        async with gw.client() as client:
+            assert (await client.get(gw.url("alpha", "/echo"))).status_code == 200
+        await asyncio.sleep(0.2)
+        assert "/held" not in up.state.paths  # the gone client's POST was never sent
     finally:
         await up.close()

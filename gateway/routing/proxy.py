@@ -254,7 +254,7 @@ class Proxy:
             target = (
                 service.pick(previous)
                 or (previous if previous is not None and previous.available else None)
-                or await self._hold(service)
+                or await self._hold(service, ex)
             )
             if target is None:
                 raise Unavailable(
@@ -317,11 +317,13 @@ class Proxy:
                 ex.conn = None
             return
 
-    async def _hold(self, service: Service) -> Target | None:
+    async def _hold(self, service: Service, ex: _Exchange) -> Target | None:
         if service.maintenance is not None:
             raise Unavailable(service.maintenance, retry_after=30)
         deadline = time.monotonic() + self.settings.hold_timeout
         target = await service.wait_for_target(deadline)
+        if ex.client_gone:
+            raise _ClientGone()  # it hung up while held: never send its request
         if service.maintenance is not None:
             raise Unavailable(service.maintenance, retry_after=30)
         return target

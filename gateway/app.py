@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.auth import Auth
 from gateway.config import Config
-from gateway.errors import BadRequest, HTTPError, NotFound
+from gateway.errors import BadRequest, HTTPError, NotFound, URITooLong
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
 from gateway.observability.observe import Observer
@@ -36,6 +36,7 @@ class Gateway:
     def __init__(self, config: Config, *, runtime: Runtime | None = None) -> None:
         self.config = config
         self.store: Store = open_store(config.control_db)
+        self.max_target = config.max_request_line
         self.gateway_id = self.store.ensure_setting("gateway_id")
         self.table = RouteTable()
         self.counters = Counters()
@@ -89,6 +90,8 @@ class Gateway:
             host = request_host(scope)
             if host == self.config.domain:
                 await self.site(scope, receive, send)
+            if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > self.max_target:
+                raise URITooLong(f"the request target is longer than {self.max_target} bytes")
                 return
             service = self.table.lookup(host)
             if service is None:

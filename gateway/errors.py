@@ -12,6 +12,7 @@ GatewayError
     ├── Forbidden           403  signed in, but not a member
     ├── NotFound            404  unknown host or page
     ├── PayloadTooLarge     413
+    ├── URITooLong          414  request target longer than max_request_line
     ├── TooManyRequests     429  sign-in throttled (Retry-After)
     ├── ClientClosed        499  the client went away (logged, never sent)
     ├── BadGateway          502  refused, reset before a response, bad response
@@ -83,6 +84,10 @@ class NotFound(HTTPError):
 
 class PayloadTooLarge(HTTPError):
     status, title = 413, "Payload too large"
+
+
+class URITooLong(HTTPError):
+    status, title = 414, "URI too long"
 
 
 class TooManyRequests(HTTPError):

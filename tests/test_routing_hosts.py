@@ -80,3 +80,26 @@ async def test_absolute_form_request_uri(gw: Proxied) -> None:
     body = raw.partition(b"\r\n\r\n")[2]
     assert b'"raw_path": "/echo"' in body  # forwarded in origin form
     assert b'"query": "x=1"' in body
+
+
+async def test_overlong_request_target_is_414_and_overlong_host_400(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    up = await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(
+            start_gateway, config.replace(max_request_line=200), {"alpha": [up.address]}
+        )
+        async with gw.client() as client:
+            ok = await client.get(gw.url("alpha", "/echo?q=" + "a" * 150))
+            long = await client.get(
+                gw.url("alpha", "/echo?q=" + "a" * 250), headers={"accept": "application/json"}
+            )
+            host = await client.get(gw.url("alpha", "/echo"), headers={"host": "a" * 300})
+        assert ok.status_code == 200
+        assert long.status_code == 414
+        assert long.json()["status"] == 414
+        assert host.status_code == 400
+        assert up.state.paths == ["/echo"]
+    finally:
+        await up.close()

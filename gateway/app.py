@@ -88,10 +88,10 @@ class Gateway:
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
             host = request_host(scope)
-            if host == self.config.domain:
-                await self.site(scope, receive, send)
             if len(scope.get("raw_path") or b"") + len(scope["query_string"]) > self.max_target:
                 raise URITooLong(f"the request target is longer than {self.max_target} bytes")
+            if host == self.config.domain:
+                await self.site(scope, receive, send)
                 return
             service = self.table.lookup(host)
             if service is None:

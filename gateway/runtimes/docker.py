@@ -171,6 +171,9 @@ class DockerRuntime:
         The low-level API is used because the high-level one cannot set ``stop_timeout``.
         """
         team = validate_slug(instance.team)
+        # A deploy may pin an instance to a given build of our image; otherwise the current one.
+        pinned = instance.version.startswith(image.IMAGE_REPO + ":")
+        tag = instance.version if pinned else self.image()
         memory = f"{self.config.instance_memory_mb}m"
         host_config = self.client.api.create_host_config(
             binds={str(self.config.teams_dir / team): {"bind": "/data", "mode": "rw"}},
@@ -187,14 +190,14 @@ class DockerRuntime:
             restart_policy={"Name": "unless-stopped"},
         )
         return {
-            "image": self.image(),
+            "image": tag,
             "name": container_name(instance),
             "detach": True,
             "labels": {
                 "gateway.team": team,
                 "gateway.host": f"{team}.{self.config.domain}",
                 "gateway.port": str(image.PORT),
-                "gateway.version": instance.version or self.version(),
+                "gateway.version": tag,
                 "gateway.instance": instance.id,
                 MANAGED_BY: self.gateway_id,
             },

@@ -190,6 +190,16 @@ def test_serve_and_teams_create_serve_alpha_and_hide_the_host_ports(
         assert seen.pop("own datasette (control)") == "open"
         assert all(v != "open" for v in seen.values()), seen
         started = container.attrs["State"]["StartedAt"]
+
+        # With the gateway running, delete drains through it, then the container goes.
+        for argv in (["create", "beta"], ["delete", "beta", "-y"]):
+            done = subprocess.run(
+                [gateway_bin, "teams", *argv], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        assert "Draining beta" in done.stdout
+        assert team_containers(config, "beta") == []
+        assert (config.teams_dir / "beta" / "data.db").exists()
     finally:
         server.terminate()
         server.wait(60)

@@ -285,3 +285,19 @@ async def test_provider_reconnects_when_the_event_stream_drops(docker_config: Co
         await until(lambda: old.state is State.STOPPED, 30, "drain after reconnect")
         await until(lambda: service.state() == "up" and old not in service.targets(), 90, "up")
         assert await get(running, "alpha") == 200
+
+
+async def test_a_paused_container_is_drained_and_resumed(docker_config: Config) -> None:
+    add_teams(docker_config, "alpha")
+    async with serve(docker_config) as running:
+        await running.wait_healthy("alpha", 90)
+        service = running.app.fleet.service("alpha")
+        assert service is not None
+        (old,) = service.targets()
+        container = container_of(running.app, "alpha")
+        container.pause()  # it hangs: requests would wait on it forever
+        await until(lambda: old.state is State.STOPPED, 30, "drain of the paused target")
+        await until(lambda: service.state() == "up" and old not in service.targets(), 90, "up")
+        assert await get(running, "alpha") == 200
+        container.reload()
+        assert container.status == "running"

@@ -108,6 +108,9 @@ class DockerRuntime:
                     self._image, self._network_ok = None, False  # look them up afresh
                     raise RuntimeUnavailable(f"cannot create {instance.id}: {exc}") from exc
                 container = self.client.containers.get(container_name(instance))
+        if container.status == "paused":  # paused behind our back: a hang, from our side
+            container.unpause()
+            container.reload()
         if container.status != "running":
             self.prepare_volume(instance.team)
             container.start()

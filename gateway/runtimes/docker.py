@@ -60,6 +60,7 @@ class DockerRuntime:
         # Instances whose start() has finished (or failed): snapshots may judge only these.
         self.started: set[str] = set()
         self._image: str | None = None
+        self._version: str | None = None
         self._network_ok = False
         self.provider = DockerProvider(client_factory, gateway_id, config.domain)
 
@@ -70,7 +71,10 @@ class DockerRuntime:
         return self._client
 
     def version(self) -> str:
-        return image.image_tag()
+        # Hashing the recipe reads files and package metadata: once, not on every provision.
+        if self._version is None:
+            self._version = image.image_tag()
+        return self._version
 
     async def start(self, instance: Instance, target: Target) -> None:
         try:

@@ -91,6 +91,9 @@ class RawUpstream:
               stale keep-alive race ("Server disconnected without sending a response")
     hang      read the request, never answer; count the connections the peer closed
     midbody   answer Content-Length 1000, send 100 bytes, close
+    chunked_cut      answer chunked, send one 100-byte chunk, close (no last chunk)
+    close_delimited  answer without Content-Length; the body ends when the connection closes
+    interim   send 100 Continue and 103 Early Hints before the real answer
     """
 
     def __init__(self, behaviour: str, *, stale_delay: float = 0.0) -> None:
@@ -171,6 +174,26 @@ class RawUpstream:
                 if self.behaviour == "hang":
                     await self._hang(reader)
                     return
+                if self.behaviour == "chunked_cut":
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+                        b"transfer-encoding: chunked\r\n\r\n64\r\n" + b"c" * 100 + b"\r\n"
+                    )
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.transport.abort()
+                    return
+                if self.behaviour == "close_delimited":
+                    # HTTP/1.0 style: no Content-Length, the body ends when the connection does.
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n")
+                    for _ in range(10):
+                        writer.write(b"d" * 1000)
+                        await writer.drain()
+                    writer.close()
+                    return
+                if self.behaviour == "interim":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x.css>\r\n\r\n")
                 if self.behaviour == "midbody":
                     writer.write(
                         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"

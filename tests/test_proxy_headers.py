@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -127,16 +129,30 @@ async def test_request_id_kept_when_valid_generated_otherwise(
     assert generated[0] != generated[1]
 
 
-async def test_content_length_with_transfer_encoding_is_rejected(
-    config: Config, start_gateway: StartGateway, upstream: UvicornUpstream
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: 5, 5\r\n",
+        b"Content-Length: +5\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+    ],
+)
+async def test_ambiguous_framing_is_rejected(
+    config: Config, start_gateway: StartGateway, upstream: UvicornUpstream, framing: bytes
 ) -> None:
     gw = await gateway_for(start_gateway, config, {"alpha": [upstream.address]})
     raw = await raw_request(
         gw.port,
-        b"POST /echo HTTP/1.1\r\nHost: alpha.localhost\r\nContent-Length: 5\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: alpha.localhost\r\nAuthorization: Bearer "
+        + gw.tokens["alpha"].encode()
+        + b"\r\n"
+        + framing
+        + b"\r\n5\r\nhello\r\n0\r\n\r\n",
     )
-    assert status_line(raw) == 400
+    assert status_line(raw) == 400, raw[:200]
     assert upstream.state.paths == []  # never reached the team
 
 
@@ -187,3 +203,29 @@ async def test_redirects_pass_untouched(
         )
     assert r.status_code == status
     assert r.headers["location"] == location
+
+
+async def test_expect_100_continue(
+    config: Config, start_gateway: StartGateway, upstream: UvicornUpstream
+) -> None:
+    gw = await gateway_for(start_gateway, config, {"alpha": [upstream.address]})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    try:
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nHost: alpha.localhost\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nAuthorization: Bearer "
+            + gw.tokens["alpha"].encode()
+            + b"\r\n\r\n"
+        )
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim.startswith(b"HTTP/1.1 100")
+        writer.write(b"hello")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = json.loads(await asyncio.wait_for(reader.readexactly(length), 10))
+        assert body["body"] == "hello"
+    finally:
+        writer.close()

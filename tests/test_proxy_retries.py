@@ -276,3 +276,50 @@ async def test_connect_timeout_is_504(rconfig: Config, start_gateway: StartGatew
         if hole is not None:
             hole.close()
         await up.close()
+
+
+async def test_death_mid_chunked_body_is_visible_to_the_client(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await RawUpstream("chunked_cut").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        received = b""
+        async with gw.client() as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                async with client.stream("GET", gw.url("alpha", "/file")) as r:
+                    assert r.status_code == 200
+                    async for chunk in r.aiter_bytes():
+                        received += chunk
+        assert received == b"c" * 100
+        assert len(up.requests) == 1
+    finally:
+        await up.close()
+
+
+async def test_close_delimited_body_ends_cleanly(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    up = await RawUpstream("close_delimited").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        async with gw.client() as client:
+            for _ in range(2):
+                r = await client.get(gw.url("alpha", "/old"))
+                assert r.status_code == 200
+                assert r.content == b"d" * 10_000
+    finally:
+        await up.close()
+
+
+async def test_interim_responses_are_skipped(rconfig: Config, start_gateway: StartGateway) -> None:
+    up = await RawUpstream("interim").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        async with gw.client() as client:
+            for _ in range(2):  # and the pooled connection stays in step afterwards
+                r = await client.post(gw.url("alpha", "/x"), content=b"abc")
+                assert r.status_code == 200
+                assert r.json() == {"ok": True, "method": "POST", "n": 3}
+    finally:
+        await up.close()

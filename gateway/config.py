@@ -126,6 +126,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Bearer token of the admin API; generated once and kept in <data_dir>/admin.token.",
     ),
     Setting("access_log", str, "", "JSON access log: '' (off), '-' (stdout) or a file path."),
+    Setting(
+        "operators",
+        str,
+        "",
+        "Comma-separated e-mails of signed-in users allowed the operator dashboard on the apex.",
+    ),
 )
 
 RUNTIMES = ("local", "docker")
@@ -168,6 +174,7 @@ class Config:
     admin_socket: str = ""
     admin_token: str = ""
     access_log: str = ""
+    operators: str = ""
     # Not a user setting: tests pass extra Datasette arguments (for example a plugins dir).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -216,6 +223,10 @@ class Config:
     @property
     def teams_dir(self) -> Path:
         return self.data_dir / "teams"
+
+    @property
+    def operator_set(self) -> frozenset[str]:
+        return frozenset(e.strip().lower() for e in self.operators.split(",") if e.strip())
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

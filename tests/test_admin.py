@@ -131,3 +131,26 @@ async def test_admin_on_a_unix_socket(config: Config, tmp_path: Path) -> None:
             assert r.json()["routes"][0]["team"] == "alpha"
         status = await asyncio.to_thread(CliRunner().invoke, cli, ["status", *args])
         assert status.exit_code == 0 and "running, ready" in status.output, status.output
+
+
+async def test_operator_dashboard_on_the_apex(config: Config) -> None:
+    from gateway.auth.accounts import create_user
+
+    config = config.replace(operators="Ops@Example.org")
+    async with run_edge(config, teams=("alpha",)) as gw:
+        auth = gw.app.auth
+        cookies = {}
+        for email in ("ops@example.org", "someone@example.org"):
+            user = create_user(gw.app.store, email, "not-a-real-hash")
+            cookies[email] = auth.sessions.create(user.id)[0]
+        url = gw.url(None, "/-/gateway/ops")
+        async with gw.client() as client:
+            anonymous = await client.get(url)
+            assert anonymous.status_code == 303 and "/login?next=" in anonymous.headers["location"]
+            client.cookies.set(auth.cookie_name, cookies["someone@example.org"])
+            assert (await client.get(url)).status_code == 403
+            client.cookies.set(auth.cookie_name, cookies["ops@example.org"])
+            page = await client.get(url)
+            assert page.status_code == 200
+            assert "Operations" in page.text and "alpha" in page.text
+            assert "/-/gateway/static/gateway.css" in page.text

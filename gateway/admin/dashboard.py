@@ -11,16 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from gateway.admin.api import recent, status_view
+from gateway.errors import Forbidden, HTTPError
+from gateway.responses import error_body
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "pages" / "templates"
+APEX_PATH = "/-/gateway/ops"
 
 
 def sparkline_svg(points: list[float], width: int = 240, height: int = 36) -> Markup:
@@ -77,6 +80,35 @@ def dashboard_routes(gw: Gateway, token: str) -> list[Route]:
         )
 
     return [Route("/", dashboard), Route("/login", login, methods=["GET", "POST"])]
+
+
+def apex_ops_routes(gw: Gateway) -> list[Route]:
+    """The same dashboard on the apex, for signed-in users listed in ``operators``."""
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.filters["ago"] = _ago
+
+    async def apex_dashboard(request: Request) -> Response:
+        auth = getattr(gw, "auth", None)
+        session = auth.session_from_cookies(dict(request.cookies)) if auth else None
+        if session is None:
+            if auth is None:
+                return _refuse(request, Forbidden("the operator dashboard needs sign-in"))
+            return RedirectResponse(auth.login_url(APEX_PATH), status_code=303)
+        if session.email.lower() not in gw.config.operator_set:
+            return _refuse(request, Forbidden("this page is for the gateway's operators"))
+        return templates.TemplateResponse(
+            request,
+            "ops_dashboard.html",
+            {"s": dashboard_data(gw), "static_prefix": "/-/gateway/static"},
+            headers={"cache-control": "no-store"},
+        )
+
+    return [Route(APEX_PATH, apex_dashboard)]
+
+
+def _refuse(request: Request, err: HTTPError) -> Response:
+    body, ctype = error_body(dict(request.scope), err)
+    return Response(body, err.status, media_type=ctype.decode())
 
 
 def _ago(ts: float | None) -> str:

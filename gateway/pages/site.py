@@ -12,6 +12,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from gateway.admin.dashboard import apex_ops_routes
 from gateway.auth.pages import auth_routes
 from gateway.observability.health import health_routes
 
@@ -67,6 +68,7 @@ def build_site(gw: Gateway) -> Starlette:
             Route("/", status_page),
             Route("/-/gateway/status.json", status_json),
             *health_routes(gw, "/-/gateway"),
+            *apex_ops_routes(gw),  # the operator dashboard, for `operators` (gateway/admin)
             *auth_routes(gw, templates),  # register, login, dashboard, teams (gateway/auth)
             Mount("/-/gateway/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]

@@ -14,6 +14,7 @@ from gateway.observability.accesslog import AccessLog
 from gateway.observability.stats import RequestStats
 
 Handler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+LOGIN_PATH = "/login"  # the apex sign-in form (gateway/auth)
 CLIENT_GONE = 499  # nginx's code for "the client closed the connection before an answer"
 
 
@@ -42,5 +43,14 @@ class Observer:
             team = scope.get("team", "")
             code = status or CLIENT_GONE
             self.stats.record(team, code, now - started, now)
+            # A sign-in form post on the apex that did not sign in (wrong password, throttled,
+            # bad CSRF): counted here, so the auth code needs no metrics calls.
+            if (
+                not team
+                and code >= 400
+                and scope.get("path") == LOGIN_PATH
+                and scope.get("method") == "POST"
+            ):
+                self.stats.event("login_failures")
             if self.access_log is not None:
                 self.access_log.write(scope, team, code, now - started, now)

@@ -71,6 +71,10 @@ class Fleet:
             self.table.replace(self.services)
             for slug in sorted(self.services.keys() - wanted):
                 await self._remove_team(slug, deleting=slug in teams)
+            for slug, team in teams.items():
+                if team.state == "deleting" and slug not in self.services:
+                    # Nothing of it runs here (a gateway died mid-delete): finish the delete.
+                    self.store.delete_team(slug)
             self._apply_maintenance()
 
     def _apply_maintenance(self) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.config import Config
 from gateway.routing.target import State
+from gateway.runtimes.static import StaticRuntime
 from gateway.store import open_store
 from tests.conftest import StartGateway
 from tests.servers import Proxied, UvicornUpstream, closed_port, gateway_for, wait_for
@@ -140,5 +141,27 @@ async def test_a_client_that_leaves_while_held_is_never_forwarded(
             assert (await client.get(gw.url("alpha", "/echo"))).status_code == 200
         await asyncio.sleep(0.2)
         assert "/held" not in up.state.paths  # the gone client's POST was never sent
+    finally:
+        await up.close()
+
+
+async def test_a_delete_interrupted_by_a_restart_completes(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    """A gateway that died mid-delete leaves the team 'deleting': the next one finishes it."""
+    store = open_store(config.control_db)
+    store.create_team("alpha")
+    store.add_instance("alpha", "static")
+    store.create_team("beta")
+    store.set_team_state("alpha", "deleting")
+    store.close()
+    up = await UvicornUpstream().start()
+    try:
+        gw = await start_gateway(
+            config, runtime=StaticRuntime({"alpha": up.address, "beta": up.address})
+        )
+        await wait_for(lambda: [t.slug for t in gw.app.store.teams()] == ["beta"])
+        assert gw.app.fleet.service("alpha") is None
+        assert gw.app.store.instances("alpha") == []
     finally:
         await up.close()

@@ -222,7 +222,7 @@ async def test_gateway_keeps_proxying_during_an_import(roomy: Member):
         while True:
             state = (await c.get(job["url"])).json()["state"]
             page = await c.get(roomy.url("/data.json"))
-            assert page.status_code == 200
+            assert page.status_code == 200, page.text
             served += 1
             if state in ("done", "failed"):
                 break

@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from datasette.utils import tilde_encode
-
 from gateway.store.db import Store
 
 RUNNING = ("analyzing", "queued", "importing")
@@ -73,6 +71,8 @@ class Job:
 def _with_link(result: dict[str, Any] | None, base: str) -> dict[str, Any] | None:
     if not result or not result.get("table"):
         return result
+    from datasette.utils import tilde_encode  # only the gateway renders links, not the worker
+
     return {**result, "table_url": f"{base}/data/{tilde_encode(result['table'])}"}
 
 

@@ -1,0 +1,224 @@
+"""CSV import speed: the gateway's upload endpoint against ``sqlite-utils insert --csv``.
+
+    .venv/bin/python benchmarks/upload.py            # 1,000,000 rows x 10 mixed columns
+    .venv/bin/python benchmarks/upload.py --rows 200000
+
+One run generates the CSV, then imports the same file twice, side by side:
+
+* **gateway**: a real gateway (``benchmarks/serve_gateway.py``, production uvicorn settings)
+  receives the file on ``/-/upload-csv`` as a multipart upload (``auto=1``: no preview) and
+  the clock stops when the job's JSON says ``done``: upload + analysis + import.
+* **sqlite-utils**: ``sqlite-utils insert DB TABLE FILE --csv`` with type detection
+  (``--detect-types`` on 3.x; on by default in 4.x, where the flag no longer exists).
+
+It prints rows/s for both, their ratio, the gateway's peak RSS growth during the upload
+(sampled from /proc every 20 ms, plus the kernel's VmHWM) and the worker's peak RSS.
+Targets (issue 6): ratio >= 1.0; gateway peak RSS growth < 100 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import Processes, free_port
+from gateway.auth.accounts import add_member, create_user
+from gateway.auth.tokens import Tokens
+from gateway.store import open_store
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+TEAM = "bench"
+BOUNDARY = "benchboundary7f3a"
+CITIES = ["Paris", "Köln", "São Paulo", "New York", "Zürich", "Łódź"]
+
+
+def generate(path: Path, rows: int) -> None:
+    rng = random.Random(6)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "zip", "price", "qty", "name", "city", "day", "ratio", "flag", "note"])
+        for i in range(rows):
+            w.writerow([
+                i, f"{rng.randint(0, 99999):05d}", f"{rng.randint(0, 99999) / 100:.2f}",
+                rng.randint(-500, 500), f"name {i}", rng.choice(CITIES),
+                f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}", rng.random(),
+                rng.choice(("true", "false")), rng.choice(("", "quoted, text", "plain")),
+            ])  # fmt: skip
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of the gateway and of any upload worker it starts, every 20 ms."""
+
+    def __init__(self, gateway_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = gateway_pid
+        self.peak = self.worker_peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, rss_kb(self.pid))
+            for child in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split():
+                try:
+                    cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+                    if b"gateway.upload.worker" in cmd:
+                        self.worker_peak = max(self.worker_peak, rss_kb(int(child)))
+                except OSError:
+                    pass
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    token: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    hdrs = {"host": f"{TEAM}.localhost:{port}", "authorization": f"Bearer {token}"}
+    hdrs |= {"accept": "application/json"} | (headers or {})
+    conn.request(method, path, body=body, headers=hdrs)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+def upload(port: int, token: str, path: Path) -> tuple[float, dict]:
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="auto"\r\n\r\n1\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="table"\r\n\r\nbench\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"'
+        "\r\nContent-Type: text/csv\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    size = len(head) + path.stat().st_size + len(tail)
+
+    def body() -> Iterator[bytes]:  # the client never holds the whole file in memory
+        yield head
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+        yield tail
+
+    start = time.perf_counter()
+    status, data = request(port, "POST", "/-/upload-csv", token, body(), {
+        "content-type": f"multipart/form-data; boundary={BOUNDARY}",
+        "content-length": str(size),
+    })  # fmt: skip
+    if status != 202:
+        raise SystemExit(f"upload failed: {status} {data[:500]!r}")
+    uploaded = time.perf_counter() - start
+    job_path = "/-/upload-csv/jobs/" + json.loads(data)["jobs"][0]["id"] + ".json"
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        status, data = request(port, "GET", job_path, token)
+        job = json.loads(data)
+        if job["state"] in ("done", "failed"):
+            job["elapsed"] = time.perf_counter() - start
+            job["uploaded"] = uploaded
+            return job["elapsed"], job
+        time.sleep(0.1)
+    raise SystemExit("the import did not finish in 30 minutes")
+
+
+def sqlite_utils(path: Path, db: Path) -> float:
+    exe = str(BIN / "sqlite-utils")
+    help_text = subprocess.run([exe, "insert", "--help"], capture_output=True, text=True).stdout
+    flags = ["--detect-types"] if "--detect-types" in help_text else []
+    start = time.perf_counter()
+    subprocess.run([exe, "insert", str(db), "bench", str(path), "--csv", *flags], check=True)
+    return time.perf_counter() - start
+
+
+def column_types(db: Path, table: str) -> dict[str, str]:
+    with sqlite3.connect(db) as conn:
+        return {r[1]: r[2] for r in conn.execute(f"PRAGMA table_info([{table}])")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="upload-bench-") as tmp, Processes(Path(tmp)) as ps:
+        root = Path(tmp)
+        data = root / "rows.csv"
+        t = time.perf_counter()
+        generate(data, args.rows)
+        print(f"generated {args.rows:,} rows, {data.stat().st_size / 1e6:.0f} MB "
+              f"in {time.perf_counter() - t:.1f}s")  # fmt: skip
+
+        su_db = root / "sqlite-utils.db"
+        su_secs = sqlite_utils(data, su_db)
+
+        store = open_store(root / "data" / "control.db")
+        store.create_team(TEAM)
+        user = create_user(store, "bench@example.org", "unused")
+        add_member(store, TEAM, user.id)
+        token = Tokens(store).create(TEAM, user.id, "benchmark")
+        store.close()
+        port = free_port()
+        gw = ps.start("gateway", [sys.executable, str(HERE / "serve_gateway.py"),
+                                  "--data-dir", str(root / "data"), "--port", str(port),
+                                  "--team", TEAM])  # fmt: skip
+        for _ in range(600):
+            try:
+                if request(port, "GET", "/-/upload-csv", token)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise SystemExit("gateway did not start:\n" + ps.log_tail("gateway"))
+        time.sleep(1.0)  # let start-up allocations settle before the baseline
+        base = rss_kb(gw.pid)
+        sampler = Sampler(gw.pid)
+        sampler.start()
+        gw_secs, job = upload(port, token, data)
+        sampler.stop.set()
+        sampler.join()
+        if job["state"] != "done":
+            raise SystemExit(f"the gateway import failed: {job['error']}")
+        hwm = rss_kb(gw.pid, "VmHWM")
+
+        ours = column_types(root / "data" / "teams" / TEAM / "data.db", "bench")
+        theirs = column_types(su_db, "bench")
+        rows_s_gw, rows_s_su = args.rows / gw_secs, args.rows / su_secs
+        print(f"\n{'':14}{'seconds':>9}{'rows/s':>11}")
+        print(f"{'sqlite-utils':14}{su_secs:9.1f}{rows_s_su:11,.0f}")
+        print(f"{'gateway':14}{gw_secs:9.1f}{rows_s_gw:11,.0f}   (upload {job['uploaded']:.1f}s"
+              f", then analysis + import in a worker)")  # fmt: skip
+        print(f"ratio gateway/sqlite-utils: {rows_s_gw / rows_s_su:.2f}x   (target >= 1.0)")
+        growth = (sampler.peak - base) / 1024
+        print(f"gateway RSS: baseline {base / 1024:.0f} MB, peak {sampler.peak / 1024:.0f} MB, "
+              f"growth {growth:.1f} MB (target < 100); VmHWM {hwm / 1024:.0f} MB; "
+              f"worker peak RSS {sampler.worker_peak / 1024:.0f} MB")  # fmt: skip
+        differ = {c: (ours[c], theirs.get(c)) for c in ours if ours[c] != theirs.get(c)}
+        print(f"column types (gateway, sqlite-utils) where they differ: {differ}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import cli
 from gateway.runtimes import image
 
 
@@ -39,3 +45,25 @@ def test_dockerfile_runs_the_same_command_as_the_registry_free_build() -> None:
 def test_the_plugin_is_baked_in_as_a_plugins_dir() -> None:
     assert image.CMD[image.CMD.index("--plugins-dir") + 1] == image.PLUGINS_DIR
     assert image.PLUGIN.name == "gateway_plugin.py" and image.PLUGIN.exists()
+
+
+# docker-py leaks the socket of a failed connection; collect it here, not in a later test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_build_without_a_reachable_engine_says_what_to_install(tmp_path: Path) -> None:
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"}
+    result = CliRunner(env=env).invoke(cli, ["image", "build"])
+    code, output = result.exit_code, result.output
+    del result  # its traceback holds the leaked socket
+    gc.collect()
+    assert code == 1
+    assert "no Docker engine is reachable" in output
+    assert "apt-get install docker.io" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.docker
+def test_build_skips_when_the_tag_exists(docker_image: str) -> None:
+    result = CliRunner().invoke(cli, ["image", "build"])
+    assert result.exit_code == 0, result.output
+    assert f"Image {docker_image} already exists; nothing to do." in result.output

@@ -154,10 +154,13 @@ def docker_client() -> Any:
         raise RuntimeUnavailable(
             "the docker Python package is missing: pip install docker"
         ) from exc
+    client = None
     try:
         client = docker.from_env(timeout=120)
         client.ping()
     except Exception as exc:
+        if client is not None:
+            client.close()
         raise RuntimeUnavailable(
             "no Docker engine is reachable: install one (apt-get install docker.io), start it "
             f"(systemctl start docker or dockerd), and check DOCKER_HOST ({exc})"
@@ -178,6 +181,13 @@ def image_exists(client: Any, tag: str) -> bool:
 def build(*, force: bool = False, progress: Progress = print) -> tuple[str, bool]:
     """Build the image unless its tag exists. Returns (tag, built)."""
     client = docker_client()
+    try:
+        return _build(client, force, progress)
+    finally:
+        client.close()
+
+
+def _build(client: Any, force: bool, progress: Progress) -> tuple[str, bool]:
     pins = host_pins()
     tag = image_tag(pins)
     if not force and image_exists(client, tag):
@@ -223,6 +233,13 @@ def dockerfile_tag(pins: Pins | None = None) -> str:
 def build_dockerfile(*, force: bool = False, progress: Progress = print) -> tuple[str, bool]:
     """For engines that can pull: ``FROM python:3.11-slim``, pip inside the build."""
     client = docker_client()
+    try:
+        return _build_dockerfile(client, force, progress)
+    finally:
+        client.close()
+
+
+def _build_dockerfile(client: Any, force: bool, progress: Progress) -> tuple[str, bool]:
     pins = host_pins()
     tag = dockerfile_tag(pins)
     if not force and image_exists(client, tag):

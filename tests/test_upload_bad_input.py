@@ -25,7 +25,7 @@ async def assert_clean_and_responsive(member: Member) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert staging_tables(conn) == []
     spool = member.running.config.teams_dir / member.team / ".spool"
-    assert [p for p in os.listdir(spool) if p.endswith(".upload")] == []
+    assert [p for p in os.listdir(spool) if p.endswith((".upload", ".part"))] == []
     async with member.client() as c:
         assert (await c.get(member.url("/-/upload-csv"))).status_code == 200
 

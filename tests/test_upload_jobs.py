@@ -17,7 +17,9 @@ BOUNDARY = "testboundary1234"
 
 def spool_files(member: Member) -> list[str]:
     spool = member.running.config.teams_dir / member.team / ".spool"
-    return [p for p in os.listdir(spool) if p.endswith(".upload")] if spool.exists() else []
+    if not spool.exists():
+        return []
+    return [p for p in os.listdir(spool) if p.endswith((".upload", ".part"))]
 
 
 def multipart_head(filename: str = "big.csv") -> bytes:

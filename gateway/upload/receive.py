@@ -110,7 +110,8 @@ class _Collector:
             return
         if len(self.upload.files) >= MAX_FILES:
             raise BadRequest(f"Too many files in one upload (at most {MAX_FILES}).")
-        path = self.spool_dir / f"{secrets.token_hex(8)}.upload"
+        # ".part" while it streams; the job renames it "<job>.upload" once the body is whole.
+        path = self.spool_dir / f"{secrets.token_hex(8)}.part"
         self._spooled = Spooled(display_name(filename.decode("utf-8", "replace")), path)
         self.upload.files.append(self._spooled)
         self._file = open(path, "wb")  # noqa: SIM115 (closed in part_end or close)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sqlite3
 import sys
+import time
 from pathlib import Path
 
 from gateway.config import Config
@@ -25,6 +26,7 @@ log = logging.getLogger("gateway.upload")
 MAX_WORKERS = 2  # the machine's cores are for proxying first
 STOP_GRACE = 5.0
 SWEEP_EVERY = 5.0
+PART_MAX_AGE = 3600.0
 
 
 class Runner:
@@ -111,6 +113,12 @@ class Runner:
         for spool in self.config.teams_dir.glob("*/.spool/*.upload"):
             if spool not in keep:
                 remove_quietly(spool)
+        # A ".part" may still be streaming into a predecessor gateway: only old ones go.
+        stale = time.time() - PART_MAX_AGE
+        for part in self.config.teams_dir.glob("*/.spool/*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if part.stat().st_mtime < stale:
+                    remove_quietly(part)
 
     async def _sweep(self) -> None:
         """Fail jobs whose worker died unseen (one started by a predecessor gateway)."""

@@ -107,7 +107,22 @@ def request(
     return response.status, data
 
 
-def upload(port: int, token: str, path: Path) -> tuple[float, dict]:
+PROBE = "/-/versions.json"  # a small Datasette page, proxied by the gateway
+
+
+def probe(port: int, token: str, n: int) -> list[float]:
+    """Latencies (ms) of ``n`` proxied requests: is the gateway still proxying at speed?"""
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        status, _ = request(port, "GET", PROBE, token)
+        out.append((time.perf_counter() - t) * 1000)
+        if status != 200:
+            raise SystemExit(f"proxied probe failed: {status}")
+    return out
+
+
+def upload(port: int, token: str, path: Path, during: list[float]) -> tuple[float, dict]:
     head = (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="auto"\r\n\r\n1\r\n'
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="table"\r\n\r\nbench\r\n'
@@ -141,7 +156,8 @@ def upload(port: int, token: str, path: Path) -> tuple[float, dict]:
             job["elapsed"] = time.perf_counter() - start
             job["uploaded"] = uploaded
             return job["elapsed"], job
-        time.sleep(0.1)
+        during += probe(port, token, 5)
+        time.sleep(0.05)
     raise SystemExit("the import did not finish in 30 minutes")
 
 
@@ -194,10 +210,12 @@ def main() -> None:
         else:
             raise SystemExit("gateway did not start:\n" + ps.log_tail("gateway"))
         time.sleep(1.0)  # let start-up allocations settle before the baseline
+        idle = probe(port, token, 200)
         base = rss_kb(gw.pid)
         sampler = Sampler(gw.pid)
         sampler.start()
-        gw_secs, job = upload(port, token, data)
+        during: list[float] = []
+        gw_secs, job = upload(port, token, data, during)
         sampler.stop.set()
         sampler.join()
         if job["state"] != "done":
@@ -216,6 +234,12 @@ def main() -> None:
         print(f"gateway RSS: baseline {base / 1024:.0f} MB, peak {sampler.peak / 1024:.0f} MB, "
               f"growth {growth:.1f} MB (target < 100); VmHWM {hwm / 1024:.0f} MB; "
               f"worker peak RSS {sampler.worker_peak / 1024:.0f} MB")  # fmt: skip
+        for name, values in (("idle", idle), ("during import", during)):
+            values.sort()
+            p50, p90 = values[len(values) // 2], values[len(values) * 9 // 10]
+            print(f"proxied {PROBE} {name}: p50 {p50:.2f} ms, p90 {p90:.2f} ms "
+                  f"({len(values)} requests)")  # fmt: skip
+        print(f"p50 during import / idle: {during[len(during) // 2] / idle[len(idle) // 2]:.2f}x")
         differ = {c: (ours[c], theirs.get(c)) for c in ours if ours[c] != theirs.get(c)}
         print(f"column types (gateway, sqlite-utils) where they differ: {differ}")
 

@@ -18,20 +18,22 @@ async def gw(config: Config, start_gateway: StartGateway) -> AsyncIterator[Proxi
     await up.close()
 
 
-@pytest.mark.parametrize(
-    "host",
-    [
-        "alpha.localhost",
-        "alpha.localhost:{port}",
-        "ALPHA.LocalHost:{port}",
-        "alpha.localhost.:{port}",
-    ],
-)
-async def test_host_variants_route_to_the_team(gw: Proxied, host: str) -> None:
+HOST_VARIANTS = [
+    "alpha.localhost",
+    "alpha.localhost:{port}",
+    "ALPHA.LocalHost:{port}",
+    "alpha.localhost.:{port}",
+]
+
+
+async def test_host_variants_route_to_the_team(gw: Proxied) -> None:
     async with gw.client() as client:
-        r = await client.get(gw.url("alpha", "/echo"), headers={"host": host.format(port=gw.port)})
-    assert r.status_code == 200, r.text
-    assert r.json()["path"] == "/echo"
+        for host in HOST_VARIANTS:
+            r = await client.get(
+                gw.url("alpha", "/echo"), headers={"host": host.format(port=gw.port)}
+            )
+            assert r.status_code == 200, (host, r.text)
+            assert r.json()["path"] == "/echo"
 
 
 async def test_unknown_host_is_404_html_or_json_by_accept(gw: Proxied) -> None:
@@ -53,13 +55,19 @@ async def test_missing_host_is_400(gw: Proxied) -> None:
     assert status_line(raw) == 400
 
 
-@pytest.mark.parametrize(
-    "host",
-    [b"alpha.localhost:abc", b"alpha_bad!.localhost", b"alpha..localhost", b"[::1", b"\xffalpha"],
-)
-async def test_malformed_host_is_400(gw: Proxied, host: bytes) -> None:
-    raw = await raw_request(gw.port, b"GET /echo HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
-    assert status_line(raw) == 400
+MALFORMED_HOSTS = [
+    b"alpha.localhost:abc",
+    b"alpha_bad!.localhost",
+    b"alpha..localhost",
+    b"[::1",
+    b"\xffalpha",
+]
+
+
+async def test_malformed_host_is_400(gw: Proxied) -> None:
+    for host in MALFORMED_HOSTS:
+        raw = await raw_request(gw.port, b"GET /echo HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        assert status_line(raw) == 400, host
 
 
 async def test_two_host_headers_are_400(gw: Proxied) -> None:

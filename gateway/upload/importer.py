@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +33,22 @@ def connect(db_path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache for the bulk insert
+    match_owner(db_path)
     return conn
+
+
+def match_owner(db_path: Path) -> None:
+    """As root, give SQLite's -wal/-shm files the database's owner.
+
+    The docker runtime runs Datasette as a non-root user on a volume chowned to it; a -shm file
+    created here by root would lock that Datasette out of its own database.
+    """
+    if os.geteuid() != 0 or not db_path.exists():
+        return
+    st = db_path.stat()
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(f"{db_path}{suffix}", st.st_uid, st.st_gid)
 
 
 def drop_staging(conn: sqlite3.Connection, staging: str) -> None:

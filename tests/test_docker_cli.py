@@ -43,19 +43,28 @@ def docker_env(config: Config, docker_image: str) -> Iterator[dict[str, str]]:
     ):
         c.remove(force=True, v=True)
     client.close()
+    shared = _clients.pop(config.data_dir, None)
+    if shared is not None:
+        shared.close()
 
 
 def run(env: dict[str, str], *args: str) -> Result:
     return CliRunner(env=env).invoke(cli, list(args), catch_exceptions=False)
 
 
+_clients: dict[Path, Any] = {}
+
+
 def team_containers(config: Config, team: str) -> list[Any]:
+    """This test's containers of ``team``, through one client per test (closed at teardown)."""
     import docker
 
     store = open_store(config.control_db)
     gid = store.ensure_setting("gateway_id")
     store.close()
-    client = docker.from_env()
+    client = _clients.get(config.data_dir) or _clients.setdefault(
+        config.data_dir, docker.from_env()
+    )
     return client.containers.list(
         all=True, filters={"label": [f"gateway.managed-by={gid}", f"gateway.team={team}"]}
     )

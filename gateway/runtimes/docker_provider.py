@@ -61,6 +61,7 @@ class DockerProvider:
         backoff = 0.5
         while True:
             before = self.snapshots
+            client = None
             try:
                 client = await asyncio.to_thread(self._factory)
                 await self._follow(client, apply)
@@ -70,7 +71,11 @@ class DockerProvider:
                 if self.snapshots > before:  # it was connected: start the backoff afresh
                     backoff = 0.5
                 log.warning("docker engine: %s; reconnecting in %.1fs", exc, backoff)
-            self._close_stream()
+            finally:
+                self._close_stream()
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close()
             self.reconnects += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)

@@ -18,31 +18,46 @@ _BEARER = b"bearer " + PREFIX.encode()
 
 def scan_headers(scope: dict[str, Any], cookie_name: bytes) -> tuple[str | None, str | None]:
     """Return (session cookie value, gateway bearer token) and strip both from the scope."""
+    headers = scope["headers"]
     cookie: str | None = None
     bearer: str | None = None
-    out: list[tuple[bytes, bytes]] = []
-    changed = False
-    for name, value in scope["headers"]:
-        if name == b"cookie" and cookie_name in value:
-            kept = []
-            for part in value.split(b";"):
-                key, _, val = part.strip().partition(b"=")
-                if key == cookie_name:
-                    cookie = val.decode("latin-1")
-                elif part.strip():
-                    kept.append(part.strip())
-            changed = True
-            if kept:
-                out.append((name, b"; ".join(kept)))
-            continue
-        if name == b"authorization" and value[:11].lower() == _BEARER:
-            bearer = value[7:].strip().decode("latin-1")
-            changed = True
-            continue
-        if name.startswith(b"x-gateway-"):
-            changed = True
-            continue
-        out.append((name, value))
-    if changed:
+    edits: list[tuple[int, bytes | None]] = []  # (index, new value or None to drop)
+    for i, (name, value) in enumerate(headers):
+        if name == b"cookie":
+            if cookie_name in value:
+                found, rest = take_cookie(value, cookie_name)
+                if found is not None:
+                    cookie = found.decode("latin-1")
+                    edits.append((i, rest or None))
+        elif name == b"authorization":
+            if value[:11].lower() == _BEARER:
+                bearer = value[7:].strip().decode("latin-1")
+                edits.append((i, None))
+        elif name[:10] == b"x-gateway-":
+            edits.append((i, None))
+    if edits:
+        out = list(headers)
+        for i, new in reversed(edits):
+            if new is None:
+                del out[i]
+            else:
+                out[i] = (out[i][0], new)
         scope["headers"] = out
     return cookie, bearer
+
+
+def take_cookie(header: bytes, name: bytes) -> tuple[bytes | None, bytes]:
+    """Find cookie ``name`` in a Cookie header: (its last value, the header without it).
+
+    Every copy is removed (a client may send several); other cookies keep their order.
+    """
+    found: bytes | None = None
+    kept: list[bytes] = []
+    prefix = name + b"="
+    for part in header.split(b";"):
+        part = part.strip()
+        if part.startswith(prefix):
+            found = part[len(prefix) :]
+        elif part:
+            kept.append(part)
+    return found, b"; ".join(kept)

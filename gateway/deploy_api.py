@@ -58,6 +58,7 @@ async def deploy(request: Request) -> Response:
 
     async def lines() -> AsyncIterator[bytes]:
         queue: asyncio.Queue[DeployResult | None] = asyncio.Queue()
+        job: asyncio.Future[Any]
         if body.get("all"):
             job = asyncio.ensure_future(
                 gw.deployer.deploy_all(

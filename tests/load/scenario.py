@@ -1,0 +1,361 @@
+"""The zero-downtime proof: mixed load against three teams while the gateway deploys.
+
+    python -m tests.load.scenario            # full form (~3 min): prints the table
+    python -m tests.load.scenario --short    # CI form (~60 s)
+
+It starts a real `gateway serve` (local runtime) on loopback with three teams, each with an
+`events` table and a writable canned query, then drives mixed traffic at a fixed rate:
+HTML table pages, JSON, SQL queries and POST writes. While the load runs it performs 10
+consecutive deploys of one team, one `deploy --all` rollout and one `gateway restart`, each
+through the real CLI. Afterwards it reads every team's database to check that each POST was
+applied exactly once when it succeeded and never when it failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TEAMS = ("loada", "loadb", "loadc")
+METADATA = {
+    "databases": {
+        "data": {
+            "queries": {
+                "add_event": {
+                    "sql": "insert into events (uid, team) values (:uid, :team)",
+                    "write": True,
+                }
+            }
+        }
+    }
+}
+# (weight, kind): what a journalist's browser and scripts do to a team's Datasette.
+MIX = ((3, "html"), (3, "json"), (2, "sql"), (2, "post"))
+
+
+@dataclass
+class Sample:
+    at: float
+    kind: str
+    team: str
+    outcome: str  # "ok" or the failure kind (status code or exception name)
+    ms: float
+    uid: str = ""
+
+
+@dataclass
+class Run:
+    samples: list[Sample] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)
+    ops: list[tuple[str, int, float]] = field(default_factory=list)
+
+
+def cli(data_dir: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "gateway", *args, "--data-dir", str(data_dir), "--port", str(port)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def prepare(data_dir: Path, port: int) -> dict[str, str]:
+    """Teams, tables, canned write queries and one API token per team; returns the tokens."""
+    from gateway.auth import accounts
+    from gateway.auth.tokens import Tokens
+    from gateway.store import open_store
+
+    for team in TEAMS:
+        done = cli(data_dir, port, "teams", "create", team)
+        if done.returncode:
+            raise SystemExit(done.stderr)
+        team_dir = data_dir / "teams" / team
+        db = sqlite3.connect(team_dir / "data.db")
+        db.execute(
+            "create table if not exists events (id integer primary key, uid text, team text)"
+        )
+        db.executemany(
+            "insert into events (uid, team) values (?, ?)", [(f"seed-{i}", team) for i in range(50)]
+        )
+        db.commit()
+        db.close()
+        (team_dir / "metadata.json").write_text(json.dumps(METADATA))
+    store = open_store(data_dir / "control.db")
+    user = accounts.create_user(store, "load@example.org", "-")
+    tokens = Tokens(store)
+    out = {}
+    for team in TEAMS:
+        accounts.add_member(store, team, user.id, "owner")
+        out[team] = tokens.create(team, user.id, "load test")
+    store.close()
+    return out
+
+
+def start_gateway(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "GATEWAY_HOLD_TIMEOUT": "30",
+        "GATEWAY_ADMIN_PORT": "0",
+        "GATEWAY_LOG_LEVEL": os.environ.get("GATEWAY_LOG_LEVEL", "warning"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+    ]
+    return subprocess.Popen(
+        cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+async def wait_ready(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            try:
+                r = await client.get(
+                    f"http://127.0.0.1:{port}/-/gateway/status.json", headers={"host": "localhost"}
+                )
+                teams = r.json()["teams"]
+                if len(teams) == len(TEAMS) and all(t["state"] == "up" for t in teams):
+                    return
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            await asyncio.sleep(0.2)
+    raise SystemExit("the gateway did not become ready")
+
+
+async def one(
+    client: httpx.AsyncClient, port: int, team: str, token: str, kind: str, run: Run
+) -> None:
+    headers = {"host": f"{team}.localhost:{port}", "authorization": f"Bearer {token}"}
+    base = f"http://127.0.0.1:{port}"
+    uid = ""
+    t0 = time.perf_counter()
+    try:
+        if kind == "html":
+            r = await client.get(f"{base}/data/events?_size=20", headers=headers)
+        elif kind == "json":
+            r = await client.get(f"{base}/data/events.json?_size=20", headers=headers)
+        elif kind == "sql":
+            r = await client.get(
+                f"{base}/data.json",
+                headers=headers,
+                params={"sql": "select count(*), max(id) from events"},
+            )
+        else:
+            uid = uuid.uuid4().hex
+            r = await client.post(
+                f"{base}/data/add_event?_json=1", headers=headers, data={"uid": uid, "team": team}
+            )
+        ok = r.status_code == 200 and (kind != "post" or r.json().get("ok") is True)
+        outcome = "ok" if ok else str(r.status_code)
+    except httpx.HTTPError as exc:
+        outcome = type(exc).__name__
+    run.samples.append(
+        Sample(time.monotonic(), kind, team, outcome, (time.perf_counter() - t0) * 1000, uid)
+    )
+
+
+async def drive(
+    port: int, tokens: dict[str, str], rate: float, stop: asyncio.Event, run: Run, max_requests: int
+) -> None:
+    """Open-loop load at ``rate`` req/s, bounded by ``max_requests`` and by ``stop``."""
+    kinds = [k for w, k in MIX for _ in range(w)]
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        pending: set[asyncio.Task[None]] = set()
+        start = time.monotonic()
+        for i in range(max_requests):
+            if stop.is_set():
+                break
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            team = random.choice(TEAMS)
+            task = asyncio.create_task(
+                one(client, port, team, tokens[team], random.choice(kinds), run)
+            )
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+
+
+async def operate(data_dir: Path, port: int, deploys: int, run: Run) -> None:
+    async def op(name: str, *args: str) -> None:
+        t0 = time.monotonic()
+        done = await asyncio.to_thread(cli, data_dir, port, *args)
+        run.ops.append((name, done.returncode, time.monotonic() - t0))
+        say(f"{name}: {'ok' if done.returncode == 0 else 'FAILED'} in {time.monotonic() - t0:.1f}s")
+        if done.returncode:
+            print(f"  {name} failed: {done.stdout}{done.stderr}", file=sys.stderr)
+
+    for i in range(deploys):
+        await op(f"deploy {TEAMS[0]} #{i + 1}", "deploy", "--team", TEAMS[0])
+    await op("deploy --all", "deploy", "--all")
+    await op("gateway restart", "restart")
+    await asyncio.sleep(2)  # the old process drains while the new one serves
+
+
+def say(message: str) -> None:
+    print(f"[load] {message}", file=sys.stderr, flush=True)
+
+
+def exactly_once(data_dir: Path, run: Run) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for team in TEAMS:
+        db = sqlite3.connect(data_dir / "teams" / team / "data.db")
+        for (uid,) in db.execute("select uid from events where uid not like 'seed-%'"):
+            counts[uid] += 1
+        db.close()
+    report = Counter()
+    for s in run.samples:
+        if s.kind != "post":
+            continue
+        n = counts.get(s.uid, 0)
+        if s.outcome == "ok":
+            report["applied once" if n == 1 else f"succeeded but applied {n}x"] += 1
+        else:
+            report["failed, never applied" if n == 0 else f"failed but applied {n}x"] += 1
+    return dict(report)
+
+
+def summarize(run: Run, posts: dict[str, int]) -> dict[str, Any]:
+    start, end = run.marks["ops_start"], run.marks["ops_end"]
+    phases: dict[str, list[Sample]] = {"before": [], "during": [], "after": []}
+    for s in run.samples:
+        phases["before" if s.at < start else "during" if s.at <= end else "after"].append(s)
+    failures = Counter(f"{s.kind} {s.outcome}" for s in run.samples if s.outcome != "ok")
+    table = {}
+    for name, samples in phases.items():
+        ms = sorted(s.ms for s in samples) or [0.0]
+        table[name] = {
+            "requests": len(samples),
+            "failures": sum(s.outcome != "ok" for s in samples),
+            "p50_ms": round(statistics.median(ms), 1),
+            "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1),
+        }
+    duration = run.marks["load_end"] - run.marks["load_start"]
+    return {
+        "total": len(run.samples),
+        "rate": round(len(run.samples) / duration, 1),
+        "failed_gets": sum(1 for s in run.samples if s.kind != "post" and s.outcome != "ok"),
+        "failures_by_kind": dict(failures),
+        "posts": posts,
+        "phases": table,
+        "ops": [{"op": n, "rc": rc, "seconds": round(t, 1)} for n, rc, t in run.ops],
+    }
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print(f"\n{r['total']} requests at {r['rate']} req/s; failed GETs: {r['failed_gets']}")
+    print(f"{'phase':<8} {'requests':>9} {'failures':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, p in r["phases"].items():
+        print(f"{name:<8} {p['requests']:>9} {p['failures']:>9} {p['p50_ms']:>8} {p['p99_ms']:>8}")
+    print("failures by kind:", r["failures_by_kind"] or "none")
+    print("POST outcomes:   ", r["posts"])
+    for op in r["ops"]:
+        print(f"  {op['op']:<22} rc={op['rc']} {op['seconds']}s")
+
+
+async def scenario(
+    *, rate: float, warmup: float, cooldown: float, deploys: int, work_dir: Path | None = None
+) -> dict[str, Any]:
+    from gateway.runtimes.local import free_port
+
+    tmp = Path(work_dir or tempfile.mkdtemp(prefix="gateway-load-"))
+    data_dir, port = tmp / "data", free_port()
+    say(f"preparing {len(TEAMS)} teams in {tmp}")
+    tokens = prepare(data_dir, port)
+    proc = start_gateway(data_dir, port, tmp / "gateway.log")
+    run = Run()
+    try:
+        await wait_ready(port)
+        say(f"gateway ready on port {port}; load at {rate:.0f} req/s")
+        stop = asyncio.Event()
+        run.marks["load_start"] = time.monotonic()
+        load = asyncio.create_task(drive(port, tokens, rate, stop, run, max_requests=100_000))
+        await asyncio.sleep(warmup)
+        run.marks["ops_start"] = time.monotonic()
+        await operate(data_dir, port, deploys, run)
+        run.marks["ops_end"] = time.monotonic()
+        say("operations done; cooling down")
+        await asyncio.sleep(cooldown)
+        stop.set()
+        await load
+        run.marks["load_end"] = time.monotonic()
+    finally:
+        _stop_all(data_dir, proc)
+    result = summarize(run, exactly_once(data_dir, run))
+    result["log"] = str(tmp / "gateway.log")
+    if work_dir is None and not result["failures_by_kind"]:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _stop_all(data_dir: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Stop the gateway we started and its successor (after `gateway restart`)."""
+    pids = {proc.pid}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        pids.add(int(json.loads((data_dir / "admin.json").read_text())["pid"]))
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 30
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if pid == proc.pid and proc.poll() is not None:
+                break
+            time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--short", action="store_true", help="the ~60 s CI form")
+    parser.add_argument("--rate", type=float, default=150.0, help="requests per second")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--deploys", type=int, default=0, help="deploys of one team (10)")
+    args = parser.parse_args()
+    if args.short:
+        kw = {"warmup": 8.0, "cooldown": 8.0, "deploys": args.deploys or 10}
+    else:
+        kw = {"warmup": 30.0, "cooldown": 30.0, "deploys": args.deploys or 10}
+    report = asyncio.run(scenario(rate=args.rate, **kw))
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    ok = report["failed_gets"] == 0 and set(report["posts"]) <= {
+        "applied once",
+        "failed, never applied",
+    }
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -141,6 +141,7 @@ class Fleet:
             "127.0.0.1",
             inst.port or 0,
             idle_timeout=self.config.pool_idle_timeout,
+            write_timeout=self.config.read_timeout,  # a target that stops reading the body
             on_change=changed,
         )
         self.instances[inst.id] = (inst, target)

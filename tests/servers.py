@@ -94,6 +94,8 @@ class RawUpstream:
     chunked_cut      answer chunked, send one 100-byte chunk, close (no last chunk)
     close_delimited  answer without Content-Length; the body ends when the connection closes
     interim   send 100 Continue and 103 Early Hints before the real answer
+    early     answer 413 right after the request head, never reading the body, and close
+    stall     read the request head, then never read the body nor answer
     """
 
     def __init__(self, behaviour: str, *, stale_delay: float = 0.0) -> None:
@@ -134,6 +136,24 @@ class RawUpstream:
                 await self._server.wait_closed()
             self._server = None
 
+    async def _early_answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """early: answer 413 after the request head, without reading the body, then close."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            return False
+        if head.startswith(b"GET /-/health "):
+            writer.write(response(close=True))
+        else:
+            self.requests.append(("POST", "early", 0))
+            writer.write(response(413, b'{"too": "large"}', close=True))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        return True
+
     async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -155,6 +175,12 @@ class RawUpstream:
             if self.behaviour == "reset" and self.armed:
                 self.resets += 1
                 _reset(writer)
+                return
+            if self.behaviour == "early":
+                await self._early_answer(reader, writer)
+                return
+            if self.behaviour == "stall":
+                await self._stall(reader, writer)
                 return
             answered = 0
             while True:
@@ -212,6 +238,20 @@ class RawUpstream:
         finally:
             self._writers.discard(writer)
             writer.transport.abort()
+
+    async def _stall(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """stall: answer health checks; otherwise read the request head, then nothing more."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET /-/health "):
+            writer.write(response(close=True))
+            await writer.drain()
+            return
+        self.requests.append(("POST", "stall", 0))
+        self.hanging += 1
+        try:
+            await asyncio.Event().wait()  # until the server is closed
+        finally:
+            self.hanging -= 1
 
     async def _hang(self, reader: asyncio.StreamReader) -> None:
         self.hanging += 1

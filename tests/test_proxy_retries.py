@@ -323,3 +323,42 @@ async def test_interim_responses_are_skipped(rconfig: Config, start_gateway: Sta
                 assert r.json() == {"ok": True, "method": "POST", "n": 3}
     finally:
         await up.close()
+
+
+async def test_an_early_answer_before_the_body_is_sent_passes_through(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    """An upstream may answer (413) before reading the body and close: that answer counts."""
+    up = await RawUpstream("early").start()
+    try:
+        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+        async with gw.client() as client:
+            r = await client.post(gw.url("alpha", "/upload"), content=b"e" * (8 * 1024 * 1024))
+        assert r.status_code == 413, r.text
+        assert r.json() == {"too": "large"}
+        assert (await counters(gw))["retries"] == 0
+    finally:
+        await up.close()
+
+
+async def test_a_target_that_stops_reading_the_body_times_out(
+    rconfig: Config, start_gateway: StartGateway
+) -> None:
+    """The body send is bounded too: a target that never reads gives 504, not a hang."""
+    up = await RawUpstream("stall").start()
+    try:
+        gw = await gateway_for(
+            start_gateway, rconfig.replace(read_timeout=1.0), {"alpha": [up.address]}
+        )
+        target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
+        async with gw.client() as client:
+            r = await client.post(
+                gw.url("alpha", "/upload"),
+                content=b"s" * (64 * 1024 * 1024),
+                headers={"accept": "application/json"},
+            )
+        assert r.status_code == 504, r.text
+        assert up.requests == [("POST", "stall", 0)]
+        await wait_for(lambda: target.inflight == 0)
+    finally:
+        await up.close()

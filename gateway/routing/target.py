@@ -51,6 +51,7 @@ class Target:
         *,
         health_path: str = "/-/health",
         idle_timeout: float = 2.0,
+        write_timeout: float = 60.0,
         on_change: Callable[[Target], None] | None = None,
     ) -> None:
         self.id = id
@@ -61,7 +62,7 @@ class Target:
         self.failures = 0
         self.last_check: float | None = None
         self.last_error = ""
-        self.pool = Pool(host, port, idle_timeout=idle_timeout)
+        self.pool = Pool(host, port, idle_timeout=idle_timeout, write_timeout=write_timeout)
         self._on_change = on_change
         self._idle = asyncio.Event()
         self._idle.set()

@@ -20,6 +20,9 @@ import httptools
 # Back-pressure: stop reading from the target while this much response body is unconsumed.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+# A target that takes none of a request body for this long is given up (504), never waited on
+# forever: the read timeout only starts once the whole request is sent.
+WRITE_TIMEOUT = 60.0  # default; the gateway passes its read_timeout
 
 
 class UpstreamError(Exception):
@@ -86,6 +89,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool._forget(self)
+        self._release_writer()  # a send() blocked on a full buffer must not wait forever
         if self._parser is None or self._message_done:
             self._wake()
             return
@@ -112,6 +116,9 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._release_writer()
+
+    def _release_writer(self) -> None:
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -134,6 +141,8 @@ class Connection(asyncio.Protocol):
         if self._head:
             # A HEAD response has headers only, whatever Content-Length says.
             self._message_done = True
+        if self._drain_waiter is not None:
+            self._release_writer()  # answered mid-upload: stop waiting to send the rest
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -170,15 +179,28 @@ class Connection(asyncio.Protocol):
     async def send(self, data: bytes) -> None:
         if self._error is not None:
             raise self._error
+        if self._headers_done:
+            # The target answered before taking the whole body (say, 413): that answer stands,
+            # the rest of the body is moot, and this half-sent exchange is never reused.
+            self._keep_alive = False
+            return
         if self.closed or self.transport is None:
             raise UpstreamError("reset", "target closed the connection", reused=self.exchanges > 0)
         self.transport.write(data)
         if self._write_paused:
             loop = asyncio.get_running_loop()
-            self._drain_waiter = loop.create_future()
-            await self._drain_waiter
+            waiter = self._drain_waiter = loop.create_future()
+            timer = loop.call_later(self.pool.write_timeout, self._write_timeout, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
             if self._error is not None:
                 raise self._error
+
+    def _write_timeout(self, waiter: asyncio.Future[None]) -> None:
+        if waiter is self._drain_waiter and not waiter.done():
+            self._fail(UpstreamError("read_timeout", "target stopped reading the request body"))
 
     async def response(self, timeout: float) -> tuple[int, list[tuple[bytes, bytes]]]:
         """Wait for the status and headers, at most ``timeout`` seconds."""
@@ -270,10 +292,18 @@ class Connection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one target. LIFO reuse keeps few connections warm."""
 
-    def __init__(self, host: str, port: int, *, idle_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        idle_timeout: float = 2.0,
+        write_timeout: float = WRITE_TIMEOUT,
+    ) -> None:
         self.host = host
         self.port = port
         self.idle_timeout = idle_timeout
+        self.write_timeout = write_timeout
         self.idle: list[Connection] = []
         self.active: set[Connection] = set()
         self.closed = False

@@ -58,6 +58,9 @@ GATEWAY_SET = frozenset(
 IDENTITY_PREFIX = b"x-gateway-"
 DROPPED = HOP_BY_HOP | GATEWAY_SET  # never forwarded as the client sent them
 DROPPED_PREFIXES = (b"proxy-", IDENTITY_PREFIX)
+# uvicorn stamps every response with the gateway's own Date; the upstream's copy would make
+# two (a singleton field). nginx replaces it the same way.
+RESPONSE_DROPPED = HOP_BY_HOP | {b"date"}
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=-]{8,128}$")
 
@@ -408,7 +411,7 @@ class Proxy:
             if name == b"connection":
                 tokens.update(t.strip().lower() for t in value.split(b","))
                 continue
-            if name in HOP_BY_HOP:
+            if name in RESPONSE_DROPPED:
                 continue
             if name == b"set-cookie" and domain and _names_domain(value, domain):
                 log.warning("dropped an upstream Set-Cookie that targets the parent domain")

@@ -283,6 +283,8 @@ class UpstreamState:
         self.slow_finished = 0
         self.slow_disconnected = 0
         self.paths: list[str] = []
+        self.gate = asyncio.Event()  # /gate requests wait until the test opens it
+        self.gated = 0  # /gate requests that arrived
 
 
 def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
@@ -389,6 +391,10 @@ def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
             )
         elif path == "/status":
             await answer(int(query.get("code", "200")), b'{"upstream": true}')
+        elif path == "/gate":
+            state.gated += 1
+            await state.gate.wait()
+            await answer(200, b'{"gate": "open"}')
         elif path == "/slow":
             state.slow_started += 1
             try:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from gateway.cli import cli
 from gateway.config import Config
 from gateway.lock import hold_running_lock
+from gateway.routing.target import State
 from gateway.store import open_store
 from tests.conftest import StartGateway
 from tests.servers import UvicornUpstream, gateway_for, wait_for
@@ -138,13 +139,21 @@ async def test_create_and_delete_with_a_running_gateway(
             assert "Ready: http://beta.localhost" in out
             assert gw.app.fleet.service("beta") is not None  # picked up from the store
 
+            target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
             async with gw.client() as client:
-                slow = asyncio.ensure_future(client.get(gw.url("alpha", "/slow?s=1")))
-                await wait_for(lambda: up.state.slow_started == 1)
-                code, out = await cli_process(config, "teams", "delete", "alpha", input=b"y\n")
+                held = asyncio.ensure_future(client.get(gw.url("alpha", "/gate")))
+                await wait_for(lambda: up.state.gated == 1)
+                delete = asyncio.ensure_future(
+                    cli_process(config, "teams", "delete", "alpha", input=b"y\n")
+                )
+                await wait_for(lambda: target.state is State.DRAINING, timeout=60)
+                await asyncio.sleep(0.2)
+                assert not delete.done()  # the delete waits for the in-flight request
+                up.state.gate.set()
+                code, out = await delete
                 assert code == 0, out
                 assert "Draining alpha" in out
-                response = await slow
+                response = await held
         assert response.status_code == 200  # the in-flight request finished before the stop
         assert gw.app.fleet.service("alpha") is None
         assert [t.slug for t in gw.app.store.teams()] == ["beta"]

@@ -70,8 +70,8 @@ async def test_drain_finishes_in_flight_and_sends_new_requests_elsewhere(
         gw = await gateway_for(start_gateway, config, {"alpha": [a.address, b.address]})
         first = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
         async with gw.client() as client:
-            slow = asyncio.ensure_future(client.get(gw.url("alpha", "/slow?s=1.5")))
-            await wait_for(lambda: a.state.slow_started == 1)
+            slow = asyncio.ensure_future(client.get(gw.url("alpha", "/gate")))
+            await wait_for(lambda: a.state.gated == 1)
             assert first.inflight == 1
             drain = asyncio.ensure_future(gw.app.fleet.stop_target(first))
             await wait_for(lambda: first.state is State.DRAINING)
@@ -79,11 +79,12 @@ async def test_drain_finishes_in_flight_and_sends_new_requests_elsewhere(
                 r = await client.get(gw.url("alpha", "/echo"))
                 assert r.status_code == 200
             assert not slow.done() and not drain.done()  # drain waits for the in-flight one
+            a.state.gate.set()
             assert (await slow).status_code == 200
             result = await drain
         assert (result.completed, result.cancelled) == (1, 0)
         assert first.state is State.STOPPED
-        assert a.state.paths == ["/slow"]  # nothing new reached the draining target
+        assert a.state.paths == ["/gate"]  # nothing new reached the draining target
         assert b.state.paths == ["/echo"] * 3
     finally:
         await a.close()

@@ -240,7 +240,9 @@ async def test_refused_only_target_holds_the_request_until_it_is_back(
     replacement = UvicornUpstream()
     try:
         gw = await gateway_for(
-            start_gateway, config.replace(health_interval=0.3), {"alpha": [first.address]}
+            start_gateway,
+            config.replace(health_interval=0.3, hold_timeout=30),
+            {"alpha": [first.address]},
         )
         target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
         await first.stop_listening()

@@ -301,3 +301,20 @@ async def test_a_paused_container_is_drained_and_resumed(docker_config: Config) 
         assert await get(running, "alpha") == 200
         container.reload()
         assert container.status == "running"
+
+
+async def test_a_removed_container_is_recreated(docker_config: Config) -> None:
+    add_teams(docker_config, "alpha")
+    async with serve(docker_config) as running:
+        await running.wait_healthy("alpha", 90)
+        service = running.app.fleet.service("alpha")
+        assert service is not None
+        (old,) = service.targets()
+        gone = container_of(running.app, "alpha")
+        gone.remove(force=True)  # `docker rm -f` behind the gateway's back
+        await until(lambda: old.state is State.STOPPED, 30, "drain")
+        await until(lambda: service.state() == "up" and old not in service.targets(), 90, "up")
+        assert await get(running, "alpha") == 200
+        fresh = container_of(running.app, "alpha")
+        assert fresh.id != gone.id and fresh.name == gone.name
+        assert_hardened(fresh.attrs, docker_config, "alpha", running.app.gateway_id)

@@ -62,14 +62,16 @@ class UploadApp:
         if rest.startswith("/static/") and method in ("GET", "HEAD"):
             return self.static(rest[len("/static/") :])
         user = self.member(scope)
+        if method not in ("GET", "HEAD", "POST"):
+            _not_allowed()
         if method == "POST":
             self.check_origin(scope, team)
         request = Request(scope, receive)
         if rest in ("", "/"):
             if method == "POST":
                 return await self.upload(scope, receive, team, user)
-            return self.index(request, team) if method in ("GET", "HEAD") else _not_allowed()
-        if rest == "/jobs.json":
+            return self.index(team)
+        if rest == "/jobs.json" and method != "POST":
             base = self.config.team_url(team)
             return JSONResponse({"jobs": [j.public(base) for j in self.jobs.for_team(team)]})
         if rest.startswith("/jobs/"):
@@ -114,7 +116,7 @@ class UploadApp:
         html = self.env.get_template(template).render(**context)
         return HTMLResponse(html, status, headers={"cache-control": "no-store"})
 
-    def index(self, request: Request, team: str) -> Response:
+    def index(self, team: str) -> Response:
         jobs = self.jobs.for_team(team)
         return self.render(
             "upload.html", team=team, jobs=jobs, max_bytes=self.config.upload_max_bytes

@@ -318,3 +318,28 @@ async def test_a_removed_container_is_recreated(docker_config: Config) -> None:
         fresh = container_of(running.app, "alpha")
         assert fresh.id != gone.id and fresh.name == gone.name
         assert_hardened(fresh.attrs, docker_config, "alpha", running.app.gateway_id)
+
+
+async def test_a_gateway_killed_mid_provision_converges_on_restart(docker_config: Config) -> None:
+    # What a gateway killed mid-provision leaves: the rows, and a created, never started
+    # container (the volume not yet chowned).
+    from gateway.runtimes.docker import DockerRuntime
+
+    add_teams(docker_config, "alpha")
+    store = open_store(docker_config.control_db)
+    inst = store.add_instance("alpha", "docker", version=image.image_tag())
+    runtime = DockerRuntime(
+        docker_config,
+        store,
+        lambda t: store.ensure_setting(f"instance_secret:{t}"),
+        store.ensure_setting("gateway_id"),
+    )
+    runtime.client.api.create_container(**runtime.spec(inst))
+    runtime.client.close()
+    store.close()
+    async with serve(docker_config) as running:
+        await running.wait_healthy("alpha", 90)
+        assert await get(running, "alpha") == 200
+        container = container_of(running.app, "alpha")
+        assert container.name == f"gateway-{inst.id}" and container.status == "running"
+        assert len(running.app.store.instances("alpha")) == 1

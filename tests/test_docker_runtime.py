@@ -343,3 +343,25 @@ async def test_a_gateway_killed_mid_provision_converges_on_restart(docker_config
         container = container_of(running.app, "alpha")
         assert container.name == f"gateway-{inst.id}" and container.status == "running"
         assert len(running.app.store.instances("alpha")) == 1
+
+
+async def test_a_member_is_the_actor_inside_the_container(docker_config: Config) -> None:
+    """The gateway signs the actor with the team's secret; the container was given it."""
+    from gateway.auth import accounts
+    from gateway.auth.tokens import Tokens
+
+    store = open_store(docker_config.control_db)
+    user = accounts.create_user(store, "ada@example.org", "not-a-real-hash", team="alpha")
+    token = Tokens(store).create("alpha", user.id, "test")
+    store.close()
+    async with serve(docker_config) as running:
+        await running.wait_healthy("alpha", 90)
+        async with running.client() as client:
+            anonymous = await client.get(running.url("alpha", "/-/actor.json"))
+            assert anonymous.status_code in (302, 401)  # private team
+            r = await client.get(
+                running.url("alpha", "/-/actor.json"),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert r.status_code == 200, r.text
+        assert r.json()["actor"]["email"] == "ada@example.org"

@@ -230,3 +230,23 @@ async def test_gateway_keeps_proxying_during_an_import(roomy: Member):
                 break
     assert state == "done"
     assert served > 1
+
+
+async def test_discard_and_the_cap_on_open_jobs(member: Member, monkeypatch):
+    from gateway.upload import views
+
+    monkeypatch.setattr(views, "MAX_OPEN_JOBS", 2)
+    first = (await member.post(b"a\n1\n")).json()["jobs"][0]
+    second = (await member.post(b"a\n2\n")).json()["jobs"][0]
+    r = await member.post(b"a\n3\n")
+    assert r.status_code == 400 and "Import or discard" in r.json()["detail"]
+    await member.wait(first, ("ready",))
+    async with member.client() as c:
+        r = await c.post(
+            first["page"], data={"action": "discard"}, headers={"accept": "application/json"}
+        )
+    assert r.status_code == 200 and r.json()["state"] == "failed"
+    assert r.json()["error"] == "Discarded."
+    await member.wait(second, ("ready",))
+    assert len(spool_files(member)) == 1  # only the second upload's file is left
+    assert (await member.post(b"a\n3\n")).status_code == 202

@@ -126,6 +126,14 @@ class Jobs:
         rows = self.store.query(f"SELECT * FROM import_jobs WHERE state IN ({marks})", RUNNING)
         return [_job(r) for r in rows]
 
+    def open_count(self, team: str) -> int:
+        marks = ",".join("?" * (len(RUNNING) + 1))
+        rows = self.store.query(
+            f"SELECT count(*) FROM import_jobs WHERE team = ? AND state IN ({marks})",
+            [team, "ready", *RUNNING],
+        )
+        return int(rows[0][0])
+
     def ready(self) -> list[Job]:
         return [
             _job(r) for r in self.store.query("SELECT * FROM import_jobs WHERE state = 'ready'")

@@ -25,7 +25,7 @@ from gateway.upload.columns import check_table_name, table_name_from_file
 from gateway.upload.errors import ImportFailed
 from gateway.upload.jobs import Job, Jobs, new_id
 from gateway.upload.options import resolve
-from gateway.upload.receive import receive_upload
+from gateway.upload.receive import receive_upload, remove_quietly
 from gateway.upload.runner import Runner
 from gateway.upload.sniff import check_delimiter, check_encoding
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 STATIC = {"upload.js": "text/javascript", "upload.css": "text/css"}
 PREFIX = "/-/upload-csv"
+MAX_OPEN_JOBS = 20
 UPLOAD_FIELDS = ("encoding", "delimiter", "table", "mode", "pk", "empty_null")
 
 
@@ -138,6 +139,12 @@ class UploadApp:
         self, scope: dict[str, Any], receive: Any, team: str, user: dict[str, Any]
     ) -> Response:
         spool_dir = self.config.teams_dir / team / ".spool"
+        # Each open job holds a spool file of up to upload_max_bytes: bound the disk a team uses.
+        if self.jobs.open_count(team) >= MAX_OPEN_JOBS:
+            raise BadRequest(
+                f"This team already has {MAX_OPEN_JOBS} uploads waiting or running. "
+                "Import or discard some first."
+            )
         upload = await receive_upload(scope, receive, spool_dir, self.config.upload_max_bytes)
         fields = {
             k: v for k, v in upload.fields.items() if k in UPLOAD_FIELDS or k.startswith("type.")
@@ -179,6 +186,13 @@ class UploadApp:
     ) -> Response:
         form = {k: str(v) for k, v in (await request.form(max_files=0, max_fields=2200)).items()}
         action = form.get("action", "import")
+        if action == "discard":
+            if not self.jobs.transition(job.id, "ready", "failed", error="Discarded.", pid=None):
+                raise BadRequest(f"This job is {job.state}; only a job waiting for review can go.")
+            remove_quietly(Path(job.spool_path))
+            if wants_json(scope):
+                return JSONResponse(self.jobs.get(job.id).public(self.config.team_url(team)))
+            return RedirectResponse(PREFIX, 303)
         if action == "reanalyze":
             options = {
                 **job.options,

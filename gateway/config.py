@@ -195,9 +195,27 @@ class Config:
                 raise ConfigError(f"{name} {getattr(self, name)} is out of range")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("give both --tls-cert and --tls-key (or neither)")
-        for name in ("hold_timeout", "connect_timeout", "read_timeout", "drain_timeout"):
+        positive = (
+            "hold_timeout",
+            "connect_timeout",
+            "read_timeout",
+            "drain_timeout",
+            "health_interval",
+            "health_timeout",
+            "pool_idle_timeout",
+            "watch_interval",
+            "deploy_timeout",
+            "deploy_parallel",
+            "max_pause",
+            "max_request_line",
+            "instance_memory_mb",
+            "upload_max_bytes",
+        )
+        for name in positive:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive")
+                raise ConfigError(f"{name} must be positive (got {getattr(self, name)})")
+        if self.retry_buffer < 0:
+            raise ConfigError("retry_buffer cannot be negative (0 turns replay off)")
 
     @property
     def base_url(self) -> str:

@@ -27,7 +27,9 @@
 
   function showJob(row, job) {
     const status = row.querySelector(".status");
-    const bar = row.querySelector("progress");
+    // A second bar for the job: the upload bar stays full, so progress never runs backwards.
+    const bar = row.querySelector("progress.job");
+    bar.hidden = !RUNNING.includes(job.state);
     bar.value = job.progress;
     status.textContent = "";
     if (RUNNING.includes(job.state)) {
@@ -45,7 +47,9 @@
   function send(file) {
     panel.hidden = false;
     const row = el("div", { class: "upload-row" });
-    row.append(el("strong", {}, file.name + " "), el("progress", { max: "1", value: "0" }), " ");
+    row.append(el("strong", {}, file.name + " "));
+    row.append(el("progress", { class: "upload", max: "1", value: "0", "aria-label": "Upload of " + file.name }), " ");
+    row.append(el("progress", { class: "job", max: "1", value: "0", hidden: "", "aria-label": "Import of " + file.name }), " ");
     row.append(el("span", { class: "status" }, "uploading"));
     panel.append(row);
     const data = new FormData();
@@ -55,7 +59,7 @@
     xhr.open("POST", form.action);
     xhr.setRequestHeader("Accept", "application/json");
     xhr.upload.onprogress = (e) => {
-      if (e.lengthComputable) row.querySelector("progress").value = e.loaded / e.total;
+      if (e.lengthComputable) row.querySelector("progress.upload").value = e.loaded / e.total;
     };
     xhr.onload = () => {
       let body = {};
@@ -64,6 +68,7 @@
         row.querySelector(".status").replaceChildren(el("span", { class: "error", role: "alert" }, body.detail || "Upload failed"));
         return;
       }
+      row.querySelector("progress.upload").value = 1;
       const job = body.jobs[0];
       pollJob(job.url.replace(/^https?:\/\/[^/]+/, ""), (j) => showJob(row, j));
     };

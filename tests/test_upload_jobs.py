@@ -96,6 +96,13 @@ async def test_too_many_parts_and_no_file(member: Member):
         assert r.status_code == 400 and "Too many parts" in r.text
         r = await c.post(member.url("/-/upload-csv"), data={"table": "x"})
         assert r.status_code == 400 and "multipart" in r.text
+        r = await c.post(
+            member.url("/-/upload-csv"),
+            content=multipart_head() + b"a,b\n1,2\n",  # no closing boundary: truncated
+            headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+        )
+        assert r.status_code == 400 and "incomplete" in r.text
+    assert spool_files(member) == []
 
 
 async def test_new_replace_and_append(member: Member):

@@ -63,6 +63,7 @@ class _Collector:
         self.upload = Upload()
         self.total = 0
         self.parts = 0
+        self.complete = False  # the closing boundary arrived: no truncated file is imported
         self._headers: dict[str, bytes] = {}
         self._hname = b""
         self._hvalue = b""
@@ -80,7 +81,11 @@ class _Collector:
             "on_headers_finished": self.headers_finished,
             "on_part_data": self.part_data,
             "on_part_end": self.part_end,
+            "on_end": self.end,
         }
+
+    def end(self) -> None:
+        self.complete = True
 
     def _add_hname(self, data: bytes) -> None:
         self._hname += data
@@ -166,6 +171,8 @@ async def receive_upload(
             if not message.get("more_body", False):
                 break
         parser.finalize()
+        if not collector.complete:
+            raise BadRequest("The upload is incomplete: the form's closing boundary is missing.")
     except BaseException as exc:
         collector.close()
         collector.upload.discard()

@@ -34,6 +34,7 @@ class SnapshotSync:
         self.recoveries = 0
         self._backoff: dict[str, tuple[float, float]] = {}  # instance -> (delay, when)
         self._orphans: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def apply(self, snap: Snapshot) -> None:
         fleet = self.fleet
@@ -47,9 +48,11 @@ class SnapshotSync:
             reason = problem(routes.get(inst_id), target)
             if reason:
                 self.recovering.add(inst_id)
-                asyncio.get_running_loop().create_task(
+                task = asyncio.get_running_loop().create_task(
                     self._recover(inst, target, reason), name=f"recover-{inst_id}"
                 )
+                self._tasks.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(self._tasks.discard)
         known = {i.id for i in fleet.store.instances()}
         for route in snap.routes:
             if route.instance not in known and route.container not in self._orphans:

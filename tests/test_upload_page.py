@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import pytest
 
@@ -118,7 +119,10 @@ async def test_signed_out_browser_is_sent_to_sign_in(member: Member):
     async with member.running.client() as c:
         r = await c.get(member.url("/-/upload-csv"))
     assert r.status_code in (302, 303, 307)
-    assert "/login" in r.headers["location"]
+    # To the apex's sign-in flow, coming back here afterwards.
+    location = r.headers["location"]
+    assert location.startswith(member.running.config.base_url + "/")
+    assert quote(member.url("/-/upload-csv"), safe="") in location
 
 
 async def test_unknown_job_and_page_are_404(member: Member):

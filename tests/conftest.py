@@ -126,13 +126,19 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
 
 
 def docker_available() -> bool:
-    try:
-        import docker
+    import docker
 
-        docker.from_env().ping()
+    try:
+        client = docker.from_env()
+    except Exception:
+        return False
+    try:
+        client.ping()
         return True
     except Exception:
         return False
+    finally:
+        client.close()  # an unclosed engine socket is a ResourceWarning, and warnings are errors
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -193,3 +193,72 @@ async def test_journey(
     await expect(page.locator("body")).to_contain_text(f"not a member of the team {TEAM}")
     watch.check("403")
     await shots.take(page, "other-user-forbidden", docs="07-forbidden")
+
+
+async def test_wrong_password_then_invite(
+    e2e_config: Config, start_gateway: StartGateway, page: Page, watch: Watch
+) -> None:
+    """A refused password says so clearly; an owner's invitation link makes a member."""
+    from playwright.async_api import expect
+
+    gw = await start_gateway(e2e_config, teams=(TEAM,))
+    base, team_url = gw.config.base_url, gw.config.team_url(TEAM)
+    make_user(gw, ANN[0], {TEAM: "owner"}, password=ANN[1])
+    make_user(gw, BEA[0], {}, password=BEA[1])
+    shots = Shots("invite")
+
+    # A wrong password: a 400 and a clear message tied to the form, the email kept.
+    await page.goto(base + "/login")
+    watch.expect(base + "/login")  # Chromium logs the refused form's 400 document as an error
+    await sign_in(page, watch, ANN[0], "not the password at all", "login")
+    await expect(page.get_by_role("alert")).to_have_text("The email or password is incorrect.")
+    assert await page.get_by_label("Email").input_value() == ANN[0]
+    assert await page.locator("form[aria-describedby=form-error]").count() == 1
+    await check_page(page, watch, "login refused", first="input#email", submit="Sign in")
+    await shots.take(page, "wrong-password", docs="08-wrong-password")
+
+    # The owner signs in and makes an invitation link on the team's page.
+    await page.get_by_label("Password").fill(ANN[1])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base + "/dashboard")
+    await page.get_by_role("link", name="Members and API tokens").click()
+    await page.wait_for_url(f"{base}/teams/{TEAM}")
+    await check_page(page, watch, "team", first="select#invite-role", submit="Create invitation")
+    await page.get_by_role("button", name="Create invitation link").click()
+    link = await page.get_by_label("Invitation link").input_value()
+    assert link.startswith(f"{base}/invite/"), link
+    await check_page(page, watch, "team with link")
+    await shots.take(page, "invitation-link", docs="09-invite")
+    await sign_out(page, gw)
+
+    # The invitee opens the link, signs in on the way, and joins.
+    await page.goto(link)
+    assert page.url.startswith(base + "/login?next="), page.url
+    await sign_in(page, watch, *BEA, "login for the invitation")
+    await page.wait_for_url(link)
+    await expect(page.locator("main")).to_contain_text(f"join the team {TEAM} as member")
+    await check_page(page, watch, "invitation", submit=f"Join {TEAM}")
+    await shots.take(page, "invitation")
+    await page.get_by_role("button", name=f"Join {TEAM}").click()
+    await page.wait_for_url(f"{base}/teams/{TEAM}")
+    members = page.locator("section[aria-labelledby=members] tbody")
+    await expect(members).to_contain_text(BEA[0])
+    await shots.take(page, "joined")
+
+    # The new member sees the team on the dashboard and in its Datasette, as herself.
+    await page.goto(base + "/dashboard")
+    await expect(page.locator(f"#team-{TEAM}")).to_contain_text(TEAM)
+    await expect(page.locator(f"#team-{TEAM} .badge").first).to_have_text("up", timeout=READY)
+    await page.get_by_role("link", name="Open Datasette").click()
+    await page.wait_for_url(team_url + "/")
+    watch.check("datasette for the new member")
+    me = await actor(page, gw, TEAM)
+    assert me is not None and me["email"] == BEA[0], me
+
+    # The link worked once.
+    await page.goto(base + "/dashboard")
+    watch.expect(link)
+    response = await page.goto(link)
+    assert response is not None and response.status == 400
+    await expect(page.get_by_role("alert")).to_contain_text("already used")
+    watch.check("used invitation")

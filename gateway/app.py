@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.auth import Auth
 from gateway.config import Config
+from gateway.deploy import Deployer
 from gateway.errors import BadRequest, HTTPError, NotFound, URITooLong
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
@@ -35,8 +36,8 @@ log = logging.getLogger("gateway")
 class Gateway:
     def __init__(self, config: Config, *, runtime: Runtime | None = None) -> None:
         self.config = config
-        self.store: Store = open_store(config.control_db)
         self.max_target = config.max_request_line
+        self.store: Store = open_store(config.control_db)
         self.gateway_id = self.store.ensure_setting("gateway_id")
         self.table = RouteTable()
         self.counters = Counters()
@@ -54,6 +55,7 @@ class Gateway:
         self.health = HealthMonitor(config.health_interval, config.health_timeout)
         self.runtime = runtime or self._make_runtime()
         self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health)
+        self.deployer = Deployer(self.fleet, config.deploy_timeout)
         self.auth = Auth(self)
         self.upload = UploadApp(config, self.store)
         self.site = build_site(self)

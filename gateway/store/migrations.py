@@ -116,29 +116,48 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX import_jobs_team ON import_jobs(team, created_at);
         """,
     ),
+    (
+        5,
+        """
+        CREATE TABLE deploys (
+            id INTEGER PRIMARY KEY,
+            team TEXT NOT NULL,
+            rollout TEXT,                              -- set for `deploy --all`
+            from_version TEXT NOT NULL DEFAULT '',
+            to_version TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,                      -- running | succeeded | failed
+            reason TEXT NOT NULL DEFAULT '',
+            drained INTEGER NOT NULL DEFAULT 0,
+            cancelled INTEGER NOT NULL DEFAULT 0,
+            started_at REAL NOT NULL,
+            finished_at REAL
+        );
+        CREATE INDEX deploys_team ON deploys(team, id);
+        CREATE INDEX deploys_rollout ON deploys(rollout);
+        ALTER TABLE teams ADD COLUMN maintenance TEXT;
+        """,
+    ),
 ]
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Run every pending migration. Returns the schema version now in force."""
+    """Run every migration not yet applied, in version order. Returns the highest applied."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
-    current = 0
-    for version, sql in MIGRATIONS:
+    for version, sql in sorted(MIGRATIONS, key=lambda m: m[0]):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            current = conn.execute(
-                "SELECT coalesce(max(version), 0) FROM schema_version"
-            ).fetchone()[0]
-            if version > current:
+            applied = conn.execute(
+                "SELECT 1 FROM schema_version WHERE version = ?", [version]
+            ).fetchone()
+            if not applied:
                 for statement in _statements(sql):
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
-                current = version
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return current
+    return int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
 
 
 def _statements(sql: str) -> list[str]:

@@ -3,33 +3,21 @@
 
 from __future__ import annotations
 
-import socket
-from typing import TYPE_CHECKING
-
-from gateway.admin.api import register_route
-from gateway.admin.app import build_admin_app
-from gateway.admin.discovery import admin_token, publish
-from gateway.listeners import AuxServer, aux_config, bind_tcp, bind_unix
-from gateway.restart import Sockets
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from typing import Any
 
 __all__ = ["admin_listener", "build_admin_app", "register_route"]
 
+_LAZY = {
+    "admin_listener": "gateway.admin.listener",
+    "build_admin_app": "gateway.admin.app",
+    "register_route": "gateway.admin.api",
+}
 
-def admin_listener(
-    gw: Gateway, sockets: Sockets | None = None
-) -> tuple[AuxServer, list[socket.socket]]:
-    """Bind the admin socket, publish its address for the CLI, and build its server."""
-    config = gw.config
-    token = admin_token(config, gw.store)
-    app = build_admin_app(gw, token)
-    sockets = sockets or Sockets()
-    if config.admin_socket:
-        sock = sockets.get("admin", lambda: bind_unix(config.admin_socket))
-        publish(config, "", None, config.admin_socket)
-    else:
-        sock = sockets.get("admin", lambda: bind_tcp(config.admin_host, config.admin_port))
-        publish(config, config.admin_host, sock.getsockname()[1], None)
-    return AuxServer(aux_config(app, config)), [sock]
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): CLI commands import gateway.admin.discovery without the web stack.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)

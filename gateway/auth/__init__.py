@@ -4,6 +4,20 @@
 team-host request, the apex pages (``views_*.py``) and the CLI (``cli.py``) use the rest.
 """
 
-from gateway.auth.service import Auth
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.auth.service import Auth
 
 __all__ = ["Auth"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562): the CLI imports gateway.auth.accounts without loading the web stack.
+    if name == "Auth":
+        from gateway.auth.service import Auth
+
+        return Auth
+    raise AttributeError(name)

@@ -169,6 +169,7 @@ class WrkResult:
     p99_ms: float
     bad: int  # socket errors plus non-2xx/3xx answers: any makes the figures meaningless
     cpu_us: float | None = None  # CPU microseconds per request of the measured server
+    upstream_cpu_us: float | None = None  # ... and of the server behind it, when asked
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -210,6 +211,7 @@ def run_wrk(
     duration: float,
     host: str | None = None,
     cpu_pids: list[int] | None = None,
+    upstream_pids: list[int] | None = None,
 ) -> WrkResult:
     """Load 127.0.0.1:``port`` for ``duration`` seconds; optionally count the server's CPU."""
     threads = min(connections, 2)
@@ -226,12 +228,15 @@ def run_wrk(
         args += ["-H", f"Host: {host}"]
     args.append(f"http://127.0.0.1:{port}{path}")
     before = cpu_seconds(cpu_pids) if cpu_pids else 0.0
+    up_before = cpu_seconds(upstream_pids) if upstream_pids else 0.0
     done = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     result = parse_wrk(done.stdout)
     if cpu_pids and result.requests:
         result.cpu_us = (cpu_seconds(cpu_pids) - before) / result.requests * 1e6
+    if upstream_pids and result.requests:
+        result.upstream_cpu_us = (cpu_seconds(upstream_pids) - up_before) / result.requests * 1e6
     return result
 
 

@@ -65,6 +65,7 @@ class Subject:
     path: str = "/"
     host: str | None = None
     cpu_pids: list[int] | None = None
+    upstream_pids: list[int] | None = None
 
 
 @dataclass
@@ -90,6 +91,7 @@ def measure(subjects: list[Subject], duration: float, rounds: int) -> list[Row]:
                     duration=duration,
                     host=s.host,
                     cpu_pids=s.cpu_pids,
+                    upstream_pids=s.upstream_pids,
                 )
             )
         for s in subjects:
@@ -244,7 +246,14 @@ def datasette(procs: Processes, tmp: Path, args: argparse.Namespace) -> str:
     ds_pids = [p for p in members if p not in gateway_pids]
     subjects = [
         Subject("direct", ds_port, path=path, cpu_pids=ds_pids),
-        Subject("gateway", gw_port, path=path, host=TEAM_HOST, cpu_pids=gateway_pids),
+        Subject(
+            "gateway",
+            gw_port,
+            path=path,
+            host=TEAM_HOST,
+            cpu_pids=gateway_pids,
+            upstream_pids=ds_pids,
+        ),
     ]
     rows = measure(subjects, args.duration, args.rounds)
     procs.stop(gateway)
@@ -271,7 +280,23 @@ def datasette(procs: Processes, tmp: Path, args: argparse.Namespace) -> str:
                 f"{added:.3f} ms",
                 True,
             ),
+            capacity(by["direct"].many, by["gateway"].many),
         ]
+    )
+
+
+def capacity(direct: WrkResult, proxied: WrkResult) -> str:
+    """req/s swings with the neighbours' load; CPU per request barely does. Where Datasette
+    is the bottleneck, its capacity through the gateway is its direct CPU per request over
+    (its CPU per request when proxied + the gateway's), were they to share the same cores."""
+    if direct.cpu_us is None or proxied.cpu_us is None or proxied.upstream_cpu_us is None:
+        return ""
+    ratio = direct.cpu_us / (proxied.upstream_cpu_us + proxied.cpu_us)
+    return (
+        f"  CPU per request ({CONNECTIONS} conns): Datasette direct {direct.cpu_us:.0f} us; "
+        f"through the gateway Datasette {proxied.upstream_cpu_us:.0f} + gateway "
+        f"{proxied.cpu_us:.0f} us\n"
+        f"  {'capacity if they shared cores (steadier than req/s)':<46} {ratio:>9.2f}x"
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import Gateway, create_app
+from gateway.auth.accounts import set_public
 from gateway.config import Config
 from gateway.runtimes.static import StaticRuntime
 from gateway.server import uvicorn_config
@@ -31,7 +32,13 @@ def build(data_dir: Path, port: int, team: str, static: str) -> Gateway:
     app = create_app(config, runtime=runtime)
     if not any(t.slug == team for t in app.store.teams()):
         app.store.create_team(team)
+    _make_public(app, team)
     return app
+
+
+def _make_public(app: Gateway, team: str) -> None:
+    """wrk is anonymous: a public team serves it read-only, through the whole auth check."""
+    set_public(app.store, team, True)
 
 
 def granian_app() -> Gateway:

@@ -9,6 +9,7 @@ GatewayError
     ├── BadRequest          400  malformed host, headers or framing
     ├── Unauthorized        401  API client without credentials
     │   └── SignInRequired  401 for API clients, a redirect to the apex login for browsers
+    ├── SignInHandoff       303  a team host takes over the apex session (sets its cookie)
     ├── Forbidden           403  signed in, but not a member
     ├── NotFound            404  unknown host or page
     ├── PayloadTooLarge     413
@@ -72,6 +73,18 @@ class SignInRequired(Unauthorized):
     def __init__(self, detail: str = "", *, location: str) -> None:
         super().__init__(detail or "Please sign in to continue.")
         self.location = location
+
+
+class SignInHandoff(HTTPError):
+    """Not an error: the sign-in handoff on a team host sets that host's session cookie and
+    redirects (``gateway/auth/service.py``); rendered by ``gateway/responses.py``."""
+
+    status, title = 303, "See other"
+
+    def __init__(self, location: str, set_cookie: str | None = None) -> None:
+        super().__init__("Continue to " + location)
+        self.location = location
+        self.set_cookie = set_cookie
 
 
 class Forbidden(HTTPError):

@@ -6,7 +6,7 @@ import html
 import json
 from typing import Any
 
-from gateway.errors import HTTPError, SignInRequired
+from gateway.errors import HTTPError, SignInHandoff, SignInRequired
 
 
 def wants_json(scope: dict[str, Any]) -> bool:
@@ -27,7 +27,10 @@ def is_api_client(scope: dict[str, Any]) -> bool:
     Authorization header, or an XHR request (oauth2-proxy's --api-route, by headers)."""
     if scope.get("gateway.api"):  # auth already took a gateway API token off the headers
         return True
-    for name, value in scope.get("headers", ()):
+    headers = scope.get("headers", ())
+    if (b"sec-fetch-mode", b"navigate") in headers:
+        return False  # a browser following a link or typed URL, even to a .json page
+    for name, value in headers:
         if name == b"authorization":
             return True
         if name == b"x-requested-with" and value.lower() == b"xmlhttprequest":
@@ -60,6 +63,9 @@ async def send_error(
     if isinstance(err, SignInRequired) and not is_api_client(scope):
         await _redirect(scope, send, err.location)
         return
+    if isinstance(err, SignInHandoff):
+        await _redirect(scope, send, err.location, err.set_cookie)
+        return
     body, content_type = error_body(scope, err)
     headers = [
         (b"content-type", content_type),
@@ -76,7 +82,9 @@ async def send_error(
     )
 
 
-async def _redirect(scope: dict[str, Any], send: Any, location: str) -> None:
+async def _redirect(
+    scope: dict[str, Any], send: Any, location: str, set_cookie: str | None = None
+) -> None:
     # 302 for GET/HEAD; 303 makes a browser follow a POST's redirect with a GET.
     status = 302 if scope.get("method") in ("GET", "HEAD") else 303
     headers = [
@@ -84,5 +92,7 @@ async def _redirect(scope: dict[str, Any], send: Any, location: str) -> None:
         (b"content-length", b"0"),
         (b"cache-control", b"no-store"),
     ]
+    if set_cookie:
+        headers.append((b"set-cookie", set_cookie.encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b""})

@@ -43,6 +43,8 @@ def make_user(gw: Running, email: str, teams: dict[str, str], password: str = PA
 class Browser:
     gw: Running
     cookies: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, scope) -> value
+    # False: keep Domain=localhost cookies host-only, as Chromium does (docs/auth.md).
+    domain_cookies: bool = True
 
     def __post_init__(self) -> None:
         # A plain client: never the API-token client some gateway fixtures hand out.
@@ -84,7 +86,8 @@ class Browser:
             parsed: SimpleCookie = SimpleCookie()
             parsed.load(raw)
             for name, morsel in parsed.items():
-                scope = "." + morsel["domain"].lstrip(".") if morsel["domain"] else host
+                domain = morsel["domain"] if self.domain_cookies else ""
+                scope = "." + domain.lstrip(".") if domain else host
                 if morsel["max-age"] == "0" or not morsel.value:
                     self.cookies.pop((name, scope), None)
                 else:

@@ -59,3 +59,34 @@ async def test_register_then_single_sign_on_across_subdomains(
         await page.goto(gw.config.team_url("newsroom") + "/")
         assert page.url.startswith(f"{base}/login?next=")
         await browser.close()
+
+
+async def test_sign_in_reaches_team_on_localhost_through_the_handoff(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    """With the default domain, Chromium keeps the cookie host-only; the handoff covers it."""
+    from playwright.async_api import async_playwright
+
+    from tests.auth_support import PASSWORD, make_user
+
+    gw = await start_gateway(config, teams=("alpha",))
+    make_user(gw, "ann@example.org", {"alpha": "owner"})
+    await gw.wait_healthy("alpha")
+    team = gw.config.team_url("alpha")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = await browser.new_page()
+        await page.goto(team + "/-/actor.json")  # anonymous: sent to sign in, next kept
+        await page.wait_for_url(f"{gw.config.base_url}/login?next=*")
+        await page.get_by_label("Email").fill("ann@example.org")
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(team + "/-/actor.json")
+        actor = json.loads(await page.inner_text("body"))["actor"]
+        assert actor["email"] == "ann@example.org"
+        await page.goto(f"{gw.config.base_url}/dashboard")
+        await page.get_by_role("button", name="Sign out").click()
+        await page.wait_for_url(f"{gw.config.base_url}/login")
+        await page.goto(team + "/")
+        assert page.url.startswith(f"{gw.config.base_url}/login?next=")
+        await browser.close()

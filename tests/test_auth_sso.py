@@ -99,6 +99,11 @@ async def test_anonymous_browsers_redirect_and_api_clients_get_401(
     assert r.status_code == 302
     location = urlsplit(r.headers["location"])
     assert f"{location.scheme}://{location.netloc}" == site.config.base_url
+    assert location.path == "/-/sso"  # the apex hands over a session, or asks to sign in
+    assert parse_qs(location.query)["next"] == [site.url("alpha", "/data/t?x=1")]
+    r = await b.get(r.headers["location"])
+    assert r.status_code == 303
+    location = urlsplit(r.headers["location"])
     assert location.path == "/login"
     assert parse_qs(location.query)["next"] == [site.url("alpha", "/data/t?x=1")]
     for headers in (
@@ -148,3 +153,33 @@ async def test_session_cookie_is_stripped_and_other_cookies_kept(
         headers={"cookie": f"ds_actor=forged; gateway_session={session}"},
     )
     assert r.status_code == 200 and r.json()["actor"]["email"] == "ann@example.org"
+
+
+async def test_handoff_when_the_domain_cookie_does_not_reach_the_team(
+    site: Running, browsers: Make
+) -> None:
+    # Like Chromium with Domain=localhost: the session cookie stays on the apex host.
+    b = browsers(site)
+    b.domain_cookies = False
+    await b.login("ann@example.org")
+    r = await b.get(site.url("alpha", "/-/actor.json"), headers={"sec-fetch-mode": "navigate"})
+    assert r.status_code == 302 and urlsplit(r.headers["location"]).path == "/-/sso"
+    r = await b.get(r.headers["location"])
+    assert r.status_code == 303
+    ticket_url = r.headers["location"]
+    assert ticket_url.startswith(site.url("alpha", "/-/gateway/sso?ticket="))
+    r = await b.get(ticket_url)
+    assert r.status_code == 302 and r.headers["location"] == "/-/actor.json"
+    assert "Domain" not in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+    r = await b.get(site.url("alpha", "/-/actor.json"))
+    assert r.status_code == 200 and r.json()["actor"]["email"] == "ann@example.org"
+    # A ticket works once, and only on the team it was issued for.
+    again = browsers(site)
+    r = await again.get(ticket_url)
+    assert r.status_code == 302 and urlsplit(r.headers["location"]).path == "/login"
+    r = await b.get(site.url(None, "/-/sso?next=" + site.url("beta", "/")))
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard"  # not a member
+    # Signing out on the apex revokes the session the team host was handed.
+    await b.post("/logout", {}, page="/dashboard")
+    r = await b.get(site.url("alpha", "/"))
+    assert r.status_code == 302 and urlsplit(r.headers["location"]).path == "/-/sso"

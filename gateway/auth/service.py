@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from itsdangerous import URLSafeTimedSerializer
 
-from gateway.auth import keys
+from gateway.auth import handoff, keys
 from gateway.auth.authorize import ACTOR_TTL, scan_headers
 from gateway.auth.mail import Mailer
 from gateway.auth.passwords import Passwords
-from gateway.auth.sessions import Session, Sessions
+from gateway.auth.sessions import REMEMBER_ABSOLUTE, Session, Sessions
 from gateway.auth.throttle import Throttle
 from gateway.auth.tokens import Tokens
-from gateway.errors import Forbidden, SignInRequired, Unauthorized
+from gateway.errors import Forbidden, SignInHandoff, SignInRequired, Unauthorized
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -48,6 +48,7 @@ class Auth:
         self.passwords = Passwords()
         self.throttle = Throttle()
         self.mailer = Mailer(self.config)
+        self.tickets = handoff.Tickets()
         self._public: dict[str, bool] | None = None
         self._actor_signers: dict[str, URLSafeTimedSerializer] = {}
         self._version = self.store.data_version()
@@ -86,9 +87,10 @@ class Auth:
         return self._public.get(slug, False)
 
     # -- cookies ------------------------------------------------------------------------------
-    def session_cookie(self, value: str, max_age: float | None) -> str:
+    def session_cookie(self, value: str, max_age: float | None, *, host_only: bool = False) -> str:
         parts = [f"{self.cookie_name}={value}", "Path=/", "HttpOnly", "SameSite=Lax"]
-        parts.append(f"Domain={self.config.domain}")
+        if not host_only:
+            parts.append(f"Domain={self.config.domain}")
         if max_age is not None:
             parts.append(f"Max-Age={int(max_age)}")
         if self.secure:
@@ -106,6 +108,11 @@ class Auth:
     def login_url(self, next_url: str) -> str:
         return f"{self.config.base_url}/login?next={quote(next_url, safe='')}"
 
+    def sso_url(self, next_url: str) -> str:
+        """Where a team host sends an anonymous browser: the apex hands over its session if
+        it has one (see handoff.py), else shows the login page."""
+        return f"{self.config.base_url}/-/sso?next={quote(next_url, safe='')}"
+
     # -- the per-request check on team hosts --------------------------------------------------
     async def authorize(self, scope: dict[str, Any], service: Service) -> list[tuple[bytes, bytes]]:
         """Who is this, and may they reach this team? Returns extra upstream headers.
@@ -116,6 +123,8 @@ class Auth:
         self._check_version()
         slug = service.name
         cookie, bearer = scan_headers(scope, self._cookie_bytes)
+        if scope["path"] == handoff.PATH:
+            self._land(scope, slug)
         if bearer is not None:
             scope["gateway.api"] = True
             token = self.tokens.check(bearer, slug)
@@ -144,7 +153,18 @@ class Auth:
         target = path.decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
-        raise SignInRequired(location=self.login_url(self.config.team_url(slug) + target))
+        raise SignInRequired(location=self.sso_url(self.config.team_url(slug) + target))
+
+    def _land(self, scope: dict[str, Any], slug: str) -> None:
+        """``<team>/-/gateway/sso?ticket=...``: set this host's session cookie, go on."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        taken = self.tickets.take(query.get("ticket", [""])[0], slug)
+        session = self.sessions.get(taken[0]) if taken else None
+        if taken is None or session is None:
+            raise SignInRequired(location=self.login_url(self.config.team_url(slug) + "/"))
+        max_age = REMEMBER_ABSOLUTE if session.remember else None
+        cookie = self.session_cookie(taken[0], max_age, host_only=True)
+        raise SignInHandoff(taken[1], cookie)
 
     def _actor(self, session: Session, slug: str) -> bytes:
         # Signing costs ~20 us; a signed actor is reused for ACTOR_TTL (the plugin allows 300 s).

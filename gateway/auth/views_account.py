@@ -6,13 +6,14 @@ import asyncio
 import hashlib
 import hmac
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from itsdangerous import BadData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import accounts
+from gateway.auth import accounts, handoff
 from gateway.auth.passwords import policy_error
 from gateway.auth.sessions import Session
 from gateway.auth.web import Web, page
@@ -115,6 +116,23 @@ def routes(web: Web) -> list[Route]:
             target = web.next_url(_s(form, "next"), auth_view(user.id))
             return await sign_in(user.id, _s(form, "remember") == "on", session, target)
         return web.render(request, "auth_login.html", ctx, session)
+
+    async def sso(request: Request) -> Response:
+        """A team host could not see the session: hand it over (handoff.py) or sign in."""
+        session = web.session(request)
+        raw = request.query_params.get("next", "")
+        if session is None:
+            return web.redirect(auth.login_url(raw))
+        target = web.next_url(raw, session)
+        parts = urlsplit(target)
+        slug, dot, rest = (parts.hostname or "").lower().partition(".")
+        if parts.scheme and dot and rest == gw.config.domain and slug in session.teams:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            if not path.startswith("/") or path.startswith("//"):
+                path = "/"
+            nonce = auth.tickets.issue(request.cookies.get(auth.cookie_name, ""), slug, path)
+            return web.redirect(f"{gw.config.team_url(slug)}{handoff.PATH}?ticket={nonce}")
+        return web.redirect(target)
 
     def auth_view(user_id: str) -> Session:
         # The memberships of the user who just signed in decide where ``next`` may go.
@@ -226,6 +244,7 @@ def routes(web: Web) -> list[Route]:
     return [
         Route("/register", page(web, register), methods=both),
         Route("/login", page(web, login), methods=both),
+        Route("/-/sso", page(web, sso)),
         Route("/logout", page(web, logout), methods=["POST"]),
         Route("/logout-everywhere", page(web, logout_everywhere), methods=["POST"]),
         Route("/password", page(web, change_password), methods=both),

@@ -30,7 +30,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'; form-action 'self'",
     "Referrer-Policy": "same-origin",
 }
 
@@ -41,6 +40,15 @@ class Web:
         self.auth = gw.auth
         self.templates = templates
         self.origin = csrf.origin_of(gw.config.base_url)
+        # form-action also governs where a form's *redirect* may go: sign-in continues to
+        # the team subdomains, so they are allowed too (Chromium blocks it otherwise).
+        scheme, _, rest = self.origin.partition("://")
+        self.headers = {
+            **SECURITY_HEADERS,
+            "Content-Security-Policy": (
+                f"frame-ancestors 'none'; form-action 'self' {scheme}://*.{rest}"
+            ),
+        }
 
     # -- who ----------------------------------------------------------------------------------
     def session(self, request: Request) -> Session | None:
@@ -99,7 +107,7 @@ class Web:
             **context,
         }
         response = self.templates.TemplateResponse(request, name, ctx, status_code=status)
-        response.headers.update(SECURITY_HEADERS)
+        response.headers.update(self.headers)
         if anon_cookie is not None:
             response.set_cookie(
                 csrf.ANON_COOKIE,
@@ -113,14 +121,14 @@ class Web:
 
     def redirect(self, url: str, cookie: str | None = None) -> Response:
         response = RedirectResponse(url, status_code=303)
-        response.headers.update(SECURITY_HEADERS)
+        response.headers.update(self.headers)
         if cookie is not None:
             response.headers.append("set-cookie", cookie)
         return response
 
     def error(self, request: Request, err: HTTPError) -> Response:
         body, content_type = error_body(dict(request.scope), err)
-        headers = dict(SECURITY_HEADERS)
+        headers = dict(self.headers)
         if err.retry_after is not None:
             headers["Retry-After"] = str(err.retry_after)
         return Response(body, err.status, headers=headers, media_type=content_type.decode())

@@ -3,14 +3,16 @@
 Playwright's wheel carries its driver but no browser; it drives Debian's ``chromium`` package
 (``apt-get install -y chromium``, done by ``.ci/run``) through ``executable_path``.
 
-Chromium stores a ``Domain=localhost`` cookie as host-only, so the session cookie set on
-``localhost`` would never reach ``alpha.localhost`` and single sign-on could not be seen. The
-tests therefore serve the registrable domain ``gateway.test`` and map it, and every subdomain,
-to loopback with ``--host-resolver-rules`` (no DNS, no /etc/hosts).
+Chromium stores a ``Domain=localhost`` cookie as host-only (checked: its domain reads
+``localhost``, not ``.localhost``), so on the default domain the session set on ``localhost``
+never reaches ``alpha.localhost`` by itself. The tests serve the registrable domain
+``gateway.test``, mapped with every subdomain to loopback by ``--host-resolver-rules`` (no DNS,
+no /etc/hosts), so the shared ``Domain=gateway.test`` cookie is what carries the sign-on.
 
-Screenshots of each step go to ``artifacts/screenshots/<test>/`` (git-ignored, kept by CI as
-the run's artifacts). With ``GATEWAY_UPDATE_SCREENSHOTS=1`` the steps marked ``docs=`` are also
-copied to ``docs/screenshots/``, the pictures the README links.
+Screenshots of each step go to ``artifacts/screenshots/<test>/`` (git-ignored; every run,
+CI's included, leaves them there, replaced at the start of each test). With
+``GATEWAY_UPDATE_SCREENSHOTS=1`` the steps marked ``docs=`` are also copied to
+``docs/screenshots/``, the pictures the README links.
 """
 
 from __future__ import annotations
@@ -75,6 +77,14 @@ class Watch:
         assert not errors, f"{where}: " + "; ".join(errors)
 
 
+SCROLL = """
+(selector) => {
+  const target = selector && document.querySelector(selector);
+  window.scrollTo(0, target ? target.getBoundingClientRect().top + window.scrollY - 24 : 0);
+}
+"""
+
+
 @dataclass
 class Shots:
     """Numbered screenshots of one test's steps."""
@@ -87,10 +97,13 @@ class Shots:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
 
-    async def take(self, page: Page, step: str, docs: str | None = None) -> Path:
+    async def take(
+        self, page: Page, step: str, docs: str | None = None, at: str | None = None
+    ) -> Path:
+        """The viewport, scrolled to the top, or to the element ``at`` (a CSS selector)."""
         self.count += 1
         path = self.dir / f"{self.count:02d}-{step}.png"
-        await page.evaluate("() => window.scrollTo(0, 0)")  # the page as it opens, header first
+        await page.evaluate(SCROLL, at)
         await page.screenshot(path=str(path))
         assert path.stat().st_size > 0
         if docs and os.environ.get("GATEWAY_UPDATE_SCREENSHOTS") == "1":

@@ -156,7 +156,7 @@ async def test_journey(
     await expect(page.get_by_text("text because of “00601”")).to_be_visible()
     await check_page(page, watch, "preview", first="input#table", submit="Import")
     await page.get_by_label("Table name").fill("towns")
-    await shots.take(page, "preview", docs="05-preview")
+    await shots.take(page, "preview", docs="05-preview", at="label[for=table]")
     await page.get_by_role("button", name="Import").click()
     link = page.locator("#table-link")
     await link.wait_for(timeout=READY)

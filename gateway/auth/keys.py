@@ -25,7 +25,11 @@ SALTS = {
 
 
 def load_keys(store: Store) -> list[str]:
-    current = store.ensure_setting(SECRET, lambda: secrets.token_urlsafe(48))
+    # Read first: this runs whenever another process writes the store, and ensure_setting
+    # would take the write lock every time.
+    current = store.setting(SECRET) or store.ensure_setting(
+        SECRET, lambda: secrets.token_urlsafe(48)
+    )
     fallbacks = (store.setting(FALLBACKS) or "").split()
     return [*fallbacks, current]
 

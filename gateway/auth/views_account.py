@@ -17,7 +17,7 @@ from gateway.auth import accounts, handoff
 from gateway.auth.passwords import policy_error
 from gateway.auth.sessions import Session
 from gateway.auth.web import Web, page
-from gateway.errors import GatewayError, TooManyRequests
+from gateway.errors import Forbidden, GatewayError, TooManyRequests
 from gateway.slugs import validate_slug
 
 if TYPE_CHECKING:
@@ -132,6 +132,11 @@ def routes(web: Web) -> list[Route]:
                 path = "/"
             nonce = auth.tickets.issue(request.cookies.get(auth.cookie_name, ""), slug, path)
             return web.redirect(f"{gw.config.team_url(slug)}{handoff.PATH}?ticket={nonce}")
+        wanted, dot, rest = (urlsplit(raw).hostname or "").lower().partition(".")
+        if dot and rest == gw.config.domain and wanted not in session.teams:
+            # A signed-in non-member gets the team host's own answer (issue 5), not a silent
+            # trip to the dashboard: the same 403 as when the Domain cookie reaches the team.
+            raise Forbidden(f"Your account is not a member of the team {wanted}.")
         return web.redirect(target)
 
     def auth_view(user_id: str) -> Session:

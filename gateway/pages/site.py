@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 HERE = Path(__file__).parent
+# The same square as base.html's inline icon.
+FAVICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    b'<rect width="16" height="16" rx="3" fill="#0969da"/></svg>'
+)
 
 
 def status_data(gw: Gateway) -> dict[str, Any]:
@@ -63,10 +68,17 @@ def build_site(gw: Gateway) -> Starlette:
     async def status_json(request: Request) -> Response:
         return JSONResponse(status_data(gw))
 
+    async def favicon(request: Request) -> Response:
+        # Pages without <link rel=icon> (error pages) make browsers ask; a 404 is a console error.
+        return Response(
+            FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"}
+        )
+
     return Starlette(
         routes=[
             Route("/", status_page),
             Route("/-/gateway/status.json", status_json),
+            Route("/favicon.ico", favicon),
             *health_routes(gw, "/-/gateway"),
             *apex_ops_routes(gw),  # the operator dashboard, for `operators` (gateway/admin)
             *auth_routes(gw, templates),  # register, login, dashboard, teams (gateway/auth)

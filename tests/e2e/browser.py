@@ -3,11 +3,12 @@
 Playwright's wheel carries its driver but no browser; it drives Debian's ``chromium`` package
 (``apt-get install -y chromium``, done by ``.ci/run``) through ``executable_path``.
 
-Chromium stores a ``Domain=localhost`` cookie as host-only (checked: its domain reads
-``localhost``, not ``.localhost``), so on the default domain the session set on ``localhost``
-never reaches ``alpha.localhost`` by itself. The tests serve the registrable domain
-``gateway.test``, mapped with every subdomain to loopback by ``--host-resolver-rules`` (no DNS,
-no /etc/hosts), so the shared ``Domain=gateway.test`` cookie is what carries the sign-on.
+Chromium stores a ``Domain=localhost`` cookie as host-only (its domain reads ``localhost``,
+not ``.localhost``), so on the default domain team hosts get the session through the gateway's
+sign-in handoff, while on a registrable domain the ``Domain`` cookie reaches them directly. The
+journey runs on both: ``localhost`` (Chromium resolves ``*.localhost`` to loopback itself) and
+``gateway.test``, mapped with every subdomain to loopback by ``--host-resolver-rules`` (no
+DNS, no /etc/hosts).
 
 Screenshots of each step go to ``artifacts/screenshots/<test>/`` (git-ignored; every run,
 CI's included, leaves them there, replaced at the start of each test). With
@@ -90,6 +91,7 @@ class Shots:
     """Numbered screenshots of one test's steps."""
 
     name: str
+    docs: bool = True  # may this test's steps refresh docs/screenshots/?
     count: int = 0
 
     def __post_init__(self) -> None:
@@ -106,7 +108,7 @@ class Shots:
         await page.evaluate(SCROLL, at)
         await page.screenshot(path=str(path))
         assert path.stat().st_size > 0
-        if docs and os.environ.get("GATEWAY_UPDATE_SCREENSHOTS") == "1":
+        if docs and self.docs and os.environ.get("GATEWAY_UPDATE_SCREENSHOTS") == "1":
             DOCS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, DOCS / f"{docs}.png")
         return path

@@ -130,7 +130,7 @@ FOCUSED = """
   const e = document.activeElement;
   if (!e || e === document.body) return "";
   return e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + "|" + (e.type || "") + "|"
-    + (e.textContent || "").trim().slice(0, 60);
+    + (e.textContent || "").trim().slice(0, 60) + "|" + getComputedStyle(e).outlineStyle;
 }
 """
 
@@ -168,11 +168,14 @@ async def tab_order(page: Page, limit: int = 40) -> list[str]:
 
 
 async def check_keyboard(page: Page, where: str, first: str | None, submit: str) -> None:
-    """Tab reaches the form's first field (``first``: 'tag#id') and its submit button (its text)."""
+    """Tab reaches the form's first field (``first``: 'tag#id') and its submit button (its
+    text), and every element it stops on shows a focus outline."""
     order = await tab_order(page)
     fields = [f.split("|")[0] for f in order]
     buttons = [f for f in order if f.startswith("button") and re.search(submit, f.split("|")[2])]
     assert buttons, f"{where}: Tab never reaches the {submit!r} button; order: {order}"
+    unseen = [f for f in order if f.endswith("|none")]
+    assert not unseen, f"{where}: keyboard focus is invisible (no outline) on {unseen}"
     if first is not None:
         assert first in fields, f"{where}: Tab never reaches {first}; order: {order}"
         assert fields.index(first) < order.index(buttons[0]), f"{where}: button first: {order}"

@@ -181,4 +181,5 @@ class Auth:
         if signer is None:
             signer = URLSafeTimedSerializer(self.gw.instance_secret(slug), salt=ACTOR_SALT)
             self._actor_signers[slug] = signer
-        return signer.dumps({"id": user_id, "email": email}).encode()
+        # "display": Datasette's navigation shows it, so people see their email, not an id.
+        return signer.dumps({"id": user_id, "email": email, "display": email}).encode()

@@ -130,10 +130,12 @@ async def test_journey(
     await page.get_by_role("link", name="Open Datasette").click()
     await page.wait_for_url(team_url + "/")
     await expect(page.locator("footer")).to_contain_text("Datasette")
+    await expect(page.locator("header nav")).to_contain_text(ANN[0])  # the actor's display
     watch.check("datasette home")
     await shots.take(page, "datasette-signed-in", docs="03-datasette")
     me = await actor(page, gw, TEAM)
-    assert me is not None and me["email"] == ANN[0] and me["id"].startswith("u_"), me
+    assert me is not None and me["email"] == me["display"] == ANN[0], me
+    assert me["id"].startswith("u_"), me
 
     # 4. The upload page: drop a CSV and watch the upload's progress bar.
     await page.goto(team_url + "/-/upload-csv")

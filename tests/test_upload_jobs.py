@@ -176,10 +176,11 @@ async def _stop_while_importing(member: Member, content: bytes) -> tuple[dict, i
     jobs = member.running.app.upload.jobs
     for _ in range(6000):  # bounded: 60 s
         row = jobs.get(job["id"])
-        if row.state == "importing" and row.pid:
+        # rows_done > 0: the first batch is in the staging table, inside the open transaction.
+        if row.state == "importing" and row.rows_done > 0 and row.pid:
             os.kill(row.pid, signal.SIGSTOP)
             return job, row.pid
-        assert row.state in ("analyzing", "queued"), row
+        assert row.state in ("analyzing", "queued", "importing"), row
         await asyncio.sleep(0.01)
     raise AssertionError("the import never started")
 
@@ -191,7 +192,7 @@ async def roomy(start_gateway, config: Config) -> Member:
 
 
 async def test_killed_worker_leaves_no_half_table(roomy: Member):
-    job, pid = await _stop_while_importing(roomy, big_csv(150_000))
+    job, pid = await _stop_while_importing(roomy, big_csv(300_000))
     os.kill(pid, signal.SIGKILL)
     done = await roomy.wait(job, ("done", "failed"))
     assert done["state"] == "failed" and "stopped" in done["error"]
@@ -207,12 +208,15 @@ async def test_killed_worker_leaves_no_half_table(roomy: Member):
 async def test_restart_fails_unfinished_jobs_and_drops_staging(start_gateway, config: Config):
     running = await start_gateway(config, teams=("alpha",))
     member = await sign_in(running)
-    job, pid = await _stop_while_importing(member, big_csv(150_000))
+    job, pid = await _stop_while_importing(member, big_csv(300_000))
     with member.db() as conn:
         assert staging_tables(conn) == [f"_gateway_staging_{job['id']}"]
     # The worker dies with its gateway (PDEATHSIG); killing it stands in for the gateway dying
     # without a chance to record anything, then a new gateway starts on the same data.
-    running.app.upload.runner._owner.clear()
+    old = running.app.upload.runner
+    old._owner.clear()
+    if old._sweeper is not None:
+        old._sweeper.cancel()
     os.kill(pid, signal.SIGKILL)
     await asyncio.sleep(0)  # let the old runner see the exit (it no longer owns the job)
     second = await start_gateway(config, teams=())

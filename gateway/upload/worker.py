@@ -80,6 +80,7 @@ class Worker:
             # One import per database at a time; the others wait here in state "queued".
             fcntl.flock(fd, fcntl.LOCK_EX)
             self.jobs.update(job.id, state="importing", bytes_done=0, rows_done=0)
+            self._last = 0.0  # report the first imported batch at once
             started = time.time()
             conn = importer.connect(team_dir / "data.db")
             try:

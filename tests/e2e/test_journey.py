@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -206,9 +207,10 @@ async def test_journey(
 
 
 async def test_wrong_password_then_invite(
-    e2e_config: Config, start_gateway: StartGateway, page: Page, watch: Watch
+    e2e_config: Config, start_gateway: StartGateway, page: Page, watch: Watch, tmp_path: Path
 ) -> None:
-    """A refused password says so clearly; an owner's invitation link makes a member."""
+    """A refused password says so clearly; an owner's invitation link makes a member, who
+    sees the team and uploads to it through the file picker."""
     from playwright.async_api import expect
 
     gw = await start_gateway(e2e_config, teams=(TEAM,))
@@ -227,9 +229,9 @@ async def test_wrong_password_then_invite(
     await check_page(page, watch, "login refused", first="input#email", submit="Sign in")
     await shots.take(page, "wrong-password", docs="08-wrong-password")
 
-    # The owner signs in and makes an invitation link on the team's page.
+    # The owner signs in (by keyboard: Enter submits) and makes an invitation link.
     await page.get_by_label("Password").fill(ANN[1])
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_label("Password").press("Enter")
     await page.wait_for_url(base + "/dashboard")
     await page.get_by_role("link", name="Members and API tokens").click()
     await page.wait_for_url(f"{base}/teams/{TEAM}")
@@ -264,6 +266,27 @@ async def test_wrong_password_then_invite(
     watch.check("datasette for the new member")
     me = await actor(page, gw, TEAM)
     assert me is not None and me["email"] == BEA[0], me
+
+    # The new member uploads too, through the file picker this time: a tab-separated file.
+    tsv = tmp_path / "schools.tsv"
+    tsv.write_text("id\tschool\tpupils\n007\tNorth\t310\n012\tSouth\t95\n")
+    await page.goto(team_url + "/-/upload-csv")
+    async with page.expect_file_chooser() as chooser:
+        await page.get_by_label("Files").click()
+    await (await chooser.value).set_files(tsv)
+    await page.get_by_role("button", name="Upload").click()
+    review = page.get_by_role("link", name="Review the columns and import")
+    await review.wait_for(timeout=READY)
+    await review.click()
+    await expect(page.locator("form").first).to_contain_text("delimiter tab")
+    await page.get_by_role("button", name="Import").click()
+    await page.locator("#table-link").click()
+    await page.wait_for_url(team_url + "/data/schools")
+    await expect(page.locator("table.rows-and-columns")).to_contain_text("007")
+    watch.check("member's upload")
+    with sqlite3.connect(gw.config.teams_dir / TEAM / "data.db") as db:
+        rows = db.execute("SELECT id, school, pupils FROM schools ORDER BY rowid").fetchall()
+        assert rows == [("007", "North", 310), ("012", "South", 95)]
 
     # The link worked once.
     await page.goto(base + "/dashboard")

@@ -148,6 +148,12 @@ START = """
 """
 
 
+OUTLINE = """
+() => ({ lang: document.documentElement.lang, title: document.title.trim(),
+         h1: document.querySelectorAll("h1").length })
+"""
+
+
 async def check_labels(page: Page, where: str) -> None:
     unlabelled = await page.evaluate(UNLABELLED)
     assert not unlabelled, f"{where}: inputs without a label: {unlabelled}"
@@ -189,7 +195,11 @@ async def check_page(
     first: str | None = None,
     submit: str | None = None,
 ) -> None:
-    """The checks every gateway page gets: labels, keyboard reach, no console errors."""
+    """The checks every gateway page gets: a language, a title and one main heading, labels,
+    keyboard reach, no console errors."""
+    outline = await page.evaluate(OUTLINE)
+    assert outline["lang"] and outline["title"], f"{where}: no lang or no <title>: {outline}"
+    assert outline["h1"] == 1, f"{where}: {outline['h1']} <h1> headings, not one"
     await check_labels(page, where)
     if submit:
         await check_keyboard(page, where, first, submit)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 GOOD = """<!doctype html><html lang="en"><head><title>ok</title>
 <style>:focus-visible { outline: 3px solid blue; }</style></head><body>
-<a href="#top">Home</a>
+<a href="#top">Home</a><h1>Sign in</h1>
 <form><label for="email">Email</label><input id="email" type="email">
 <label><input type="checkbox" name="remember"> Remember me</label>
 <input type="text" aria-label="Search"><input type="hidden" name="csrf">
@@ -41,6 +41,19 @@ async def test_each_fault_is_caught(page: Page, change: tuple[str, str], message
     with pytest.raises(AssertionError, match=message):
         await check_labels(page, "bad")
         await check_keyboard(page, "bad", "input#email", "Sign in")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [(('lang="en"', ""), "no lang"), (("<title>ok</title>", ""), "no <title>"),
+     (("<form>", "<h1>Two</h1><form>"), "2 <h1> headings")],
+)  # fmt: skip
+async def test_page_outline_faults_are_caught(
+    page: Page, watch: Watch, change: tuple[str, str], message: str
+) -> None:
+    await page.set_content(GOOD.replace(*change))
+    with pytest.raises(AssertionError, match=message):
+        await check_page(page, watch, "bad", first="input#email", submit="Sign in")
 
 
 async def test_console_errors_are_caught(page: Page, watch: Watch) -> None:

@@ -105,6 +105,7 @@ async def test_journey(
 
     # 1. The apex: register a new account with a new team.
     await page.goto(base + "/")
+    await check_page(page, watch, "apex")
     await page.get_by_role("link", name="Create an account").first.click()
     await page.wait_for_url(base + "/register")
     await check_page(page, watch, "register", first="input#email", submit="Create account")

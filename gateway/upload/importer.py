@@ -1,13 +1,13 @@
 """The second pass: rows into a staging table, then one short transaction makes it live.
 
-* The staging table ``_gateway_staging_<job>`` is filled in one long transaction with
-  ``executemany`` over large batches. Values go in as the parsed strings; the column's
-  declared type (affinity) turns the ones the analysis proved exact into numbers inside SQLite,
-  and ``nullif(?, '')`` turns empty cells of numeric columns into NULL, so no per-cell Python
-  runs on the hot path.
-* Then one ``BEGIN IMMEDIATE`` transaction renames it (new), drops and renames (replace) or
-  copies it with ``INSERT INTO ... SELECT`` (append). A crash before that leaves only the
-  staging table, which the worker or the next gateway start drops.
+* ``_gateway_staging_<job>`` is created and filled in one long transaction (readers never see
+  it half-filled; a killed worker leaves nothing) with ``executemany`` over large batches.
+  INTEGER and TEXT cells go in as the parsed strings: the column's affinity turns the ones
+  the analysis proved exact into integers inside SQLite, and ``nullif(?, '')`` makes empty
+  numeric cells NULL. REAL cells go through Python's ``float()`` (see below).
+* Then one short ``BEGIN IMMEDIATE`` transaction renames it (new), drops and renames (replace)
+  or copies it with ``INSERT INTO ... SELECT`` (append). A crash between the two leaves only
+  the staging table, which the worker, the gateway's watcher or the next start drops.
 * WAL and a busy timeout let the team's Datasette keep reading throughout.
 """
 
@@ -73,7 +73,6 @@ def run_import(
         columns = [(n, types[n]) for n in names]
         if rows.extra:
             columns.append((rows.extra, TEXT))
-        _create_staging(conn, staging, columns, options.get("pk"))
         insert = _insert_sql(staging, columns, options.get("empty_null", False))
         width = len(columns)
         # SQLite's own text->REAL parsing is not always correctly rounded (3.40 misses about
@@ -81,6 +80,9 @@ def run_import(
         reals = [i for i, (_, kind) in enumerate(columns) if kind == REAL]
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Created inside the transaction: readers never see a half-filled staging table,
+            # and a killed worker leaves nothing behind at all.
+            _create_staging(conn, staging, columns, options.get("pk"))
             for batch in rows.batches(progress):
                 if rows.extra:
                     batch = [r if len(r) == width else [*r, None] for r in batch]  # type: ignore[list-item]

@@ -190,3 +190,21 @@ async def test_ip_throttle_uses_forwarded_for_only_from_trusted_proxies(
         headers={"x-forwarded-for": "203.0.113.10"},
     )
     assert r.status_code == 303  # another client behind the same proxy is not banned
+
+
+async def test_no_handoff_on_a_real_domain(
+    config: Config, start_gateway: StartGateway, upstream: UvicornUpstream, browsers: Make
+) -> None:
+    """With a dotted domain the Domain cookie works, so the ticket handoff (and the login
+    CSRF it would allow) is off: straight to the login page, and the landing path is not
+    the gateway's (it reaches the team's upstream like any other path)."""
+    site = await start(start_gateway, config.replace(domain="gateway.test"), upstream)
+    b = browsers(site)
+    r = await b.get(site.url("alpha", "/x"))
+    assert r.status_code == 302
+    assert r.headers["location"].startswith(site.config.base_url + "/login?next=")
+    await b.login("ann@example.org")
+    r = await b.get(site.url("alpha", "/-/gateway/sso?ticket=anything"))
+    assert r.status_code == 404 and r.json() == {"error": "no such path"}  # the echo upstream
+    r = await b.get(site.url(None, "/-/sso?next=" + site.url("alpha", "/echo")))
+    assert r.status_code == 303 and r.headers["location"] == site.url("alpha", "/echo")

@@ -49,6 +49,10 @@ class Auth:
         self.throttle = Throttle()
         self.mailer = Mailer(self.config)
         self.tickets = handoff.Tickets()
+        # Only a single-label domain (localhost) needs the handoff: browsers keep its Domain
+        # cookies host-only. Elsewhere it stays off, which also rules out a member planting
+        # their own session on a team host through a ticket (a login CSRF).
+        self.handoff = "." not in self.config.domain
         self._public: dict[str, bool] | None = None
         self._actor_signers: dict[str, URLSafeTimedSerializer] = {}
         self._version = self.store.data_version()
@@ -123,7 +127,7 @@ class Auth:
         self._check_version()
         slug = service.name
         cookie, bearer = scan_headers(scope, self._cookie_bytes)
-        if scope["path"] == handoff.PATH:
+        if self.handoff and scope["path"] == handoff.PATH:
             self._land(scope, slug)
         if bearer is not None:
             scope["gateway.api"] = True
@@ -153,7 +157,8 @@ class Auth:
         target = path.decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
-        raise SignInRequired(location=self.sso_url(self.config.team_url(slug) + target))
+        back = self.config.team_url(slug) + target
+        raise SignInRequired(location=self.sso_url(back) if self.handoff else self.login_url(back))
 
     def _land(self, scope: dict[str, Any], slug: str) -> None:
         """``<team>/-/gateway/sso?ticket=...``: set this host's session cookie, go on."""

@@ -126,7 +126,7 @@ def routes(web: Web) -> list[Route]:
         target = web.next_url(raw, session)
         parts = urlsplit(target)
         slug, dot, rest = (parts.hostname or "").lower().partition(".")
-        if parts.scheme and dot and rest == gw.config.domain and slug in session.teams:
+        if auth.handoff and dot and rest == gw.config.domain and slug in session.teams:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             if not path.startswith("/") or path.startswith("//"):
                 path = "/"

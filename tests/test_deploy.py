@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -19,8 +20,13 @@ SLOW_SQL = (
 )
 
 
-async def load(gw: Running, team: str, stop: asyncio.Event, out: dict[str, list[object]],
-               max_requests: int = 2000) -> None:
+async def load(
+    gw: Running,
+    team: str,
+    stop: asyncio.Event,
+    out: dict[str, list[object]],
+    max_requests: int = 2000,
+) -> None:
     """GET loop, bounded in count; records every non-200 and every exception."""
     async with gw.client(headers=bearer(gw, team)) as client:
         for _ in range(max_requests):
@@ -45,6 +51,14 @@ def bearer(gw: Running, *teams: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+async def until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -66,8 +80,7 @@ async def calibrated_rows(gw: Running, team: str, seconds: float) -> int:
 
 @pytest.fixture
 def deploy_config(config: Config) -> Config:
-    return config.replace(deploy_timeout=60, drain_timeout=30,
-                          extra={"sql_time_limit_ms": 120_000})
+    return config.replace(deploy_timeout=60, drain_timeout=30, extra={"sql_time_limit_ms": 120_000})
 
 
 async def test_deploy_cuts_over_with_no_failed_request(
@@ -115,12 +128,12 @@ async def test_long_query_finishes_on_the_old_target_before_it_stops(
 
     async def slow_query() -> httpx.Response:
         async with gw.client(timeout=120, headers=auth) as client:
-            return await client.get(gw.url("alpha", "/data.json"),
-                                    params={"sql": SLOW_SQL, "n": n, "_shape": "array"})
+            return await client.get(
+                gw.url("alpha", "/data.json"), params={"sql": SLOW_SQL, "n": n, "_shape": "array"}
+            )
 
     query = asyncio.create_task(slow_query())
-    while old.inflight == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: old.inflight > 0)
     result = await gw.app.deployer.deploy("alpha")
     assert query.done(), "the deploy returned before the old target drained"
     response = query.result()
@@ -133,8 +146,7 @@ async def test_long_query_finishes_on_the_old_target_before_it_stops(
 async def test_drain_timeout_gives_the_straggler_504_and_the_stop_proceeds(
     config: Config, start_gateway: StartGateway
 ) -> None:
-    cfg = config.replace(deploy_timeout=60, drain_timeout=1.0,
-                         extra={"sql_time_limit_ms": 120_000})
+    cfg = config.replace(deploy_timeout=60, drain_timeout=1.0, extra={"sql_time_limit_ms": 120_000})
     gw = await start_gateway(cfg, teams=("alpha",))
     await gw.wait_healthy("alpha")
     n = await calibrated_rows(gw, "alpha", 6.0)
@@ -147,8 +159,7 @@ async def test_drain_timeout_gives_the_straggler_504_and_the_stop_proceeds(
             return await client.get(gw.url("alpha", "/data.json"), params={"sql": SLOW_SQL, "n": n})
 
     query = asyncio.create_task(slow_query())
-    while old.inflight == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: old.inflight > 0)
     result = await gw.app.deployer.deploy("alpha")
     response = await query
     assert response.status_code == 504
@@ -202,11 +213,9 @@ async def test_kill_9_of_the_old_target_mid_drain_never_leaves_a_client_hanging(
             return await client.get(gw.url("alpha", "/data.json"), params={"sql": SLOW_SQL, "n": n})
 
     query = asyncio.create_task(slow_query())
-    while old.inflight == 0:
-        await asyncio.sleep(0.01)
+    await until(lambda: old.inflight > 0)
     deploy = asyncio.create_task(gw.app.deployer.deploy("alpha"))
-    while old.state is not State.DRAINING:
-        await asyncio.sleep(0.01)
+    await until(lambda: old.state is State.DRAINING)
     os.kill(old_pid, 9)
     response = await asyncio.wait_for(query, 30)
     assert response.status_code == 502

@@ -20,14 +20,13 @@ packages); everything listens on 127.0.0.1 and lives in a temporary directory.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,16 +218,20 @@ def seed_team(data_dir: Path) -> None:
     conn.close()
 
 
-def datasette_port(gw_port: int) -> int:
-    """The team's Datasette address, as the gateway's own status.json reports it."""
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{gw_port}/-/gateway/status.json", headers={"Host": "localhost"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        status = json.load(resp)
-    (team,) = [t for t in status["teams"] if t["slug"] == TEAM]
-    address = team["targets"][0]["address"]
-    return int(address.rpartition(":")[2])
+def datasette_port(gw_port: int, data_dir: Path) -> int:
+    """The team's Datasette port, from the control store (the status page is for operators)."""
+    from gateway.store import open_store
+
+    store = open_store(data_dir / "control.db")
+    try:
+        for _ in range(100):
+            ports = [i.port for i in store.instances(TEAM) if i.role == "active" and i.port]
+            if ports:
+                return int(ports[0])
+            time.sleep(0.1)
+    finally:
+        store.close()
+    raise SystemExit(f"no running instance of {TEAM} on the gateway at port {gw_port}")
 
 
 def datasette(procs: Processes, tmp: Path, args: argparse.Namespace) -> str:
@@ -238,7 +241,7 @@ def datasette(procs: Processes, tmp: Path, args: argparse.Namespace) -> str:
     gateway = start_gateway(procs, "gateway-datasette", data_dir, gw_port, args.server)
     path = "/data/items"
     wait_http(gw_port, host=TEAM_HOST, path=path, timeout=120, proc=gateway)
-    ds_port = datasette_port(gw_port)
+    ds_port = datasette_port(gw_port, data_dir)
     wait_http(ds_port, path=path)
     # The gateway's process group holds the gateway and the Datasette it supervises.
     members = group_pids(gateway.pid)
@@ -321,6 +324,8 @@ def main() -> int:
     if args.duration <= 0 or args.duration > 600 or not 1 <= args.rounds <= 20:
         parser.error("--duration must be in (0, 600] and --rounds in [1, 20]")
     require_tools()
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every process group we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     started = time.monotonic()
     try:

@@ -41,6 +41,10 @@ class Running:
         host = f"{team}.{self.config.domain}" if team else self.config.domain
         return f"http://{host}:{self.port}{path}"
 
+    def admin_headers(self) -> dict[str, str]:
+        """The admin token: the apex status page and status.json are for operators only."""
+        return {"authorization": f"Bearer {self.app.store.ensure_setting('admin_token')}"}
+
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         """A client that reaches the gateway on 127.0.0.1 whatever the Host."""
         kwargs.setdefault("timeout", 30)

@@ -67,6 +67,12 @@ class Served:
     def url(self, path: str) -> str:
         return f"http://alpha.localhost:{self.port}{path}"
 
+    def admin_headers(self) -> dict[str, str]:
+        # Written by the gateway at start; status.json is for operators only.
+        path = self.data_dir / "admin.token"
+        token = path.read_text().strip() if path.exists() else ""
+        return {"authorization": f"Bearer {token}"}
+
     async def wait_up(self, timeout: float = 60) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -74,7 +80,10 @@ class Served:
             while loop.time() < deadline:
                 assert self.proc is not None and self.proc.returncode is None, self.log()[-3000:]
                 with contextlib.suppress(httpx.TransportError):
-                    r = await client.get(f"http://localhost:{self.port}/-/gateway/status.json")
+                    r = await client.get(
+                        f"http://localhost:{self.port}/-/gateway/status.json",
+                        headers=self.admin_headers(),
+                    )
                     teams = {t["slug"]: t["state"] for t in r.json()["teams"]}
                     if teams.get("alpha") == "up":
                         return
@@ -85,7 +94,10 @@ class Served:
         """Poll status.json until alpha's target is in one of ``states``."""
         async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=5) as client:
             for _ in range(300):
-                r = await client.get(f"http://localhost:{self.port}/-/gateway/status.json")
+                r = await client.get(
+                    f"http://localhost:{self.port}/-/gateway/status.json",
+                    headers=self.admin_headers(),
+                )
                 (team,) = [t for t in r.json()["teams"] if t["slug"] == "alpha"]
                 if {t["state"] for t in team["targets"]} & set(states):
                     return

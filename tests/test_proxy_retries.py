@@ -23,7 +23,7 @@ def rconfig(config: Config) -> Config:
 
 async def counters(gw: Running) -> dict[str, Any]:
     async with gw.client() as client:
-        r = await client.get(gw.url(None, "/-/gateway/status.json"))
+        r = await client.get(gw.url(None, "/-/gateway/status.json"), headers=gw.admin_headers())
     assert r.status_code == 200
     data: dict[str, Any] = r.json()["counters"]
     return data

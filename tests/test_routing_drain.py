@@ -17,7 +17,9 @@ from tests.servers import Proxied, UvicornUpstream, closed_port, gateway_for, wa
 
 async def status_counters(gw: Proxied) -> dict[str, int]:
     async with gw.client() as client:
-        data = (await client.get(gw.url(None, "/-/gateway/status.json"))).json()
+        data = (
+            await client.get(gw.url(None, "/-/gateway/status.json"), headers=gw.admin_headers())
+        ).json()
     return data["counters"]  # type: ignore[no-any-return]
 
 

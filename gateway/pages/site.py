@@ -1,20 +1,24 @@
-"""The apex site: status page and status.json (later: sign-in, dashboard)."""
+"""The apex site: the front page, the operators' status page and status.json, and (from
+gateway/auth and gateway/admin) sign-in, the dashboard and the operator dashboard."""
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from gateway.admin.dashboard import apex_ops_routes
 from gateway.auth.pages import auth_routes
+from gateway.errors import Forbidden, HTTPError, Unauthorized
 from gateway.observability.health import health_routes
+from gateway.responses import error_body, wants_json
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -59,14 +63,51 @@ def status_data(gw: Gateway) -> dict[str, Any]:
     }
 
 
+def operator_check(gw: Gateway, request: Request) -> Response | None:
+    """The status page names every team and its addresses: operators only.
+
+    Allowed: the admin API's bearer token (scripts, load tests), or a signed-in user listed in
+    ``operators``. Anyone else is sent to sign in (browsers), or gets 401/403 (APIs)."""
+    auth_header = request.headers.get("authorization", "")
+    if auth_header.startswith("Bearer ") and hmac.compare_digest(
+        auth_header[7:].strip().encode(),
+        (gw.config.admin_token or gw.store.ensure_setting("admin_token")).encode(),
+    ):
+        return None
+    session = gw.auth.session_from_cookies(dict(request.cookies))
+    if session is not None and session.email.lower() in gw.config.operator_set:
+        return None
+    if session is None:
+        if wants_json(dict(request.scope)):
+            err: HTTPError = Unauthorized(
+                "the status needs an operator's sign-in or the admin token"
+            )
+        else:
+            return RedirectResponse(gw.auth.login_url(request.url.path), status_code=303)
+    else:
+        err = Forbidden("the status page is for the gateway's operators")
+    body, ctype = error_body(dict(request.scope), err)
+    return Response(body, err.status, media_type=ctype.decode())
+
+
 def build_site(gw: Gateway) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
+    async def home(request: Request) -> Response:
+        session = gw.auth.session_from_cookies(dict(request.cookies))
+        if session is not None:
+            return RedirectResponse("/dashboard", status_code=303)
+        return templates.TemplateResponse(request, "home.html", {"domain": gw.config.domain})
+
     async def status_page(request: Request) -> Response:
+        if (refused := operator_check(gw, request)) is not None:
+            return refused
         return templates.TemplateResponse(request, "status.html", {"s": status_data(gw)})
 
     async def status_json(request: Request) -> Response:
-        return JSONResponse(status_data(gw))
+        if (refused := operator_check(gw, request)) is not None:
+            return refused
+        return JSONResponse(status_data(gw), headers={"cache-control": "no-store"})
 
     async def favicon(request: Request) -> Response:
         # Pages without <link rel=icon> (error pages) make browsers ask; a 404 is a console error.
@@ -76,7 +117,8 @@ def build_site(gw: Gateway) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/", status_page),
+            Route("/", home),
+            Route("/-/gateway/status", status_page),
             Route("/-/gateway/status.json", status_json),
             Route("/favicon.ico", favicon),
             *health_routes(gw, "/-/gateway"),

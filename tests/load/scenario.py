@@ -139,7 +139,7 @@ async def wait_ready(port: int, timeout: float = 60) -> None:
                 teams = r.json()["teams"]
                 if len(teams) == len(TEAMS) and all(t["state"] == "up" for t in teams):
                     return
-            except (httpx.HTTPError, ValueError, KeyError):
+            except (httpx.HTTPError, ValueError, KeyError, OSError):
                 pass
             await asyncio.sleep(0.2)
     raise SystemExit("the gateway did not become ready")
@@ -290,7 +290,7 @@ async def scenario(
     proc = start_gateway(data_dir, port, tmp / "gateway.log")
     run = Run()
     try:
-        await wait_ready(port)
+        await wait_ready(data_dir, port)
         say(f"gateway ready on port {port}; load at {rate:.0f} req/s")
         stop = asyncio.Event()
         run.marks["load_start"] = time.monotonic()

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install clean binary
+.PHONY: run test lint typecheck unit install clean binary system-deps test-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/gateway serve
 
-## Install and run the whole test suite: lint, type check, then pytest.
-test: $(STAMP) lint typecheck unit
+## Install and run the whole test suite: system packages (when root), the tenant image and the
+## single-file build the tests use, then lint, type check and pytest.
+test: $(STAMP) system-deps test-assets lint typecheck unit
+
+system-deps:
+	scripts/system-deps.sh
+
+## Built once and reused: the docker tests find the image (a build whose tag exists is skipped),
+## tests/test_binary.py smoke-tests build/gateway.pyz. A failure here is reported by those tests.
+test-assets: $(STAMP)
+	-@if docker info >/dev/null 2>&1; then $(BIN)/gateway image build; \
+	  else echo "no Docker engine: the docker tests will skip (or fail under CI)"; fi
+	-@$(MAKE) --no-print-directory binary
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

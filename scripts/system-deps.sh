@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# System packages the test suite needs beyond Python and pip, installed only when missing:
+#   debootstrap             the docker runtime's tenant image is built without a registry
+#   chromium, a DejaVu font the browser tests (tests/e2e, upload, auth) drive the system Chromium
+#                           through Playwright, whose wheel downloads no browser
+# It needs root for apt-get; without root it says what to install and carries on (the tests
+# that need a missing package then fail with that same message).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v chromium >/dev/null || missing+=(chromium)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "system-deps: missing ${missing[*]}; install them (Debian: sudo apt-get install -y ${missing[*]})" >&2
+    exit 0
+fi
+apt-get update -q
+apt-get install -y -q "${missing[@]}"

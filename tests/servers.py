@@ -367,6 +367,7 @@ def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
                     (b"set-cookie", b"sso=evil; Domain=localhost; Path=/"),
                     (b"set-cookie", b"sso2=evil; Domain=.LOCALHOST; Path=/"),
                     (b"set-cookie", b"own=ok; Domain=alpha.localhost; Path=/"),
+                    (b"set-cookie", b"gateway_session=planted; Path=/"),
                 ],
             )
         elif path == "/redirect":

@@ -156,7 +156,7 @@ async def test_ambiguous_framing_is_rejected(
     assert upstream.state.paths == []  # never reached the team
 
 
-async def test_repeated_set_cookie_passes_and_apex_cookies_are_dropped(
+async def test_repeated_set_cookie_passes_and_apex_or_session_cookies_are_dropped(
     config: Config, start_gateway: StartGateway, upstream: UvicornUpstream
 ) -> None:
     gw = await gateway_for(start_gateway, config, {"alpha": [upstream.address]})

@@ -85,6 +85,8 @@ class ProxySettings:
     retry_buffer: int = 64 * 1024
     trusted_proxies: frozenset[str] = frozenset()
     cookie_domain: bytes = b""  # upstream Set-Cookie naming this domain is stripped
+    # An upstream may not set a cookie under the gateway's own session names (fixation).
+    reserved_cookies: tuple[bytes, ...] = (b"gateway_session=", b"__Secure-gateway_session=")
 
 
 # A client that goes away is noticed by a task blocked in ``receive()``. Creating, running and
@@ -413,8 +415,11 @@ class Proxy:
                 continue
             if name in RESPONSE_DROPPED:
                 continue
-            if name == b"set-cookie" and domain and _names_domain(value, domain):
-                log.warning("dropped an upstream Set-Cookie that targets the parent domain")
+            if name == b"set-cookie" and (
+                (domain and _names_domain(value, domain))
+                or value.lstrip().startswith(self.settings.reserved_cookies)
+            ):
+                log.warning("dropped an upstream Set-Cookie for the parent domain or our session")
                 continue
             out.append((name, value))
         if tokens:

@@ -123,18 +123,22 @@ def start_gateway(data_dir: Path, port: int, log: Path) -> subprocess.Popen[byte
         "--port",
         str(port),
     ]
-    return subprocess.Popen(
-        cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
-async def wait_ready(port: int, timeout: float = 60) -> None:
+async def wait_ready(data_dir: Path, port: int, timeout: float = 60) -> None:
+    """Every team up, read from status.json with the admin token the gateway wrote at start."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=5) as client:
         while time.monotonic() < deadline:
             try:
+                token = (data_dir / "admin.token").read_text().strip()
                 r = await client.get(
-                    f"http://127.0.0.1:{port}/-/gateway/status.json", headers={"host": "localhost"}
+                    f"http://127.0.0.1:{port}/-/gateway/status.json",
+                    headers={"host": "localhost", "authorization": f"Bearer {token}"},
                 )
                 teams = r.json()["teams"]
                 if len(teams) == len(TEAMS) and all(t["state"] == "up" for t in teams):
@@ -142,7 +146,7 @@ async def wait_ready(port: int, timeout: float = 60) -> None:
             except (httpx.HTTPError, ValueError, KeyError, OSError):
                 pass
             await asyncio.sleep(0.2)
-    raise SystemExit("the gateway did not become ready")
+    raise RuntimeError("the gateway did not become ready; see its log")
 
 
 async def one(

@@ -212,8 +212,11 @@ class Connection(asyncio.Protocol):
         """The next body chunk, or b"" at the end of the body."""
         while True:
             if self._body:
-                chunk = self._body.popleft()
-                self._buffered -= len(chunk)
+                # Hand over everything buffered at once: one ASGI send per read, not per packet.
+                body = self._body
+                chunk = body.popleft() if len(body) == 1 else b"".join(body)
+                body.clear()
+                self._buffered = 0
                 if self._reading_paused and self._buffered < LOW_WATER and self.transport:
                     self._reading_paused = False
                     self.transport.resume_reading()

@@ -32,35 +32,10 @@ FAVICON = (
 
 
 def status_data(gw: Gateway) -> dict[str, Any]:
-    teams = []
-    for team in gw.store.teams():
-        service = gw.fleet.service(team.slug)
-        teams.append(
-            {
-                "slug": team.slug,
-                "url": gw.config.team_url(team.slug) + "/",
-                "state": service.state() if service else team.state,
-                "targets": [t.snapshot() for t in service.targets()] if service else [],
-            }
-        )
-    c = gw.counters
-    drains = gw.fleet.drains
-    return {
-        "gateway_id": gw.gateway_id,
-        "domain": gw.config.domain,
-        "runtime": gw.config.runtime,
-        "ready": gw.fleet.ready,
-        "teams": teams,
-        "counters": {
-            "requests": c.requests,
-            "retries": c.retries,
-            "retry_skipped_body": c.retry_skipped_body,
-            "retry_skipped_method": c.retry_skipped_method,
-            "errors": dict(c.errors),
-            "drains": len(drains),
-            "drain_cancelled": sum(d.cancelled for d in drains),
-        },
-    }
+    """The same view as the admin API's /api/status (one place builds it)."""
+    from gateway.admin.api import status_view
+
+    return status_view(gw)
 
 
 def operator_check(gw: Gateway, request: Request) -> Response | None:

@@ -67,6 +67,7 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
     ops: list[tuple[str, int, float]] = field(default_factory=list)
+    client_retries: int = 0  # idempotent GETs resent after a keep-alive close before any byte
 
 
 def cli(data_dir: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -149,6 +150,29 @@ async def wait_ready(data_dir: Path, port: int, timeout: float = 60) -> None:
     raise RuntimeError("the gateway did not become ready; see its log")
 
 
+async def get(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], params: dict[str, str], run: Run
+) -> httpx.Response:
+    """A GET sent as browsers and HTTP/1.1 clients send it (RFC 9112 section 9.3.1): when a
+    keep-alive connection is closed by the server before ANY response byte (the unavoidable
+    race of closing an idle connection, e.g. an old gateway process handing over), the
+    idempotent request goes once more on a new connection. A failure after the response began
+    is never retried, so a cut or truncated answer still counts as a failure. Retries are
+    counted and reported."""
+    for attempt in (1, 2):
+        started = False
+        try:
+            async with client.stream("GET", url, headers=headers, params=params) as r:
+                started = True
+                await r.aread()
+                return r
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if started or attempt == 2:
+                raise
+            run.client_retries += 1
+    raise AssertionError("unreachable")
+
+
 async def one(
     client: httpx.AsyncClient, port: int, team: str, token: str, kind: str, run: Run
 ) -> None:
@@ -158,16 +182,14 @@ async def one(
     t0 = time.perf_counter()
     try:
         if kind == "html":
-            r = await client.get(f"{base}/data/events?_size=20", headers=headers)
+            r = await get(client, f"{base}/data/events", headers, {"_size": "20"}, run)
         elif kind == "json":
-            r = await client.get(f"{base}/data/events.json?_size=20", headers=headers)
+            r = await get(client, f"{base}/data/events.json", headers, {"_size": "20"}, run)
         elif kind == "sql":
-            r = await client.get(
-                f"{base}/data.json",
-                headers=headers,
-                params={"sql": "select count(*), max(id) from events"},
-            )
+            sql = {"sql": "select count(*), max(id) from events"}
+            r = await get(client, f"{base}/data.json", headers, sql, run)
         else:
+            # Never retried: a POST that was sent may have been applied (exactly-once check).
             uid = uuid.uuid4().hex
             r = await client.post(
                 f"{base}/data/add_event?_json=1", headers=headers, data={"uid": uid, "team": team}
@@ -265,6 +287,7 @@ def summarize(run: Run, posts: dict[str, int]) -> dict[str, Any]:
         "rate": round(len(run.samples) / duration, 1),
         "failed_gets": sum(1 for s in run.samples if s.kind != "post" and s.outcome != "ok"),
         "failures_by_kind": dict(failures),
+        "client_retries": run.client_retries,
         "posts": posts,
         "phases": table,
         "ops": [{"op": n, "rc": rc, "seconds": round(t, 1)} for n, rc, t in run.ops],
@@ -277,6 +300,9 @@ def print_report(r: dict[str, Any]) -> None:
     for name, p in r["phases"].items():
         print(f"{name:<8} {p['requests']:>9} {p['failures']:>9} {p['p50_ms']:>8} {p['p99_ms']:>8}")
     print("failures by kind:", r["failures_by_kind"] or "none")
+    print(
+        "GETs resent by the client after a keep-alive close before any byte:", r["client_retries"]
+    )
     print("POST outcomes:   ", r["posts"])
     for op in r["ops"]:
         print(f"  {op['op']:<22} rc={op['rc']} {op['seconds']}s")

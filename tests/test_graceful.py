@@ -1,0 +1,51 @@
+"""An idle keep-alive connection survives the start of a shutdown long enough to be answered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from gateway.graceful import GracefulHttpToolsProtocol
+from tests.conftest import free_socket
+
+
+async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+    if scope["type"] != "http":
+        return
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    await asyncio.wait_for(reader.readexactly(2), 5)
+    return head.lower()
+
+
+async def test_a_request_on_an_idle_connection_during_shutdown_is_answered() -> None:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", loop="none", http=GracefulHttpToolsProtocol
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+        await asyncio.sleep(0.01)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    first = await exchange(reader, writer)
+    assert b"connection: close" not in first  # a normal keep-alive answer
+
+    server.should_exit = True  # shutdown begins while the connection is idle
+    await asyncio.sleep(0.3)  # uvicorn has closed its listener and told connections to stop
+    second = await exchange(reader, writer)  # plain uvicorn would have cut this connection
+    assert second.startswith(b"http/1.1 200")
+    assert b"connection: close" in second  # the client is told to reconnect elsewhere
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await asyncio.wait_for(task, 10)

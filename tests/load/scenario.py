@@ -71,8 +71,13 @@ class Run:
 
 
 def cli(data_dir: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """One real CLI command; bounded, so a stuck command is a failed op, never a hung run."""
     cmd = [sys.executable, "-m", "gateway", *args, "--data-dir", str(data_dir), "--port", str(port)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout if isinstance(exc.stdout, str) else ""
+        return subprocess.CompletedProcess(cmd, -1, out, "timed out after 120 s")
 
 
 def prepare(data_dir: Path, port: int) -> dict[str, str]:

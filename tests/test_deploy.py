@@ -51,6 +51,14 @@ def bearer(gw: Running, *teams: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+async def slow_query(gw: Running, auth: dict[str, str], n: int, **params: str) -> httpx.Response:
+    """The calibrated long query on alpha, through the gateway."""
+    async with gw.client(timeout=120, headers=auth) as client:
+        return await client.get(
+            gw.url("alpha", "/data.json"), params={"sql": SLOW_SQL, "n": n, **params}
+        )
+
+
 async def until(condition: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -126,13 +134,7 @@ async def test_long_query_finishes_on_the_old_target_before_it_stops(
 
     auth = bearer(gw, "alpha")
 
-    async def slow_query() -> httpx.Response:
-        async with gw.client(timeout=120, headers=auth) as client:
-            return await client.get(
-                gw.url("alpha", "/data.json"), params={"sql": SLOW_SQL, "n": n, "_shape": "array"}
-            )
-
-    query = asyncio.create_task(slow_query())
+    query = asyncio.create_task(slow_query(gw, auth, n, _shape="array"))
     await until(lambda: old.inflight > 0)
     result = await gw.app.deployer.deploy("alpha")
     assert query.done(), "the deploy returned before the old target drained"
@@ -154,11 +156,7 @@ async def test_drain_timeout_gives_the_straggler_504_and_the_stop_proceeds(
 
     auth = bearer(gw, "alpha")
 
-    async def slow_query() -> httpx.Response:
-        async with gw.client(timeout=120, headers=auth) as client:
-            return await client.get(gw.url("alpha", "/data.json"), params={"sql": SLOW_SQL, "n": n})
-
-    query = asyncio.create_task(slow_query())
+    query = asyncio.create_task(slow_query(gw, auth, n))
     await until(lambda: old.inflight > 0)
     result = await gw.app.deployer.deploy("alpha")
     response = await query
@@ -208,11 +206,7 @@ async def test_kill_9_of_the_old_target_mid_drain_never_leaves_a_client_hanging(
     # client must get a clear 502 (on a reused one, a GET would be retried on the new target).
     await asyncio.sleep(deploy_config.pool_idle_timeout + 0.3)
 
-    async def slow_query() -> httpx.Response:
-        async with gw.client(timeout=60, headers=auth) as client:
-            return await client.get(gw.url("alpha", "/data.json"), params={"sql": SLOW_SQL, "n": n})
-
-    query = asyncio.create_task(slow_query())
+    query = asyncio.create_task(slow_query(gw, auth, n))
     await until(lambda: old.inflight > 0)
     deploy = asyncio.create_task(gw.app.deployer.deploy("alpha"))
     await until(lambda: old.state is State.DRAINING)

@@ -66,13 +66,16 @@ class Deployer:
         service = fleet.service(team)
         if service is None:
             raise TeamNotFound(f"no running team {team!r}")
+        started = time.monotonic()
+        old_targets = list(service.targets())
         if version and fleet.runtime.name == "local" and version != fleet.runtime.version():
-            raise DeployFailed(
+            # A refused deploy is a failed result like any other, never an exception that a
+            # streaming caller (the admin API) could lose.
+            reason = (
                 f"the local runtime runs the installed Datasette ({fleet.runtime.version()}); "
                 "--image applies to the docker runtime"
             )
-        started = time.monotonic()
-        old_targets = list(service.targets())
+            return DeployResult(team, False, "", version, reason)
         old_versions = {
             fleet.instances[t.id][0].version for t in old_targets if t.id in fleet.instances
         }

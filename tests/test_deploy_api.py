@@ -1,0 +1,97 @@
+"""The deploy admin API and CLI: clear answers for every mistake, never a silent success."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from click.testing import CliRunner
+
+from gateway.admin import build_admin_app
+from gateway.cli import cli
+from gateway.config import Config
+from tests.conftest import Running, StartGateway
+
+TOKEN = "test-admin-token"
+
+
+def admin(gw: Running) -> httpx.AsyncClient:
+    app = build_admin_app(gw.app, TOKEN)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://admin",
+        headers={"authorization": f"Bearer {TOKEN}"},
+        timeout=120,
+    )
+
+
+def ndjson(r: httpx.Response) -> list[dict[str, object]]:
+    return [json.loads(line) for line in r.text.splitlines() if line]
+
+
+async def test_deploy_api_mistakes_get_clear_4xx(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(config, teams=("alpha",))
+    await gw.wait_healthy("alpha")
+    async with admin(gw) as client:
+        r = await client.post("/api/deploy", json={})
+        assert r.status_code == 400 and "all" in r.json()["detail"]
+        r = await client.post("/api/deploy", content=b"not json")
+        assert r.status_code == 400
+        r = await client.post("/api/deploy", json={"team": "nope"})
+        assert r.status_code == 404 and "nope" in r.json()["detail"]
+        r = await client.post("/api/teams/alpha/rollback")
+        assert r.status_code == 400 and "no earlier version" in r.json()["detail"]
+        r = await client.post("/api/teams/alpha/maintenance", json={"message": "  "})
+        assert r.status_code == 400
+        r = await client.post("/api/teams/nope/maintenance", json={"message": "x"})
+        assert r.status_code == 404
+
+
+async def test_a_refused_image_is_a_failed_deploy_not_a_silent_success(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(config, teams=("alpha",))
+    await gw.wait_healthy("alpha")
+    before = gw.app.fleet.service("alpha").targets()  # type: ignore[union-attr]
+    async with admin(gw) as client:
+        r = await client.post("/api/deploy", json={"team": "alpha", "image": "other:1"})
+    events = ndjson(r)
+    assert [e["event"] for e in events] == ["start", "done", "summary"]
+    summary = events[-1]
+    assert summary["ok"] is False
+    assert "docker runtime" in str(summary["results"][0]["reason"])  # type: ignore[index]
+    assert gw.app.fleet.service("alpha").targets() == before  # type: ignore[union-attr]
+
+
+async def test_deploy_api_streams_a_rollout_and_maintenance_round_trips(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(config.replace(deploy_timeout=60), teams=("alpha", "beta"))
+    await gw.wait_healthy("alpha")
+    await gw.wait_healthy("beta")
+    async with admin(gw) as client:
+        r = await client.post("/api/deploy", json={"all": True})
+        events = ndjson(r)
+        assert events[0] == {"event": "start", "teams": ["alpha", "beta"]}
+        assert sorted(e["team"] for e in events if e["event"] == "done") == ["alpha", "beta"]  # type: ignore[type-var]
+        assert events[-1]["ok"] is True and str(events[-1]["rollout"]).startswith("r-")
+        r = await client.post("/api/teams/alpha/maintenance", json={"message": "Back soon"})
+        assert r.status_code == 200
+        assert gw.app.fleet.service("alpha").maintenance == "Back soon"  # type: ignore[union-attr]
+        r = await client.post("/api/teams/alpha/maintenance", json={"message": None})
+        assert gw.app.fleet.service("alpha").maintenance is None  # type: ignore[union-attr]
+
+
+def test_deploy_cli_without_a_gateway_or_with_bad_flags_says_what_to_do(config: Config) -> None:
+    runner = CliRunner()
+    data = ["--data-dir", str(config.data_dir)]
+    r = runner.invoke(cli, ["deploy", "--team", "alpha", *data])
+    assert r.exit_code == 1 and "no gateway is running" in r.output
+    r = runner.invoke(cli, ["deploy", *data])
+    assert r.exit_code == 2 and "exactly one of --team SLUG or --all" in r.output
+    r = runner.invoke(cli, ["maintenance", "--team", "alpha", *data])
+    assert r.exit_code == 2 and "--message TEXT or --off" in r.output
+    for command in ("deploy", "rollback", "pause", "resume", "maintenance", "restart"):
+        assert runner.invoke(cli, [command, "--help"]).exit_code == 0

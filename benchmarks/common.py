@@ -307,11 +307,15 @@ def nginx_proxy_conf(tmp: Path, port: int, upstream_port: int, workers: int | st
     )
 
 
-def start_nginx(procs: Processes, tmp: Path, name: str, conf: str) -> subprocess.Popen[bytes]:
+def nginx_args(tmp: Path, name: str, conf: str) -> list[str]:
+    """The command line of a foreground nginx running ``conf`` (written to ``tmp``)."""
     path = tmp / f"{name}.conf"
     path.write_text(conf)
     nginx = find_tool("nginx") or "nginx"
     # -e: the error log named before the config is read (not /var/log); -p: the prefix.
     args = [nginx, "-p", str(tmp), "-e", str(tmp / f"{name}-error.log"), "-c", str(path)]
-    args += ["-g", "daemon off;"]
-    return procs.start(name, args)
+    return [*args, "-g", "daemon off;"]
+
+
+def start_nginx(procs: Processes, tmp: Path, name: str, conf: str) -> subprocess.Popen[bytes]:
+    return procs.start(name, nginx_args(tmp, name, conf))

@@ -11,6 +11,7 @@ ASGI proxy, which keeps the hot path lean.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -134,6 +135,11 @@ class Gateway:
         # Import workers die with the gateway: fail what they left running, drop staging tables.
         await self.upload.runner.startup()
         await self.fleet.start()
+        # Everything built so far (modules, Starlette routes, the fleet) lives as long as the
+        # process: move it out of the collector's sight, so the collections that the hot
+        # path's short-lived objects trigger stop re-walking it (measured: 7% of CPU).
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self) -> None:
         await self.upload.runner.close()

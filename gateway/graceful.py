@@ -21,8 +21,7 @@ class GracefulHttpToolsProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         self._draining = True
         if self.cycle is None or self.cycle.response_complete:
-            if self.timeout_keep_alive_task is not None:
-                self.timeout_keep_alive_task.cancel()
+            self._unset_keepalive_if_required()
             self.timeout_keep_alive_task = self.loop.call_later(
                 SHUTDOWN_IDLE_GRACE, self.timeout_keep_alive_handler
             )

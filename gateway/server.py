@@ -18,7 +18,6 @@ import uvicorn
 
 from gateway.app import Gateway, create_app
 from gateway.config import Config
-from gateway.graceful import GracefulHttpToolsProtocol
 from gateway.listeners import (
     AuxServer,
     MainServer,
@@ -30,6 +29,7 @@ from gateway.listeners import (
     tls_options,
 )
 from gateway.lock import hold_running_lock
+from gateway.protocol import GatewayHttpProtocol
 from gateway.restart import Sockets, announce_ready, hand_over
 from gateway.tls import check_tls_files
 
@@ -41,8 +41,9 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        # httptools, but an idle keep-alive connection is not cut the instant we shut down.
-        http=GracefulHttpToolsProtocol,
+        # httptools with a lean request cycle (gateway/protocol.py), and an idle keep-alive
+        # connection is not cut the instant we shut down (gateway/graceful.py).
+        http=GatewayHttpProtocol,
         lifespan="on",
         # The gateway logs its own access lines; uvicorn's costs throughput on the hot path.
         access_log=False,

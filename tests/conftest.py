@@ -21,6 +21,7 @@ import uvicorn
 
 from gateway.app import Gateway, create_app
 from gateway.config import Config
+from gateway.protocol import GatewayHttpProtocol
 from gateway.runtimes.base import Runtime
 
 
@@ -108,7 +109,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
                 log_level="warning",
                 access_log=False,
                 loop="none",
-                http="httptools",
+                http=GatewayHttpProtocol,  # the production protocol, as in gateway/server.py
                 # As in gateway/server.py: the gateway trusts forwarded headers itself, only
                 # from configured proxies; uvicorn's default would trust them from 127.0.0.1.
                 proxy_headers=False,

@@ -14,6 +14,7 @@ One deadline covers all attempts.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import re
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import BadGateway, BadRequest, GatewayTimeout, HTTPError, Unavailable
+from gateway.routing.deadlines import deadlines
 from gateway.routing.service import Service
 from gateway.routing.target import Target
 from gateway.routing.upstream import Connection, UpstreamError, build_head
@@ -63,6 +65,10 @@ DROPPED_PREFIXES = (b"proxy-", IDENTITY_PREFIX)
 RESPONSE_DROPPED = HOP_BY_HOP | {b"date"}
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=-]{8,128}$")
+# Request IDs the gateway makes: a random per-process prefix and a counter, unique without a
+# getrandom() syscall per request (they identify requests in logs; they are no secret).
+_ID_PREFIX = os.urandom(12).hex().encode()  # 24 hex digits, + 8 of counter: 32 in all
+_ID_COUNTER = itertools.count()
 
 
 @dataclass
@@ -91,7 +97,8 @@ class ProxySettings:
 
 # A client that goes away is noticed by a task blocked in ``receive()``. Creating, running and
 # cancelling that task cost about as much as the rest of a fast proxied request, so it starts
-# only once a request has run this long: one that ends sooner has nothing left to cancel.
+# only once a request has run this long (give or take deadlines.RESOLUTION): one that ends
+# sooner has nothing left to cancel.
 WATCH_AFTER = 0.05
 
 
@@ -137,18 +144,16 @@ class Proxy:
         head = build_head(method, target_bytes, head_headers)
 
         ex = _Exchange()
-        timer = (
-            asyncio.get_running_loop().call_later(WATCH_AFTER, ex.watch, receive)
-            if complete
-            else None
-        )
+        clock = deadlines(asyncio.get_running_loop()) if complete else None
+        if clock is not None:
+            clock.add(ex, WATCH_AFTER, ex.watch, receive)
         try:
             await self._forward(
                 method, head, body, complete, chunked, receive, send, service, ex, scope
             )
         finally:
-            if timer is not None:
-                timer.cancel()
+            if clock is not None:
+                clock.discard(ex)
                 if ex.watcher is not None:
                     ex.watcher.cancel()
 
@@ -203,7 +208,7 @@ class Proxy:
         if not (trusted and proto in (b"http", b"https")):
             proto = scope.get("scheme", "http").encode()
         if not REQUEST_ID.match(request_id):
-            request_id = os.urandom(16).hex().encode()
+            request_id = b"%s%08x" % (_ID_PREFIX, next(_ID_COUNTER) & 0xFFFFFFFF)
         scope["request_id"] = request_id
         out += [
             (b"host", host),
@@ -385,7 +390,24 @@ class Proxy:
         ex: _Exchange,
     ) -> None:
         out = self._response_headers(headers)
-        await send({"type": "http.response.start", "status": status, "headers": out})
+        # A small answer is usually already here in full: then head and body go out as one
+        # write and the response ends with that same message (GatewayHttpProtocol joins a
+        # head to the body that follows it; other ASGI servers ignore the extra key).
+        first, whole = conn.take_buffered()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": out,
+                "gateway.body_follows": bool(first) or whole,
+            }
+        )
+        if whole:
+            await send({"type": "http.response.body", "body": first, "more_body": False})
+            conn.finish()
+            return
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
         try:
             while True:
                 chunk = await conn.read(read_timeout)

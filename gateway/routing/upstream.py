@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import httptools
 
+from gateway.routing.deadlines import deadlines
+
 # Back-pressure: stop reading from the target while this much response body is unconsumed.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -225,6 +227,19 @@ class Connection(asyncio.Protocol):
                 return b""
             await self._wait(timeout)
 
+    def take_buffered(self) -> tuple[bytes, bool]:
+        """The body bytes already received (without waiting), and whether that is all of it."""
+        body = self._body
+        if not body:
+            return b"", self._message_done
+        chunk = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        if self._reading_paused and self.transport:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return chunk, self._message_done
+
     def finish(self) -> None:
         """The exchange is over: back to the pool if the connection can carry another."""
         self.exchanges += 1
@@ -261,11 +276,12 @@ class Connection(asyncio.Protocol):
             raise UpstreamError("reset", "target connection is closed", reused=self.exchanges > 0)
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, self._timeout, waiter)
+        clock = deadlines(loop)  # a coarse deadline: no timer armed and cancelled per wait
+        clock.add(waiter, timeout, self._timeout, waiter)
         try:
             await waiter
         finally:
-            timer.cancel()
+            clock.discard(waiter)
             self._waiter = None
         if self._error is not None:
             raise self._error

@@ -1,0 +1,353 @@
+"""The gateway's HTTP/1.1 protocol: uvicorn's httptools protocol with a lean request cycle.
+
+uvicorn still owns the server (sockets, lifespan, signals, shutdown), the connection (parsing,
+pipelining, keep-alive, upgrades) and its flow control. What changes is the per-request
+``RequestResponseCycle``, the cost that dominated a proxied request (measured with
+``benchmarks/instructions.py``: uvicorn's cycle ~97k instructions per request, against ~21k
+for a bare asyncio protocol that runs one task per request):
+
+* the response head is written together with the first body chunk: one ``send()`` syscall
+  per small response, not two. A head not followed by a body in the same turn of the event
+  loop is flushed on the next turn, so a streaming response's status is never held back;
+* headers are checked with one regular expression over the whole head, not two per header;
+* no ``asyncio.Event`` per request: ``receive()`` waits on a future only when it must;
+* the default headers (``Date``, HSTS) are joined once per second, not once per response.
+
+Everything else keeps uvicorn's semantics, which the whole test suite exercises through this
+class: 100-continue, HEAD, chunked responses when no length is given, ``Connection: close``,
+HTTP/1.0, Content-Length checks, a 500 when the app fails before it answers, and the graceful
+keep-alive of ``gateway/graceful.py`` on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.flow_control import FlowControl, service_unavailable
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from gateway.graceful import GracefulHttpToolsProtocol
+from gateway.routing.deadlines import Deadlines, deadlines
+
+# A head is "NAME: VALUE\r\n" lines: a token, then printable bytes or tab (obs-text allowed).
+# One fullmatch over the joined head rejects CR/LF injection and bad names in one C loop.
+_HEAD_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
+_DISCONNECT = {"type": "http.disconnect"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class GatewayHttpProtocol(GracefulHttpToolsProtocol):
+    _defaults_list: list[tuple[bytes, bytes]] | None = None
+    _defaults_head = b""
+    _clock: Deadlines | None = None
+    _idle_armed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._clock = deadlines(self.loop)
+
+    # -- keep-alive: a coarse deadline per idle connection, not a timer per response --------
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._clock is not None:
+            self._idle_armed = True
+            self._clock.add(self, self.timeout_keep_alive, _idle_expired, self)
+
+    def _unset_keepalive_if_required(self) -> None:
+        if self._idle_armed:
+            self._idle_armed = False
+            if self._clock is not None:
+                self._clock.discard(self)
+        super()._unset_keepalive_if_required()
+
+    def default_head(self) -> bytes:
+        """The server's default headers as bytes; uvicorn replaces the list once a second."""
+        current = self.server_state.default_headers
+        if current is not self._defaults_list:
+            GatewayHttpProtocol._defaults_list = current
+            GatewayHttpProtocol._defaults_head = b"".join(
+                b"%s: %s\r\n" % (name.lower(), value) for name, value in current
+            )
+        return self._defaults_head
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        http_version = parser.get_http_version()
+        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+        scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        if self.root_path:
+            path = self.root_path + path
+            raw_path = self.root_path.encode("ascii") + raw_path
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = parsed_url.query or b""
+
+        app = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            self.logger.warning("Exceeded concurrency limit.")
+            app = service_unavailable
+
+        existing = self.cycle
+        cycle = scope["gateway.cycle"] = self.cycle = Cycle(  # type: ignore[assignment]
+            self,
+            scope,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive() and not self._draining,
+        )
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, app)  # type: ignore[arg-type]
+        else:
+            # Pipelined requests wait their turn, as in uvicorn.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
+
+
+class Cycle:
+    """One request and its response on a client connection (uvicorn's cycle, leaner)."""
+
+    __slots__ = (
+        "_flush_handle",
+        "_head",
+        "_ready",
+        "_waiter",
+        "body",
+        "chunked",
+        "disconnected",
+        "flow",
+        "is_head",
+        "keep_alive",
+        "loop",
+        "message_event",
+        "more_body",
+        "on_response",
+        "protocol",
+        "remaining",
+        "response_complete",
+        "response_started",
+        "scope",
+        "status",
+        "transport",
+        "waiting_for_100_continue",
+    )
+
+    def __init__(self, protocol: GatewayHttpProtocol, scope: dict[str, Any], *, keep_alive: bool):
+        self.protocol = protocol
+        self.scope = scope
+        self.transport: asyncio.Transport = protocol.transport
+        self.flow: FlowControl = protocol.flow
+        self.loop = protocol.loop
+        self.on_response: Callable[[], None] = protocol.on_response_complete
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = protocol.expect_100_continue
+        self.is_head = scope["method"] == "HEAD"
+        # The protocol calls ``cycle.message_event.set()`` when body bytes or the end arrive.
+        self.message_event = self
+        self._ready = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.disconnected = False
+        self.body = bytearray()
+        self.more_body = True
+        self.response_started = False
+        self.response_complete = False
+        self.status = 0
+        self.chunked = False
+        self.remaining = -1  # Content-Length still to send; -1: none given
+        self._head = b""
+        self._flush_handle: asyncio.Handle | None = None
+
+    # -- the event the protocol sets ------------------------------------------------------
+    def set(self) -> None:
+        self._ready = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the ASGI app ---------------------------------------------------------------------
+    async def run_asgi(self, app: Any) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            self.protocol.logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not self.response_started:
+                await self._send_500()
+            else:
+                self.transport.close()
+        else:
+            if result is not None:
+                self.protocol.logger.error(
+                    "ASGI callable should return None, but returned %r.", result
+                )
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                self.protocol.logger.error("ASGI callable returned without starting response.")
+                await self._send_500()
+            elif not self.response_complete and not self.disconnected:
+                self.protocol.logger.error("ASGI callable returned without completing response.")
+                self._flush()
+                self.transport.close()
+        finally:
+            self.on_response = _nothing
+
+    async def _send_500(self) -> None:
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", b"21"),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    async def receive(self) -> dict[str, Any]:
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(_CONTINUE)
+            self.waiting_for_100_continue = False
+        if not self.disconnected and not self.response_complete:
+            self.flow.resume_reading()
+            if not self._ready:
+                waiter = self._waiter = self.loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+            self._ready = False
+        if self.disconnected or self.response_complete:
+            return _DISCONNECT
+        message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+        self.body = bytearray()
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.response_started:
+            if kind != "http.response.start":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.start', but got '{kind}'."
+                )
+            self._start(
+                message["status"],
+                message.get("headers", ()),
+                message.get("gateway.body_follows", False),
+            )
+        elif not self.response_complete:
+            if kind != "http.response.body":
+                raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
+            self._body(message.get("body", b""), message.get("more_body", False))
+        else:
+            raise RuntimeError(
+                f"Unexpected ASGI message '{kind}' sent, after response already completed."
+            )
+
+    # -- response writing -----------------------------------------------------------------
+    def _start(self, status: int, headers: Any, body_follows: bool) -> None:
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self.status = status
+        parts = [b"%s: %s\r\n" % (name, value) for name, value in headers]
+        if not _HEAD_LINES.fullmatch(b"".join(parts)):
+            raise RuntimeError("Invalid HTTP header name or value.")
+        close = False
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length":
+                if not self.chunked:
+                    self.remaining = int(value)
+            elif name == b"transfer-encoding":
+                if value.lower() == b"chunked":
+                    self.chunked = True
+                    self.remaining = 0
+            elif name == b"connection" and b"close" in [
+                token.strip() for token in value.lower().split(b",")
+            ]:
+                close = True
+                self.keep_alive = False
+        head = [STATUS_LINE[status], self.protocol.default_head(), *parts]
+        if not self.keep_alive and not close:
+            head.append(b"connection: close\r\n")
+        if self.remaining < 0 and not self.chunked:
+            if not self.is_head and status not in (204, 304):
+                self.chunked = True
+                head.append(b"transfer-encoding: chunked\r\n")
+            self.remaining = 0
+        head.append(b"\r\n")
+        self._head = b"".join(head)
+        # Written with the first body chunk when that comes in this same turn of the loop
+        # (one syscall for a small response); otherwise on the next turn, never held back.
+        # The proxy says when its body message follows at once: no flush to schedule then.
+        if not body_follows:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._head:
+            head, self._head = self._head, b""
+            if not self.disconnected:
+                self.transport.write(head)
+
+    def _body(self, body: bytes, more_body: bool) -> None:
+        if self.is_head:
+            body = b""
+            self.remaining = 0
+        elif self.chunked:
+            if body:
+                body = b"%x\r\n%s\r\n" % (len(body), body)
+            if not more_body:
+                body += b"0\r\n\r\n"
+        else:
+            self.remaining -= len(body)
+            if self.remaining < 0:
+                raise RuntimeError("Response content longer than Content-Length")
+        if self._head:
+            body = self._head + body
+            self._head = b""
+            handle = self._flush_handle
+            if handle is not None:
+                handle.cancel()
+                self._flush_handle = None
+        if body:
+            self.transport.write(body)
+        if not more_body:
+            if self.remaining > 0 and not self.chunked:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _idle_expired(protocol: GatewayHttpProtocol) -> None:
+    protocol._idle_armed = False
+    protocol.timeout_keep_alive_handler()

@@ -183,7 +183,7 @@ def main() -> None:
                     host = None
                 elif subject.split(":")[0].endswith(".py"):  # an experiment: SCRIPT[:ARG...]
                     script, *extra = subject.split(":")
-                    cmd = valgrind(out_dir, [PYTHON, script, str(port), *extra])
+                    cmd = valgrind(out_dir, [PYTHON, script, str(port), *[a.replace("UP", str(up_port)) for a in extra]])
                     host = None
                 else:
                     cmd = valgrind(

@@ -102,7 +102,7 @@ class Gateway:
                     f"There is no team at {host}. Teams live at <team>.{self.config.domain}."
                 )
             scope["team"] = service.name  # for metrics and the access log
-            extra = await self.auth.authorize(scope, service)
+            extra = self.auth.authorize(scope, service)
             path = scope["path"]
             if path == "/-/upload-csv" or path.startswith("/-/upload-csv/"):
                 await self.upload(scope, receive, send, service)

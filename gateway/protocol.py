@@ -1,76 +1,290 @@
-"""The gateway's HTTP/1.1 protocol: uvicorn's httptools protocol with a lean request cycle.
+"""The gateway's HTTP/1.1 protocol under uvicorn: the connection and its request cycles.
 
-uvicorn still owns the server (sockets, lifespan, signals, shutdown), the connection (parsing,
-pipelining, keep-alive, upgrades) and its flow control. What changes is the per-request
-``RequestResponseCycle``, the cost that dominated a proxied request (measured with
-``benchmarks/instructions.py``: uvicorn's cycle ~97k instructions per request, against ~21k
-for a bare asyncio protocol that runs one task per request):
+uvicorn still owns the server: sockets, TLS, lifespan, signals, the Date header and the
+shutdown sequence. This class replaces its httptools protocol, whose per-request work was most
+of a proxied request's cost (``benchmarks/instructions.py``: a trivial ASGI app cost ~97k
+instructions per request under it, against ~21k for a bare asyncio protocol that runs one
+task per request). What it does differently:
 
 * the response head is written together with the first body chunk: one ``send()`` syscall
   per small response, not two. A head not followed by a body in the same turn of the event
   loop is flushed on the next turn, so a streaming response's status is never held back;
 * headers are checked with one regular expression over the whole head, not two per header;
 * no ``asyncio.Event`` per request: ``receive()`` waits on a future only when it must;
-* the default headers (``Date``, HSTS) are joined once per second, not once per response.
+* keep-alive is a coarse deadline per idle connection (``routing/deadlines.py``), not a
+  timer armed and cancelled around every response;
+* the scope is one dict literal, and the default headers (``Date``, HSTS) are joined once a
+  second, not once per response.
 
-Everything else keeps uvicorn's semantics, which the whole test suite exercises through this
-class: 100-continue, HEAD, chunked responses when no length is given, ``Connection: close``,
-HTTP/1.0, Content-Length checks, a 500 when the app fails before it answers, and the graceful
-keep-alive of ``gateway/graceful.py`` on shutdown.
+It keeps uvicorn's semantics, which the whole test suite exercises through this class:
+pipelining, 100-continue, HEAD, chunked responses when no length is given, ``Connection:
+close``, HTTP/1.0, Content-Length checks, 400 on a malformed request, a 500 when the app fails
+before it answers, flow control both ways, and ``limit_concurrency``. It adds one thing on
+shutdown: an idle keep-alive connection gets a short grace (see ``shutdown``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-import urllib.parse
+from collections import deque
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import httptools
-from uvicorn.protocols.http.flow_control import FlowControl, service_unavailable
+import uvicorn
+from uvicorn.protocols.http.flow_control import (
+    HIGH_WATER_LIMIT,
+    FlowControl,
+    service_unavailable,
+)
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from uvicorn.server import ServerState
 
-from gateway.graceful import GracefulHttpToolsProtocol
-from gateway.routing.deadlines import Deadlines, deadlines
+from gateway.routing.deadlines import deadlines
 
 # A head is "NAME: VALUE\r\n" lines: a token, then printable bytes or tab (obs-text allowed).
 # One fullmatch over the joined head rejects CR/LF injection and bad names in one C loop.
 _HEAD_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
 _DISCONNECT = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+SHUTDOWN_IDLE_GRACE = 1.0  # seconds; well above a loopback or LAN round trip
 
 
-class GatewayHttpProtocol(GracefulHttpToolsProtocol):
+class GatewayHttpProtocol(asyncio.Protocol):
+    """One client connection: parsing, pipelining, keep-alive, flow control and shutdown."""
+
     _defaults_list: list[tuple[bytes, bytes]] | None = None
     _defaults_head = b""
-    _clock: Deadlines | None = None
-    _idle_armed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.logger = logging.getLogger("uvicorn.error")
+        self.root_path = config.root_path
+        self.limit_concurrency = config.limit_concurrency
+        self.timeout_keep_alive = config.timeout_keep_alive
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.app_state = app_state
+        self.parser = httptools.HttpRequestParser(self)
+        # Answer the first of several pipelined requests even when the client half-closed.
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.pipeline: deque[tuple[Cycle, Any]] = deque()
+        self.cycle: Cycle | None = None
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.expect_100_continue = False
         self._clock = deadlines(self.loop)
+        self._idle_armed = False  # the keep-alive deadline is set (see on_response_complete)
+        self._grace: asyncio.TimerHandle | None = None  # the shutdown grace (see shutdown)
+        self._draining = False
 
-    # -- keep-alive: a coarse deadline per idle connection, not a timer per response --------
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connections.add(self)  # type: ignore[arg-type]  # uvicorn types it as its own
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(self.transport)
+        self.server = get_local_addr(self.transport)
+        self.client = get_remote_addr(self.transport)
+        self.scheme = "https" if is_ssl(self.transport) else "http"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        cycle = self.cycle
+        if cycle is not None:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+            cycle.set()
+        if self.flow is not None:
+            self.flow.resume_writing()
+        if exc is None:
+            self.transport.close()
+        self._unset_keep_alive()
+        self.parser = None  # type: ignore[assignment]
+
+    def eof_received(self) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle_armed:
+            self._unset_keep_alive()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No WebSocket here (Datasette has none): an Upgrade request is answered as plain
+            # HTTP, as uvicorn does without a WebSocket library.
+            pass
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self._send_400("Invalid HTTP request received.")
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.expect_100_continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        http_version = parser.get_http_version()
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        if self.root_path:
+            path = self.root_path + path
+            raw_path = self.root_path.encode("ascii") + raw_path
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+            "method": parser.get_method().decode("ascii"),
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": parsed.query or b"",
+        }
+        app = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            self.logger.warning("Exceeded concurrency limit.")
+            app = service_unavailable
+        keep_alive = http_version != "1.0" and parser.should_keep_alive() and not self._draining
+        existing = self.cycle
+        cycle = scope["gateway.cycle"] = self.cycle = Cycle(self, scope, keep_alive=keep_alive)
+        if existing is None or existing.response_complete:
+            self._start(cycle, app)
+        else:
+            # Pipelined requests wait their turn.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.set()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.set()
+
+    # -- requests --------------------------------------------------------------------------
+    def _start(self, cycle: Cycle, app: Any) -> None:
+        task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self._unset_keepalive_if_required()
         self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
-        elif self._clock is not None:
+            self._start(cycle, app)
+        elif self._draining:
+            self._arm_grace()
+        else:
+            # A coarse deadline per idle connection, not a timer armed and cancelled per
+            # response (see gateway/routing/deadlines.py).
             self._idle_armed = True
             self._clock.add(self, self.timeout_keep_alive, _idle_expired, self)
 
-    def _unset_keepalive_if_required(self) -> None:
+    def _unset_keep_alive(self) -> None:
         if self._idle_armed:
             self._idle_armed = False
-            if self._clock is not None:
-                self._clock.discard(self)
-        super()._unset_keepalive_if_required()
+            self._clock.discard(self)
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    # -- shutdown: graceful keep-alive ------------------------------------------------------
+    def shutdown(self) -> None:
+        """The server is stopping (``gateway restart``, SIGTERM).
+
+        Closing an idle keep-alive connection at once races with a request the client may
+        have on the wire: it would see the connection close with no answer. Instead an idle
+        connection is kept for a short grace; a request that arrives is served with
+        ``Connection: close`` and the client reconnects (to the successor, which holds the
+        same listening socket). A connection still idle after the grace is closed.
+        """
+        self._draining = True
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self._arm_grace()
+        else:
+            cycle.keep_alive = False
+
+    def _arm_grace(self) -> None:
+        self._unset_keep_alive()
+        self._grace = self.loop.call_later(SHUTDOWN_IDLE_GRACE, self.timeout_keep_alive_handler)
+
+    def _send_400(self, message: str) -> None:
+        body = message.encode("ascii")
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[400],
+                    self.default_head(),
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        self.transport.close()
 
     def default_head(self) -> bytes:
         """The server's default headers as bytes; uvicorn replaces the list once a second."""
@@ -81,46 +295,6 @@ class GatewayHttpProtocol(GracefulHttpToolsProtocol):
                 b"%s: %s\r\n" % (name.lower(), value) for name, value in current
             )
         return self._defaults_head
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        http_version = parser.get_http_version()
-        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
-        scope["method"] = parser.get_method().decode("ascii")
-        if http_version != "1.1":
-            scope["http_version"] = http_version
-        if parser.should_upgrade() and self._should_upgrade():
-            return
-        parsed_url = httptools.parse_url(self.url)
-        raw_path = parsed_url.path
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
-        if self.root_path:
-            path = self.root_path + path
-            raw_path = self.root_path.encode("ascii") + raw_path
-        scope["path"] = path
-        scope["raw_path"] = raw_path
-        scope["query_string"] = parsed_url.query or b""
-
-        app = self.app
-        limit = self.limit_concurrency
-        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
-            self.logger.warning("Exceeded concurrency limit.")
-            app = service_unavailable
-
-        existing = self.cycle
-        cycle = scope["gateway.cycle"] = self.cycle = Cycle(  # type: ignore[assignment]
-            self,
-            scope,
-            keep_alive=http_version != "1.0" and parser.should_keep_alive() and not self._draining,
-        )
-        if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, app)  # type: ignore[arg-type]
-        else:
-            # Pipelined requests wait their turn, as in uvicorn.
-            self.flow.pause_reading()
-            self.pipeline.appendleft((cycle, app))  # type: ignore[arg-type]
 
 
 class Cycle:
@@ -151,7 +325,9 @@ class Cycle:
         "waiting_for_100_continue",
     )
 
-    def __init__(self, protocol: GatewayHttpProtocol, scope: dict[str, Any], *, keep_alive: bool):
+    def __init__(
+        self, protocol: GatewayHttpProtocol, scope: dict[str, Any], *, keep_alive: bool
+    ) -> None:
         self.protocol = protocol
         self.scope = scope
         self.transport: asyncio.Transport = protocol.transport

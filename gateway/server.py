@@ -42,7 +42,7 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
         port=config.port,
         loop="uvloop",
         # httptools with a lean request cycle (gateway/protocol.py), and an idle keep-alive
-        # connection is not cut the instant we shut down (gateway/graceful.py).
+        # connection is not cut the instant we shut down.
         http=GatewayHttpProtocol,
         lifespan="on",
         # The gateway logs its own access lines; uvicorn's costs throughput on the hot path.

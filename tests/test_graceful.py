@@ -6,7 +6,7 @@ import asyncio
 
 import uvicorn
 
-from gateway.graceful import GracefulHttpToolsProtocol
+from gateway.protocol import GatewayHttpProtocol
 from tests.conftest import free_socket
 
 
@@ -31,7 +31,7 @@ async def test_a_request_on_an_idle_connection_during_shutdown_is_answered() -> 
     sock = free_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, lifespan="off", log_level="warning", loop="none", http=GracefulHttpToolsProtocol
+        app, lifespan="off", log_level="warning", loop="none", http=GatewayHttpProtocol
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -133,7 +133,10 @@ class Proxy:
         self.counters.requests += 1
         method: str = scope["method"]
         head_headers, body_len, chunked = self._request_headers(scope, extra_headers)
-        body, complete = await self._buffer_body(receive, body_len, chunked)
+        if chunked or body_len:
+            body, complete = await self._buffer_body(receive, body_len, chunked)
+        else:
+            body, complete = b"", True  # no body: no coroutine to run
         target_bytes = scope.get("raw_path") or scope["path"].encode("latin-1")
         if scope.get("query_string"):
             target_bytes += b"?" + scope["query_string"]
@@ -144,12 +147,13 @@ class Proxy:
         head = build_head(method, target_bytes, head_headers)
 
         ex = _Exchange()
-        clock = deadlines(asyncio.get_running_loop()) if complete else None
+        loop = asyncio.get_running_loop()  # once: each call is a getpid() syscall (3.11)
+        clock = deadlines(loop) if complete else None
         if clock is not None:
             clock.add(ex, WATCH_AFTER, ex.watch, receive)
         try:
             await self._forward(
-                method, head, body, complete, chunked, receive, send, service, ex, scope
+                method, head, body, complete, chunked, receive, send, service, ex, scope, loop
             )
         finally:
             if clock is not None:
@@ -254,9 +258,9 @@ class Proxy:
         service: Service,
         ex: _Exchange,
         scope: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         s = self.settings
-        loop = asyncio.get_running_loop()
         deadline: float | None = None
         previous: Target | None = None
         retried = rerouted = False
@@ -277,7 +281,7 @@ class Proxy:
             try:
                 if deadline is None:
                     deadline = loop.time() + s.read_timeout
-                conn = await target.pool.acquire(
+                conn = (None if retried else target.pool.take_idle()) or await target.pool.acquire(
                     min(s.connect_timeout, max(deadline - loop.time(), 0.001)), fresh=retried
                 )
                 ex.conn = conn

@@ -52,6 +52,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.exchanges = 0  # completed exchanges: > 0 means this connection was reused
         self.closed = False
         self.idle_since = 0.0
@@ -75,6 +76,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Kept: asyncio.get_running_loop() makes a getpid() syscall on every call (3.11).
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -274,7 +277,7 @@ class Connection(asyncio.Protocol):
             raise self._error
         if self.closed and not self._message_done:
             raise UpstreamError("reset", "target connection is closed", reused=self.exchanges > 0)
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         clock = deadlines(loop)  # a coarse deadline: no timer armed and cancelled per wait
         clock.add(waiter, timeout, self._timeout, waiter)
@@ -327,16 +330,26 @@ class Pool:
         self.active: set[Connection] = set()
         self.closed = False
 
-    async def acquire(self, connect_timeout: float, *, fresh: bool = False) -> Connection:
-        now = time.monotonic()
+    def take_idle(self) -> Connection | None:
+        """A live idle connection, if there is one: the fast path of ``acquire``."""
         idle = self.idle
-        while idle and not fresh:
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
             conn = idle.pop()
             if conn.closed or now - conn.idle_since >= self.idle_timeout:
                 conn.close()
                 continue
             self.active.add(conn)
             return conn
+        return None
+
+    async def acquire(self, connect_timeout: float, *, fresh: bool = False) -> Connection:
+        if not fresh:
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
         if self.closed:
             raise UpstreamError("connect", "target is stopped")
         loop = asyncio.get_running_loop()

@@ -1,18 +1,22 @@
 """Instructions per proxied request, counted by callgrind: deterministic where req/s is not.
 
-    python benchmarks/instructions.py [--requests-seconds 6] [--subjects gateway,floor,nginx]
+    python benchmarks/instructions.py [--seconds 6] [--subjects nginx,minimal,floor,gateway]
+                                      [--keep DIR]
 
 req/s on these shared 2-core machines moves by up to 2x with the neighbours' load; the number
-of instructions a server executes per request moves by about 1%. Each subject runs under
+of user-space instructions a server executes per request moves by about 1% (kernel work, the
+syscalls, is not counted: compare syscall counts with strace). Each subject runs under
 ``valgrind --tool=callgrind`` in front of the same tiny upstream (nginx ``return 200``):
 
+  nginx    the reference proxy, one process (``master_process off``)
+  minimal  ``minimal_proxy.py``: the least any Python proxy costs (no features, no ASGI)
+  floor    a trivial ASGI app under the gateway's server settings: the server's own cost
   gateway  the real gateway (``serve_gateway.py --static``), through routing, auth and proxy
-  floor    a trivial ASGI app under the same uvicorn settings: what uvicorn itself costs
-  nginx    the reference proxy, one worker (its worker process is the one measured)
 
 For each: warm up, zero the counters, load it with wrk for a bounded time, dump, and divide
 the instructions by the requests wrk completed; the same window with no load is subtracted
-(timers, health checks). The ratio column is against nginx when it ran.
+(timers, health checks). ``--keep DIR`` keeps each busy window's dump for
+``callgrind_annotate``. Needs valgrind (``apt-get install -y valgrind``), nginx and wrk.
 """
 
 from __future__ import annotations
@@ -141,7 +145,10 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=6.0, help="wrk run per window")
     parser.add_argument(
-        "--subjects", default="nginx,floor,gateway", help="comma-separated: nginx,floor,gateway"
+        "--subjects",
+        default="nginx,minimal,floor,gateway",
+        help="comma-separated: nginx,minimal,floor,gateway, or SCRIPT.py[:ARG...] for an "
+        "experiment (an ARG of UP is replaced by the upstream's port)",
     )
     parser.add_argument(
         "--keep", type=Path, help="copy each busy window's callgrind dump here (callgrind_annotate)"
@@ -181,9 +188,20 @@ def main() -> None:
                     )
                     cmd = valgrind(out_dir, [PYTHON, str(script)])
                     host = None
+                elif subject == "minimal":
+                    script = str(HERE / "minimal_proxy.py")
+                    cmd = valgrind(out_dir, [PYTHON, script, str(port), str(up_port)])
                 elif subject.split(":")[0].endswith(".py"):  # an experiment: SCRIPT[:ARG...]
                     script, *extra = subject.split(":")
-                    cmd = valgrind(out_dir, [PYTHON, script, str(port), *[a.replace("UP", str(up_port)) for a in extra]])
+                    cmd = valgrind(
+                        out_dir,
+                        [
+                            PYTHON,
+                            script,
+                            str(port),
+                            *[a.replace("UP", str(up_port)) for a in extra],
+                        ],
+                    )
                     host = None
                 else:
                     cmd = valgrind(

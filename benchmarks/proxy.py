@@ -173,8 +173,20 @@ def tiny(procs: Processes, tmp: Path, args: argparse.Namespace) -> str:
         Subject("nginx", nginx_port, host=TEAM_HOST, cpu_pids=group_pids(proxy.pid)),
         Subject("gateway", gw_port, host=TEAM_HOST, cpu_pids=group_pids(gateway.pid)),
     ]
+    minimal = None
+    if args.minimal:
+        min_port = free_port()
+        minimal = procs.start(
+            "minimal", [sys.executable, str(HERE / "minimal_proxy.py"), str(min_port), str(up_port)]
+        )
+        wait_http(min_port, host=TEAM_HOST, proc=minimal)
+        subjects.append(
+            Subject("minimal", min_port, host=TEAM_HOST, cpu_pids=group_pids(minimal.pid))
+        )
     rows = measure(subjects, args.duration, args.rounds)
     procs.stop(gateway)
+    if minimal is not None:
+        procs.stop(minimal)
     procs.stop(proxy)
     procs.stop(upstream)
     by = {r.name: r for r in rows}
@@ -316,6 +328,11 @@ def main() -> int:
         help="worker processes of the reference nginx (1 matches the one gateway process)",
     )
     parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
+    parser.add_argument(
+        "--minimal",
+        action="store_true",
+        help="add a row for benchmarks/minimal_proxy.py: the least any Python proxy costs",
+    )
     parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--skip-datasette", action="store_true")
     args = parser.parse_args()

@@ -50,6 +50,9 @@ METADATA = {
 }
 # (weight, kind): what a journalist's browser and scripts do to a team's Datasette.
 MIX = ((3, "html"), (3, "json"), (2, "sql"), (2, "post"))
+# Outstanding requests at most: below the client's connection limit, so requests never queue
+# inside httpx (see drive()).
+MAX_IN_FLIGHT = 48
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Run:
     marks: dict[str, float] = field(default_factory=dict)
     ops: list[tuple[str, int, float]] = field(default_factory=list)
     client_retries: int = 0  # idempotent GETs resent after a keep-alive close before any byte
+    client_waits: int = 0  # requests that waited for a free slot (the machine was saturated)
 
 
 def cli(data_dir: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -211,9 +215,16 @@ async def one(
 async def drive(
     port: int, tokens: dict[str, str], rate: float, stop: asyncio.Event, run: Run, max_requests: int
 ) -> None:
-    """Open-loop load at ``rate`` req/s, bounded by ``max_requests`` and by ``stop``."""
+    """Open-loop load at ``rate`` req/s, bounded by ``max_requests`` and by ``stop``.
+
+    At most ``MAX_IN_FLIGHT`` requests are outstanding: on a machine too slow for ``rate``
+    the load turns closed-loop (the next request waits for a free slot, counted as
+    ``client_waits``) instead of piling up requests in the client until the client itself,
+    not the gateway, is what fails (httpx scans its queue of waiting requests on every
+    event, so a long queue starves the whole test process)."""
     kinds = [k for w, k in MIX for _ in range(w)]
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         pending: set[asyncio.Task[None]] = set()
         start = time.monotonic()
@@ -223,12 +234,16 @@ async def drive(
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if slots.locked():
+                run.client_waits += 1
+            await slots.acquire()
             team = random.choice(TEAMS)
             task = asyncio.create_task(
                 one(client, port, team, tokens[team], random.choice(kinds), run)
             )
             pending.add(task)
             task.add_done_callback(pending.discard)
+            task.add_done_callback(lambda _: slots.release())
         await asyncio.gather(*pending)
 
 
@@ -293,6 +308,7 @@ def summarize(run: Run, posts: dict[str, int]) -> dict[str, Any]:
         "failed_gets": sum(1 for s in run.samples if s.kind != "post" and s.outcome != "ok"),
         "failures_by_kind": dict(failures),
         "client_retries": run.client_retries,
+        "client_waits": run.client_waits,
         "posts": posts,
         "phases": table,
         "ops": [{"op": n, "rc": rc, "seconds": round(t, 1)} for n, rc, t in run.ops],
@@ -307,6 +323,11 @@ def print_report(r: dict[str, Any]) -> None:
     print("failures by kind:", r["failures_by_kind"] or "none")
     print(
         "GETs resent by the client after a keep-alive close before any byte:", r["client_retries"]
+    )
+    print(
+        f"requests that waited for one of the client's {MAX_IN_FLIGHT} slots "
+        "(the machine could not keep up with the offered rate):",
+        r["client_waits"],
     )
     print("POST outcomes:   ", r["posts"])
     for op in r["ops"]:

@@ -49,7 +49,6 @@ from gateway.routing.deadlines import deadlines
 # A head is "NAME: VALUE\r\n" lines: a token, then printable bytes or tab (obs-text allowed).
 # One fullmatch over the joined head rejects CR/LF injection and bad names in one C loop.
 _HEAD_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
-_DISCONNECT = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SHUTDOWN_IDLE_GRACE = 1.0  # seconds; well above a loopback or LAN round trip
 
@@ -413,7 +412,7 @@ class Cycle:
                     self._waiter = None
             self._ready = False
         if self.disconnected or self.response_complete:
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
         self.body = bytearray()
         return message
@@ -485,7 +484,7 @@ class Cycle:
     def _flush(self) -> None:
         if self._head:
             head, self._head = self._head, b""
-            if not self.disconnected:
+            if not self.disconnected and not self.transport.is_closing():
                 self.transport.write(head)
 
     def _body(self, body: bytes, more_body: bool) -> None:

@@ -123,6 +123,9 @@ def teams_create(config: Config, slug: str, wait: bool) -> None:
             click.echo(f"Team {slug}'s container is running.")
         click.echo(f"Created team {slug}. Start the gateway (gateway serve) to serve it at {url}")
         return
+    from gateway.admin.discovery import running_base_url
+
+    url = config.replace(public_url=running_base_url(config)).team_url(slug) + "/"
     click.echo(f"Created team {slug}; the running gateway is starting its instance...")
     if wait and not _wait_for(store, slug, "healthy", timeout=60):
         raise click.ClickException(

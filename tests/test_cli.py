@@ -11,6 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from gateway.admin.discovery import publish
 from gateway.cli import cli
 from gateway.config import Config
 from gateway.lock import hold_running_lock
@@ -134,9 +135,12 @@ async def test_create_and_delete_with_a_running_gateway(
         gw = await gateway_for(start_gateway, config, {"alpha": [up.address]})
         gw.app.runtime.addresses["beta"] = [up.address]  # type: ignore[attr-defined]
         with hold_running_lock(config.data_dir):  # what `gateway serve` holds
+            # `gateway serve` publishes its addresses; the CLI runs without the gateway's
+            # --port and must still print where the team really is.
+            publish(gw.config, "127.0.0.1", 9, None)
             code, out = await cli_process(config, "teams", "create", "beta")
             assert code == 0, out
-            assert "Ready: http://beta.localhost" in out
+            assert f"Ready: http://beta.localhost:{gw.port}/" in out
             assert gw.app.fleet.service("beta") is not None  # picked up from the store
 
             target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]

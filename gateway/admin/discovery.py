@@ -40,6 +40,9 @@ def publish(config: Config, host: str, port: int | None, socket_path: str | None
     else:
         shown = f"[{host}]" if ":" in host else host
         info = {"url": f"http://{shown}:{port}", "socket": None, "pid": os.getpid()}
+    # The public address too: a CLI run without the gateway's own flags (say, --port) still
+    # tells the user where a new team really is.
+    info["public_url"] = config.base_url
     _write_private(config.data_dir / ADDRESS_FILE, json.dumps(info) + "\n")
 
 
@@ -67,6 +70,16 @@ def find_admin(config: Config) -> AdminAddress | None:
         except OSError:
             return None
     return AdminAddress(str(info["url"]), info.get("socket"), token)
+
+
+def running_base_url(config: Config) -> str:
+    """The running gateway's apex URL as it published it, else this config's."""
+    try:
+        info = json.loads((config.data_dir / ADDRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return config.base_url
+    url = info.get("public_url")
+    return str(url) if isinstance(url, str) and url else config.base_url
 
 
 def _write_private(path: Path, text: str) -> None:

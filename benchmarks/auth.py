@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    TEAM,
+    TEAM_HOST,
     Processes,
     WrkResult,
     cpu_seconds,
@@ -50,13 +52,11 @@ from gateway.auth.tokens import Tokens
 from gateway.store import open_store
 
 HERE = Path(__file__).resolve().parent
-TEAM = "bench"
-HOST = f"{TEAM}.localhost"
 
 
 def wrk(port: int, headers: list[str], duration: float, pids: list[int]) -> WrkResult:
     args = [find_tool("wrk") or "wrk", "-t2", "-c50", f"-d{max(1, round(duration))}s"]
-    args += ["--timeout", "10s", "--latency", "-H", f"Host: {HOST}"]
+    args += ["--timeout", "10s", "--latency", "-H", f"Host: {TEAM_HOST}"]
     for header in headers:
         args += ["-H", header]
     args.append(f"http://127.0.0.1:{port}/")
@@ -97,8 +97,8 @@ def micro(data_dir: Path, cookie: str, n: int = 50_000) -> dict[str, float]:
             Config(data_dir=data_dir, domain="localhost"),
             runtime=StaticRuntime({TEAM: ("127.0.0.1", 9)}),
         )
-        service = Service(TEAM, hosts=[HOST])
-        base = [(b"host", HOST.encode()), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
+        service = Service(TEAM, hosts=[TEAM_HOST])
+        base = [(b"host", TEAM_HOST.encode()), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
         variants = {
             "public": base,
             "session": [*base, (b"cookie", f"gateway_session={cookie}".encode())],
@@ -158,7 +158,7 @@ def main() -> None:
                 f"127.0.0.1:{up_port}",
             ],
         )
-        wait_http(gw_port, host=HOST, proc=gw)
+        wait_http(gw_port, host=TEAM_HOST, proc=gw)
         pids = group_pids(gw.pid)
         for mode in modes:  # warm-up, not counted
             wrk(gw_port, modes[mode], 1, pids)

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOOLS = ("nginx", "wrk")
+# The one team every benchmark routes to, and the Host its requests carry.
+TEAM = "bench"
+TEAM_HOST = f"{TEAM}.localhost"
 INSTALL_HINT = "apt-get install -y nginx wrk"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 from common import (
+    TEAM,
+    TEAM_HOST,
     Processes,
     free_port,
     nginx_args,
@@ -43,8 +45,6 @@ from common import (
 )
 
 HERE = Path(__file__).resolve().parent
-TEAM = "bench"
-TEAM_HOST = f"{TEAM}.localhost"
 CONNECTIONS = 10
 KEEP: Path | None = None  # --keep: where the busy window's dumps are copied
 PYTHON = sys.executable  # the venv's interpreter (a symlink, never a pyenv shim script)

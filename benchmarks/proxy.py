@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
+    TEAM,
+    TEAM_HOST,
     Processes,
     WrkResult,
     free_port,
@@ -46,8 +48,6 @@ from common import (
 from gateway.runtimes.base import prepare_team_dir
 
 HERE = Path(__file__).resolve().parent
-TEAM = "bench"
-TEAM_HOST = f"{TEAM}.localhost"
 CONNECTIONS = 50
 # Targets from issue 2, section 8.
 TARGET_VS_NGINX = 0.5

@@ -35,14 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Processes, free_port
+from benchmarks.common import TEAM, Processes, free_port
 from gateway.auth.accounts import add_member, create_user
 from gateway.auth.tokens import Tokens
 from gateway.store import open_store
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-TEAM = "bench"
 BOUNDARY = "benchboundary7f3a"
 CITIES = ["Paris", "Köln", "São Paulo", "New York", "Zürich", "Łódź"]
 

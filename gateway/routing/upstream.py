@@ -19,9 +19,9 @@ import httptools
 
 from gateway.routing.deadlines import deadlines
 
-# Back-pressure: stop reading from the target while this much response body is unconsumed.
+# Back-pressure: stop reading from the target while this much response body is unconsumed;
+# read again once the proxy has taken it (it always takes all that is buffered).
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 # A target that takes none of a request body for this long is given up (504), never waited on
 # forever: the read timeout only starts once the whole request is sent.
 WRITE_TIMEOUT = 60.0  # default; the gateway passes its read_timeout
@@ -217,21 +217,16 @@ class Connection(asyncio.Protocol):
         """The next body chunk, or b"" at the end of the body."""
         while True:
             if self._body:
-                # Hand over everything buffered at once: one ASGI send per read, not per packet.
-                body = self._body
-                chunk = body.popleft() if len(body) == 1 else b"".join(body)
-                body.clear()
-                self._buffered = 0
-                if self._reading_paused and self._buffered < LOW_WATER and self.transport:
-                    self._reading_paused = False
-                    self.transport.resume_reading()
-                return chunk
+                return self.take_buffered()[0]
             if self._message_done:
                 return b""
             await self._wait(timeout)
 
     def take_buffered(self) -> tuple[bytes, bool]:
-        """The body bytes already received (without waiting), and whether that is all of it."""
+        """The body bytes already received (without waiting), and whether that is all of it.
+
+        Everything buffered is handed over at once: one ASGI send per read, not per packet.
+        """
         body = self._body
         if not body:
             return b"", self._message_done

@@ -1,4 +1,4 @@
-"""The pure parts of the upload, table-driven: type rules, names, sniffing, file ownership."""
+"""The upload without a server: type rules, names, sniffing, file ownership, what readers see."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.upload import importer, sniff
+from gateway.upload.analyze import analyze
 from gateway.upload.columns import (
     INTEGER,
     REAL,
@@ -20,6 +21,7 @@ from gateway.upload.columns import (
     quote,
 )
 from gateway.upload.errors import ImportFailed
+from gateway.upload.options import resolve
 from gateway.upload.receive import display_name
 
 
@@ -118,3 +120,37 @@ def test_wal_files_keep_the_database_owner(tmp_path: Path):
     conn.execute("CREATE TABLE t (x)")
     assert {os.stat(f"{db}{s}").st_uid for s in ("-wal", "-shm")} == {10001}
     conn.close()
+
+
+@pytest.mark.parametrize("mode", ["new", "replace", "append"])
+def test_readers_never_see_a_staging_table(tmp_path: Path, mode: str):
+    # A Datasette that listed tables while one appeared and vanished between two of its
+    # queries answered 500. After every statement the importer runs, a second connection
+    # (Datasette's view of the file) must see either the old tables or the new, nothing else.
+    db = tmp_path / "data.db"
+    csv = tmp_path / "places.csv"
+    csv.write_text("id,name\n" + "".join(f"{i},place {i}\n" for i in range(5000)))
+    setup = importer.connect(db)
+    setup.execute("CREATE TABLE places (id INTEGER, name TEXT)")
+    setup.execute("INSERT INTO places VALUES (-1, 'old')")
+    setup.close()
+    analysis = analyze(csv)
+    options = resolve({"mode": mode, "table": "places"}, analysis, "places.csv")
+    reader = sqlite3.connect(db)
+    seen: list[set[str]] = []
+
+    def look(_sql: str) -> None:
+        seen.append({r[0] for r in reader.execute("SELECT name FROM sqlite_master")})
+
+    conn = importer.connect(db)
+    conn.set_trace_callback(look)
+    result = importer.run_import(conn, csv, analysis, options, "_gateway_staging_0123")
+    conn.set_trace_callback(None)
+    look("")
+    conn.close()
+    expected_final = {"places", "places_2"} if mode == "new" else {"places"}
+    assert len(seen) > 3
+    assert all(names in ({"places"}, expected_final) for names in seen), seen
+    rows = reader.execute(f"SELECT count(*) FROM {quote(result['table'])}").fetchone()[0]
+    assert rows == (5001 if mode == "append" else 5000)
+    reader.close()

@@ -1,14 +1,16 @@
-"""The second pass: rows into a staging table, then one short transaction makes it live.
+"""The second pass: rows into a staging table, which becomes live in the same transaction.
 
-* ``_gateway_staging_<job>`` is created and filled in one long transaction (readers never see
-  it half-filled; a killed worker leaves nothing) with ``executemany`` over large batches.
-  INTEGER and TEXT cells go in as the parsed strings: the column's affinity turns the ones
+* ``_gateway_staging_<job>`` is created, filled (``executemany`` over large batches) and
+  published in one ``BEGIN IMMEDIATE`` transaction: renamed (new), swapped in for the old table
+  (replace) or copied with ``INSERT INTO ... SELECT`` (append). Readers never see the staging
+  table at all, half-filled or whole: a Datasette listing the database while a table
+  appeared and vanished between two of its queries answered 500. A killed worker leaves
+  nothing; the worker and the next start still drop a leftover staging table, to be safe.
+* INTEGER and TEXT cells go in as the parsed strings: the column's affinity turns the ones
   the analysis proved exact into integers inside SQLite, and ``nullif(?, '')`` makes empty
   numeric cells NULL. REAL cells go through Python's ``float()`` (see below).
-* Then one short ``BEGIN IMMEDIATE`` transaction renames it (new), drops and renames (replace)
-  or copies it with ``INSERT INTO ... SELECT`` (append). A crash between the two leaves only
-  the staging table, which the worker, the gateway's watcher or the next start drops.
-* WAL and a busy timeout let the team's Datasette keep reading throughout.
+* WAL and a busy timeout let the team's Datasette keep reading throughout; imports into one
+  database take turns (the worker's lock), so the long write transaction blocks no import.
 """
 
 from __future__ import annotations
@@ -64,8 +66,6 @@ def run_import(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     types: dict[str, str] = options["types"]
-    if options["mode"] == "append":
-        _check_append(conn, options["table"], types)
     with Rows(path, analysis["encoding"], analysis["delimiter"]) as rows:
         names = rows.read_header(with_extra=analysis.get("long_rows", 0) > 0)
         if names != [c["name"] for c in analysis["columns"]]:
@@ -80,8 +80,9 @@ def run_import(
         reals = [i for i, (_, kind) in enumerate(columns) if kind == REAL]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # Created inside the transaction: readers never see a half-filled staging table,
-            # and a killed worker leaves nothing behind at all.
+            # Created, filled and published inside one transaction: see the module's docstring.
+            if options["mode"] == "append":
+                _check_append(conn, options["table"], types)
             _create_staging(conn, staging, columns, options.get("pk"))
             for batch in rows.batches(progress):
                 if rows.extra:
@@ -90,13 +91,13 @@ def run_import(
                     for row in batch:
                         row[i] = float(row[i]) if row[i] else None  # type: ignore[call-overload]
                 conn.executemany(insert, batch)
+            table = _publish(conn, staging, options, [c[0] for c in columns])
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.IntegrityError):
                 raise ImportFailed(_integrity_message(exc, options)) from None
             raise
-        table = _publish(conn, staging, options, [c[0] for c in columns])
         return {
             "table": table,
             "rows": rows.rows,
@@ -165,27 +166,19 @@ def _check_append(conn: sqlite3.Connection, table: str, types: dict[str, str]) -
 def _publish(
     conn: sqlite3.Connection, staging: str, options: dict[str, Any], names: list[str]
 ) -> str:
+    """Make the filled staging table live; runs inside the import's transaction."""
     table, mode = options["table"], options["mode"]
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if mode == "append":
-            cols = ", ".join(quote(n) for n in names)
-            conn.execute(f"INSERT INTO {quote(table)} ({cols}) SELECT {cols} FROM {quote(staging)}")
-            drop_staging(conn, staging)
-        else:
-            if mode == "replace":
-                if _table_columns(conn, table) is not None:
-                    conn.execute(f"DROP TABLE {quote(table)}")
-            else:
-                table = _free_name(conn, table)
-            conn.execute(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")
-        conn.execute("COMMIT")
-    except sqlite3.IntegrityError as exc:
-        conn.execute("ROLLBACK")
-        raise ImportFailed(_integrity_message(exc, options)) from None
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    if mode == "append":
+        cols = ", ".join(quote(n) for n in names)
+        conn.execute(f"INSERT INTO {quote(table)} ({cols}) SELECT {cols} FROM {quote(staging)}")
+        drop_staging(conn, staging)
+        return table
+    if mode == "replace":
+        if _table_columns(conn, table) is not None:
+            conn.execute(f"DROP TABLE {quote(table)}")
+    else:
+        table = _free_name(conn, table)
+    conn.execute(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")
     return table
 
 

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install clean binary system-deps test-assets
+.PHONY: run test lint typecheck unit install clean binary system-deps test-assets native
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## The proxy's hot path compiled with mypyc into gateway/_native/ (gateway/native.py): about a
+## minute the first time, a no-op while the sources match. Without a C compiler the gateway
+## runs as pure Python, the same code, slower (GATEWAY_REQUIRE_NATIVE=1 makes that an error).
+native: $(STAMP)
+	$(BIN)/gateway native build
+
 ## Install and run the gateway on its embedded default (local processes, no Docker).
-run: $(STAMP)
+run: $(STAMP) native
 	$(BIN)/gateway serve
 
 ## Install and run the whole test suite: system packages (when root), the tenant image and the
 ## single-file build the tests use, then lint, type check and pytest.
-test: $(STAMP) system-deps test-assets lint typecheck unit
+test: $(STAMP) system-deps test-assets native lint typecheck unit
 
 system-deps:
 	scripts/system-deps.sh
@@ -43,7 +49,7 @@ unit: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gateway/_native
 
 ## One executable running the whole gateway: a shiv zipapp of this platform's wheels
 ## (uvloop, httptools, argon2, cryptography compiled for it). Needs python3.11 on the target.
@@ -51,9 +57,10 @@ clean:
 BINARY = build/gateway.pyz
 binary: $(BINARY)
 
-$(BINARY): $(STAMP) pyproject.toml $(shell find gateway -type f -not -name '*.pyc')
+$(BINARY): $(STAMP) pyproject.toml $(shell find gateway -type f -not -name '*.pyc' -not -path 'gateway/_native*')
+	-$(BIN)/gateway native build   # into the wheel when it can be built (pure Python otherwise)
 	mkdir -p build
-	rm -rf build/shiv-src && mkdir -p build/shiv-src
+	rm -rf build/shiv-src build/lib && mkdir -p build/shiv-src
 	$(BIN)/pip wheel -q --no-deps -w build/shiv-src .
 	$(BIN)/shiv -q -c gateway -E --compressed -p '/usr/bin/env python3.11' \
 		-o $(BINARY).tmp build/shiv-src/gateway-*.whl

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gateway import native
+
+# Before any hot module is imported: use the mypyc build when it matches the sources.
+native.activate()
+
 if TYPE_CHECKING:
     from gateway.app import create_app
     from gateway.config import Config

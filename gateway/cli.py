@@ -230,6 +230,42 @@ def _wait_for(store: Store, slug: str, state: str, timeout: float) -> bool:
     return False
 
 
+@cli.group()
+def native() -> None:
+    """The proxy's hot path compiled with mypyc (gateway/native.py)."""
+
+
+@native.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even when the build is up to date.")
+def native_build(force: bool) -> None:
+    """Compile the hot modules into gateway/_native/ (a no-op when up to date).
+
+    Without a C compiler or mypy the gateway runs as pure Python: the same code, slower.
+    With GATEWAY_REQUIRE_NATIVE=1 (set by .ci/run) a failed build is an error.
+    """
+    import os
+
+    from gateway import native as nat
+
+    try:
+        nat.build(force=force, echo=click.echo)
+    except nat.BuildFailed as exc:
+        click.echo(f"gateway native: {exc}", err=True)
+        if os.environ.get("GATEWAY_REQUIRE_NATIVE") == "1":
+            sys.exit(1)
+        click.echo("gateway native: the gateway runs as pure Python (same code, slower)", err=True)
+
+
+@native.command("status")
+def native_status() -> None:
+    """Whether a gateway started now would use the compiled modules, and why."""
+    from gateway import native as nat
+
+    _, state = nat.check()
+    click.echo(f"hot path: {state}")
+    click.echo(f"modules: {', '.join(nat.HOT)}")
+
+
 from gateway.admin.cli import register as register_ops  # noqa: E402
 from gateway.auth.cli import register as register_auth  # noqa: E402
 from gateway.deploy_cli import register as register_deploys  # noqa: E402

@@ -53,11 +53,19 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SHUTDOWN_IDLE_GRACE = 1.0  # seconds; well above a loopback or LAN round trip
 
 
+class _HeadCache:
+    """The server's default headers (date, server) as bytes, rebuilt when uvicorn replaces them."""
+
+    def __init__(self) -> None:
+        self.source: list[tuple[bytes, bytes]] | None = None
+        self.head = b""
+
+
+_DEFAULT_HEAD = _HeadCache()
+
+
 class GatewayHttpProtocol(asyncio.Protocol):
     """One client connection: parsing, pipelining, keep-alive, flow control and shutdown."""
-
-    _defaults_list: list[tuple[bytes, bytes]] | None = None
-    _defaults_head = b""
 
     def __init__(
         self,
@@ -160,7 +168,8 @@ class GatewayHttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         http_version = parser.get_http_version()
-        parsed = httptools.parse_url(self.url)
+        # Any: the stubs say bytes, but an absent query is None (and mypyc checks types).
+        parsed: Any = httptools.parse_url(self.url)
         raw_path = parsed.path
         path = raw_path.decode("ascii")
         if "%" in path:
@@ -288,12 +297,13 @@ class GatewayHttpProtocol(asyncio.Protocol):
     def default_head(self) -> bytes:
         """The server's default headers as bytes; uvicorn replaces the list once a second."""
         current = self.server_state.default_headers
-        if current is not self._defaults_list:
-            GatewayHttpProtocol._defaults_list = current
-            GatewayHttpProtocol._defaults_head = b"".join(
-                b"%s: %s\r\n" % (name.lower(), value) for name, value in current
+        cache = _DEFAULT_HEAD
+        if current is not cache.source:
+            cache.head = b"".join(
+                [b"%s: %s\r\n" % (name.lower(), value) for name, value in current]
             )
-        return self._defaults_head
+            cache.source = current
+        return cache.head
 
 
 class Cycle:

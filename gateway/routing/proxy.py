@@ -332,14 +332,14 @@ class Proxy:
             return
 
     async def _hold(self, service: Service, ex: _Exchange) -> Target | None:
-        if service.maintenance is not None:
-            raise Unavailable(service.maintenance, retry_after=30)
+        _refuse_in_maintenance(service)
         deadline = time.monotonic() + self.settings.hold_timeout
         target = await service.wait_for_target(deadline)
         if ex.client_gone:
             raise _ClientGone()  # it hung up while held: never send its request
-        if service.maintenance is not None:
-            raise Unavailable(service.maintenance, retry_after=30)
+        # Checked again in a function of its own: maintenance may have begun during the wait,
+        # and an inline check would still be narrowed to "None" here (mypyc enforces that).
+        _refuse_in_maintenance(service)
         return target
 
     def _retryable(self, err: UpstreamError, method: str, complete: bool) -> bool:
@@ -495,3 +495,8 @@ def _status_for(err: UpstreamError) -> HTTPError:
 
 ClientGone = _ClientGone
 CutConnection = _CutConnection
+
+
+def _refuse_in_maintenance(service: Service) -> None:
+    if service.maintenance is not None:
+        raise Unavailable(service.maintenance, retry_after=30)

@@ -200,8 +200,7 @@ class Connection(asyncio.Protocol):
                 await waiter
             finally:
                 timer.cancel()
-            if self._error is not None:
-                raise self._error
+            self._raise_failure()
 
     def _write_timeout(self, waiter: asyncio.Future[None]) -> None:
         if waiter is self._drain_waiter and not waiter.done():
@@ -281,6 +280,11 @@ class Connection(asyncio.Protocol):
         finally:
             clock.discard(waiter)
             self._waiter = None
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        # A method of its own: after an await, callbacks may have set _error, but the type
+        # checker still holds the caller's "is None" from before it (and mypyc checks that).
         if self._error is not None:
             raise self._error
 

@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -163,6 +164,11 @@ class BuildFailed(Exception):
     pass
 
 
+def c_compiler() -> str:
+    """The compiler setuptools will run: $CC, else the one Python was built with."""
+    return (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+
+
 def build(
     native_dir: Path = NATIVE_DIR, *, force: bool = False, echo: Callable[[str], None] = print
 ) -> bool:
@@ -172,6 +178,9 @@ def build(
         return False
     if importlib.util.find_spec("mypyc") is None:
         raise BuildFailed("mypyc is not installed (it comes with mypy: pip install mypy)")
+    compiler = c_compiler()
+    if shutil.which(compiler) is None:
+        raise BuildFailed(f"no C compiler ({compiler}): install one, e.g. apt-get install -y gcc")
     started = time.monotonic()
     stamp = fingerprint()  # of the sources as they are when the build starts
     with tempfile.TemporaryDirectory(prefix="gateway-native-") as tmp:

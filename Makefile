@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The proxy's hot path compiled with mypyc into gateway/_native/ (gateway/native.py): about a
-## minute the first time, a no-op while the sources match. Without a C compiler the gateway
+## The proxy's hot path compiled with mypyc into gateway/_native/ (gateway/native.py): about
+## 30 s the first time, a no-op while the sources match. Without a C compiler the gateway
 ## runs as pure Python, the same code, slower (GATEWAY_REQUIRE_NATIVE=1 makes that an error).
 native: $(STAMP)
 	$(BIN)/gateway native build

@@ -1,6 +1,6 @@
 """The proxy's hot path compiled with mypyc, used only while it matches its source exactly.
 
-    gateway native build     compile (about a minute; a no-op when up to date)
+    gateway native build     compile (about 30 s; a no-op when up to date)
     gateway native status    say whether the compiled modules would be used, and why
 
 The modules in ``HOT`` (the server protocol, the proxy and its upstream client, routing, auth's
@@ -109,9 +109,13 @@ def check(native_dir: Path = NATIVE_DIR) -> tuple[dict[str, Path] | None, str]:
         return None, "not built: pure Python (gateway native build)"
     except (OSError, ValueError) as exc:
         return None, f"unreadable build ({exc}): pure Python"
-    if manifest.get("fingerprint") != fingerprint():
+    try:
+        built, listed = manifest["fingerprint"], dict(manifest["files"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"unreadable build (no {exc} in its manifest): pure Python"
+    if built != fingerprint():
         return None, "stale (a hot source or Python changed since the build): pure Python"
-    files = {name: native_dir / file for name, file in manifest["files"].items()}
+    files = {str(name): native_dir / str(file) for name, file in listed.items()}
     missing = [str(f) for f in files.values() if not f.exists()]
     if missing or set(HOT) - set(files):
         return None, "incomplete build: pure Python"

@@ -89,8 +89,9 @@ def test_missing_or_broken_builds_fall_back(tmp_path: Path, monkeypatch: pytest.
     build = fake_build(tmp_path / "_native")
     (build / "gateway.routing.proxy.so").unlink()
     assert native.check(build) == (None, "incomplete build: pure Python")
-    (build / native.MANIFEST).write_text("{not json")
-    assert native.check(build)[1].startswith("unreadable build")
+    for broken in ("{not json", "[]", '{"files": {}}', '{"fingerprint": "x", "files": 3}'):
+        (build / native.MANIFEST).write_text(broken)
+        assert native.check(build)[1].startswith("unreadable build"), broken
     monkeypatch.setenv("GATEWAY_NATIVE", "0")
     assert native.check(fake_build(tmp_path / "again"))[1].startswith("off")
 

@@ -240,6 +240,16 @@ async def test_pause_holds_requests_until_resume_and_maintenance_answers_503(
         gw.app.fleet.set_maintenance("alpha", None)
         assert (await client.get(gw.url("alpha", "/-/health"))).status_code == 200
 
+        # Maintenance that begins while a request is held answers it too, once released.
+        gw.app.fleet.pause("alpha", 20)
+        held = asyncio.create_task(client.get(gw.url("alpha", "/")))
+        await asyncio.sleep(0.5)
+        gw.app.fleet.set_maintenance("alpha", "Down for a moment.")
+        gw.app.fleet.resume("alpha")
+        late = await asyncio.wait_for(held, 10)
+        assert late.status_code == 503, late.text
+        assert "Down for a moment." in late.text
+
 
 async def test_rollback_and_resumable_rollout(config: Config, start_gateway: StartGateway) -> None:
     gw = await start_gateway(config.replace(deploy_timeout=60), teams=("alpha", "beta", "gamma"))

@@ -8,6 +8,7 @@
 * ``UvicornUpstream``: a real uvicorn server running ``echo_app`` (echo, streaming both ways,
   repeated Set-Cookie, redirects, HEAD, hop-by-hop response headers, a slow endpoint).
 * ``gateway_for``: a gateway in front of any of these, one or more targets per team.
+* ``start_protocol_server``: any ASGI app under the gateway's own HTTP protocol.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import httpx
 import uvicorn
 
 from gateway.config import Config
+from gateway.protocol import GatewayHttpProtocol
 from gateway.runtimes.static import StaticRuntime
 from gateway.store import open_store
 from gateway.store.db import Store
@@ -457,6 +459,27 @@ class UvicornUpstream:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 10)
             self._server = None
+
+
+async def start_protocol_server(
+    app: Callable[..., Awaitable[None]], log_level: str = "critical"
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """``app`` under uvicorn with GatewayHttpProtocol on a random loopback port.
+
+    Returns the server, its task and the port; stop it with ``server.should_exit = True`` and
+    await the task.
+    """
+    sock = free_socket()
+    config = uvicorn.Config(
+        app, lifespan="off", log_level=log_level, loop="none", http=GatewayHttpProtocol
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task, sock.getsockname()[1]
 
 
 # -- a gateway in front of them ------------------------------------------------------------------

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import uvicorn
-
-from gateway.protocol import GatewayHttpProtocol
-from tests.conftest import free_socket
+from tests.servers import start_protocol_server
 
 
 async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
@@ -28,15 +25,7 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 
 
 async def test_a_request_on_an_idle_connection_during_shutdown_is_answered() -> None:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="off", log_level="warning", loop="none", http=GatewayHttpProtocol
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-        await asyncio.sleep(0.01)
+    server, task, port = await start_protocol_server(app, log_level="warning")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     first = await exchange(reader, writer)
     assert b"connection: close" not in first  # a normal keep-alive answer

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from gateway import native
+from gateway.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,6 +96,30 @@ def test_missing_or_broken_builds_fall_back(tmp_path: Path, monkeypatch: pytest.
         assert native.check(build)[1].startswith("unreadable build"), broken
     monkeypatch.setenv("GATEWAY_NATIVE", "0")
     assert native.check(fake_build(tmp_path / "again"))[1].startswith("off")
+
+
+def test_native_status_says_which_hot_path_a_gateway_would_run():
+    r = CliRunner().invoke(cli, ["native", "status"])
+    assert r.exit_code == 0, r.output
+    assert f"hot path: {native.check()[1]}" in r.output
+    assert "gateway.routing.proxy" in r.output
+
+
+def test_a_build_without_a_compiler_names_it_and_leaves_the_build_alone(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    before = sorted(p.name for p in native.NATIVE_DIR.glob("*"))
+    monkeypatch.setenv("CC", "no-such-cc")
+    monkeypatch.delenv("GATEWAY_REQUIRE_NATIVE", raising=False)
+    r = CliRunner().invoke(cli, ["native", "build", "--force"])
+    assert r.exit_code == 0, r.output  # pure Python still runs: not an error by default
+    assert "no C compiler (no-such-cc)" in r.output
+    assert "runs as pure Python" in r.output
+    monkeypatch.setenv("GATEWAY_REQUIRE_NATIVE", "1")
+    r = CliRunner().invoke(cli, ["native", "build", "--force"])
+    assert r.exit_code == 1, r.output
+    assert "no C compiler (no-such-cc)" in r.output
+    assert sorted(p.name for p in native.NATIVE_DIR.glob("*")) == before
 
 
 THIS = "tests/test_native.py::test_the_pure_python_hot_path_passes_the_proxy_tests"

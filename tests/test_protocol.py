@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 
-from gateway.protocol import GatewayHttpProtocol
-from tests.conftest import free_socket
+from tests.servers import start_protocol_server
 
 GATE: dict[str, asyncio.Event] = {}  # made by the test that uses it, in its own loop
 
@@ -39,15 +37,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
-    sock = free_socket()
-    config = uvicorn.Config(
-        app, lifespan="off", log_level="critical", loop="none", http=GatewayHttpProtocol
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-        await asyncio.sleep(0.01)
-    yield sock.getsockname()[1]
+    server, task, port = await start_protocol_server(app)
+    yield port
     server.should_exit = True
     await asyncio.wait_for(task, 10)
 

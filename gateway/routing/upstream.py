@@ -182,8 +182,7 @@ class Connection(asyncio.Protocol):
         self.transport.write(head)
 
     async def send(self, data: bytes) -> None:
-        if self._error is not None:
-            raise self._error
+        self._raise_failure()
         if self._headers_done:
             # The target answered before taking the whole body (say, 413): that answer stands,
             # the rest of the body is moot, and this half-sent exchange is never reused.
@@ -267,8 +266,7 @@ class Connection(asyncio.Protocol):
 
     # -- internals --------------------------------------------------------------------------
     async def _wait(self, timeout: float) -> None:
-        if self._error is not None:
-            raise self._error
+        self._raise_failure()
         if self.closed and not self._message_done:
             raise UpstreamError("reset", "target connection is closed", reused=self.exchanges > 0)
         loop = self.loop or asyncio.get_running_loop()
@@ -283,8 +281,9 @@ class Connection(asyncio.Protocol):
         self._raise_failure()
 
     def _raise_failure(self) -> None:
-        # A method of its own: after an await, callbacks may have set _error, but the type
-        # checker still holds the caller's "is None" from before it (and mypyc checks that).
+        # Every check goes through here, never inline: after an await, callbacks may have set
+        # _error while the type checker still holds the caller's earlier "is None" (and mypyc
+        # enforces that narrowing at run time).
         if self._error is not None:
             raise self._error
 

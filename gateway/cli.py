@@ -269,9 +269,11 @@ def native_status() -> None:
 from gateway.admin.cli import register as register_ops  # noqa: E402
 from gateway.auth.cli import register as register_auth  # noqa: E402
 from gateway.deploy_cli import register as register_deploys  # noqa: E402
+from gateway.edge.cli import edge_group  # noqa: E402
 from gateway.runtimes.cli import image_group  # noqa: E402 (command groups register last)
 
 cli.add_command(image_group)
+cli.add_command(edge_group)  # gateway edge upgrade
 register_auth(cli, teams)  # gateway users ..., gateway teams add-member|remove-member
 register_ops(cli, config_options, run_cli)  # gateway certs, gateway routes
 register_deploys(

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from gateway.config import Config, from_env
 from gateway.edge import traefik_config
 from gateway.edge.upgrade import free_port, routers_built
 from gateway.tls import DevCerts
@@ -160,10 +161,28 @@ def start(
     return running
 
 
-def start_for_gateway(gateway_port: int, certs: DevCerts, work: Path) -> Traefik:
+def gateway_config(base: Config, ports: Ports) -> Config:
+    """certs/gateway.env as the gateway reads it, with the public URL on the test's HTTPS port
+    and the test's data directory and local runtime (no Docker needed)."""
+    _static, _dynamic, env = production()
+    env["GATEWAY_PUBLIC_URL"] += f":{ports.websecure}"
+    config = from_env(env)
+    return config.replace(
+        data_dir=base.data_dir,
+        runtime="local",
+        hold_timeout=base.hold_timeout,
+        health_interval=base.health_interval,
+        drain_timeout=base.drain_timeout,
+        watch_interval=base.watch_interval,
+    )
+
+
+def start_for_gateway(
+    gateway_port: int, certs: DevCerts, work: Path, ports: Ports | None = None
+) -> Traefik:
     """The production Traefik, derived for a gateway listening on 127.0.0.1:``gateway_port``."""
     static, dynamic, _env = production()
-    ports = Ports.free()
+    ports = ports or Ports.free()
     dynamic_path = work / "dynamic.yml"
     static, dynamic = derive(
         static,

@@ -92,7 +92,7 @@ def _duplicate(listener: Listener) -> socket.socket:
 def _program(index: int) -> tuple[bytes, ctypes.Array[ctypes.c_char]]:
     """``return index``: one cBPF instruction (the buffer must outlive the setsockopt)."""
     code = ctypes.create_string_buffer(struct.pack("=HBBI", BPF_RET_K, 0, 0, index))
-    return struct.pack("=H6xP", 1, ctypes.addressof(code)), code
+    return struct.pack("@HP", 1, ctypes.addressof(code)), code  # struct sock_fprog
 
 
 def steer(listener: Listener, index: int) -> None:

@@ -59,10 +59,14 @@ class Plan:
 
 @dataclass
 class Result:
-    new_pid: int
+    process: subprocess.Popen[bytes]  # the new Traefik; it outlives the command
     api_url: str
     log: Path
     steps: list[tuple[Step, float]] = field(default_factory=list)
+
+    @property
+    def new_pid(self) -> int:
+        return self.process.pid
 
 
 def free_port() -> int:
@@ -159,7 +163,7 @@ def upgrade(plan: Plan, progress: Callable[[str], None] = lambda _: None) -> Res
         steer.release(listener)
     mark(Step.OLD_CLOSED)
     mark(Step.DONE)
-    return Result(proc.pid, api_url, log, steps)
+    return Result(proc, api_url, log, steps)
 
 
 def _wait_ready(

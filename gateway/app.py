@@ -62,7 +62,7 @@ class Gateway:
         self.site = build_site(self)
         # Observability: plain counters per request, exported at scrape time (admin /metrics).
         self.stats = RequestStats()
-        self.access_log = open_access_log(config.access_log)
+        self.access_log = open_access_log(config.access_log, config.trusted_proxy_set)
         self.observed = Observer(self.handle, self.stats, self.access_log)
 
     def _make_runtime(self) -> Runtime:

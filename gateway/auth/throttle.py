@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+
+from gateway.forwarded import client_ip as client_ip  # where the client IP is worked out
 
 
 @dataclass(frozen=True)
@@ -69,20 +70,3 @@ class Throttle:
 
     def succeeded(self, account: str) -> None:
         self._failures.pop(("account", account.lower()), None)
-
-
-def client_ip(scope: dict[str, Any], trusted: frozenset[str]) -> str:
-    client = scope.get("client")
-    peer = client[0] if client else ""
-    if peer not in trusted:
-        return peer
-    forwarded = ""
-    for name, value in scope["headers"]:
-        if name == b"x-forwarded-for":
-            forwarded = (forwarded + "," if forwarded else "") + value.decode("latin-1")
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-    # Walk from the right: the first hop that is not one of our proxies is the client.
-    for hop in reversed(hops):
-        if hop not in trusted:
-            return hop
-    return peer

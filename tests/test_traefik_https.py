@@ -1,0 +1,196 @@
+"""HTTPS end to end through the real Traefik, on the production configuration.
+
+Traefik runs ``certs/traefik.yml`` + ``certs/dynamic.yml`` as derived by
+``tests/traefik_harness.py`` (ports, a ``gateway certs dev`` certificate instead of ACME, the
+gateway's port, a loopback API), in front of the real gateway configured from
+``certs/gateway.env``. Clients connect to 127.0.0.1 with the production host names
+(``example.org``, ``alpha.example.org``) for SNI, Host and certificate checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+
+from gateway.config import Config
+from gateway.tls import DevCerts, make_dev_certs
+from tests import traefik_harness as harness
+from tests.edge import Edge, PinnedTransport, run_edge
+
+DOMAIN = "example.org"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Stack:
+    gw: Edge
+    traefik: harness.Traefik
+    certs: DevCerts
+    access_log: Path
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.certs.ca))
+
+    def url(self, path: str = "/", team: str | None = None, scheme: str = "https") -> str:
+        host = f"{team}.{DOMAIN}" if team else DOMAIN
+        port = self.traefik.ports.websecure if scheme == "https" else self.traefik.ports.web
+        return f"{scheme}://{host}:{port}{path}"
+
+    def client(self, source: str = "127.0.0.1", **kw: Any) -> httpx.AsyncClient:
+        transport = PinnedTransport(verify=self.tls, local_address=source)
+        return httpx.AsyncClient(transport=transport, timeout=60, **kw)
+
+
+@pytest.fixture
+async def stack(config: Config, tmp_path: Path) -> AsyncIterator[Stack]:
+    ports = harness.Ports.free()
+    certs = make_dev_certs(DOMAIN, tmp_path / "certs")
+    access_log = tmp_path / "access.log"
+    gw_config = harness.gateway_config(config, ports).replace(access_log=str(access_log))
+    async with run_edge(gw_config) as gw:
+        traefik = await asyncio.to_thread(
+            harness.start_for_gateway, gw.config.port, certs, tmp_path / "traefik", ports
+        )
+        try:
+            yield Stack(gw, traefik, certs, access_log)
+        finally:
+            traefik.stop()
+        assert traefik.errors() == []
+
+
+def test_the_production_config_loads_in_traefik(tmp_path: Path) -> None:
+    """certs/traefik.yml as written (ACME resolver, DNS-01 with DigitalOcean) with only the
+    ports moved and ACME pointed at a CA that cannot be reached: Traefik starts, builds the
+    router with the resolver and the wildcard domains, and reports no configuration error."""
+    static, _dynamic, _env = harness.production()
+    ports = harness.Ports.free()
+    static["entryPoints"]["web"]["address"] = f"127.0.0.1:{ports.web}"
+    static["entryPoints"]["websecure"]["address"] = f"127.0.0.1:{ports.websecure}"
+    acme = static["certificatesResolvers"]["letsencrypt"]["acme"]
+    acme["caServer"] = f"https://127.0.0.1:{harness.free_port()}/directory"  # nobody there
+    acme["storage"] = str(tmp_path / "acme.json")
+    static["providers"]["file"]["filename"] = str(harness.CERTS / "dynamic.yml")
+    static = harness.traefik_config.with_api(static, ports.api)
+    env = {"DO_AUTH_TOKEN": "dummy-token-for-the-test"}
+    traefik = harness.start(static, ports, tmp_path, env=env)
+    try:
+        routers = {r["name"]: r for r in httpx.get(f"{traefik.api_url}/api/http/routers").json()}
+        gateway = routers["gateway@file"]
+        assert gateway["status"] == "enabled" and gateway["entryPoints"] == ["websecure"]
+        assert gateway["tls"]["certResolver"] == "letsencrypt"
+        assert gateway["tls"]["domains"] == [{"main": DOMAIN, "sans": [f"*.{DOMAIN}"]}]
+        assert routers["web-to-websecure@internal"]["status"] == "enabled"
+        raw = httpx.get(f"{traefik.api_url}/api/rawdata").json()
+        assert raw["services"]["gateway@file"]["status"] == "enabled"
+        assert "gateway-retry@file" in raw["middlewares"]
+        # The only errors allowed are ACME's: the CA cannot be reached here.
+        assert traefik.proc.poll() is None
+        assert [e for e in traefik.errors() if "acme" not in e.lower()] == []
+    finally:
+        assert traefik.stop() == 0
+
+
+async def test_http_redirects_to_https_for_apex_and_teams(stack: Stack) -> None:
+    async with httpx.AsyncClient(transport=PinnedTransport()) as client:
+        for team in (None, "alpha"):
+            r = await client.get(stack.url("/some/path?q=1", team, scheme="http"))
+            assert r.status_code == 301
+            assert r.headers["location"] == stack.url("/some/path?q=1", team)
+
+
+def _peer_certificate(port: int, host: str, tls: ssl.SSLContext) -> x509.Certificate:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        tls.wrap_socket(raw, server_hostname=host) as conn,  # verifies chain and host name
+    ):
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+async def test_the_wildcard_certificate_serves_apex_and_team_hosts(stack: Stack) -> None:
+    for host in (DOMAIN, f"alpha.{DOMAIN}", f"another-team.{DOMAIN}"):
+        cert = await asyncio.to_thread(
+            _peer_certificate, stack.traefik.ports.websecure, host, stack.tls
+        )
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert set(names.get_values_for_type(x509.DNSName)) == {DOMAIN, f"*.{DOMAIN}"}
+    async with stack.client() as client:
+        r = await client.get(stack.url("/-/gateway/livez"))
+        assert r.status_code == 200
+        r = await client.get(stack.url("/", "alpha"))  # no such team: the gateway says so
+        assert r.status_code == 404 and "x-request-id" not in r.headers
+
+
+async def _form(
+    client: httpx.AsyncClient,
+    stack: Stack,
+    path: str,
+    fields: dict[str, str],
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST a form as a browser does: the page's CSRF token, its anonymous CSRF cookie (sent
+    by hand: PinnedTransport connects to 127.0.0.1, which httpx's jar would file it under)."""
+    page = await client.get(stack.url(path))
+    token = CSRF.search(page.text)
+    assert token, page.text[:300]
+    cookie = "; ".join(c.split(";")[0] for c in page.headers.get_list("set-cookie"))
+    sent = {"origin": stack.url("").rstrip("/"), "cookie": cookie, **(headers or {})}
+    return await client.post(stack.url(path), data={**fields, "csrf_token": token[1]}, headers=sent)
+
+
+async def _register(client: httpx.AsyncClient, stack: Stack, email: str) -> httpx.Response:
+    form = {"email": email, "password": "correct horse battery staple", "team": "alpha"}
+    return await _form(client, stack, "/register", form)
+
+
+async def test_the_session_cookie_is_secure_prefixed(stack: Stack) -> None:
+    async with stack.client() as client:
+        r = await _register(client, stack, "ann@example.org")
+        assert r.status_code == 303, r.text[:300]
+        [session] = [c for c in r.headers.get_list("set-cookie") if "gateway_session" in c]
+        assert session.startswith("__Secure-gateway_session=")
+        attrs = {a.strip().split("=")[0].lower() for a in session.split(";")[1:]}
+        assert {"secure", "httponly"} <= attrs
+        assert f"domain={DOMAIN}" in session.lower()
+
+
+async def test_forwarded_for_comes_from_traefik_never_from_the_client(stack: Stack) -> None:
+    """A client on 127.0.0.2 sends a forged X-Forwarded-For: Traefik (trusting no client)
+    replaces it, the gateway trusts Traefik's (127.0.0.1 is GATEWAY_TRUSTED_PROXIES), and its
+    access log and its sign-in throttle both see 127.0.0.2."""
+    async with stack.client(source="127.0.0.2") as client:
+        r = await client.get(
+            stack.url("/-/gateway/livez"), headers={"x-forwarded-for": "203.0.113.66"}
+        )
+        assert r.status_code == 200
+    stack.gw.app.access_log.stream.flush()  # type: ignore[union-attr]
+    lines = [json.loads(line) for line in stack.access_log.read_text().splitlines()]
+    [line] = [x for x in lines if x["path"] == "/-/gateway/livez"]
+    assert line["client"] == "127.0.0.2"
+
+    throttle = stack.gw.app.auth.throttle
+    limit = throttle.rules["ip"][0].failures
+    async with stack.client(source="127.0.0.2") as attacker:
+        for i in range(limit + 1):  # a new account and a new forged address every time
+            fields = {"email": f"u{i}@example.org", "password": "nope nope"}
+            forged = {"x-forwarded-for": f"198.51.100.{i}"}
+            r = await _form(attacker, stack, "/login", fields, forged)
+        assert r.status_code == 429, r.status_code
+    assert throttle.retry_after("someone@example.org", "127.0.0.2") > 0
+    async with stack.client(source="127.0.0.3") as other:
+        fields = {"email": "v@example.org", "password": "nope nope"}
+        r = await _form(other, stack, "/login", fields)
+        assert r.status_code == 400  # another client is not banned

@@ -50,7 +50,7 @@ class Stack:
 
     def client(self, source: str = "127.0.0.1", **kw: Any) -> httpx.AsyncClient:
         transport = PinnedTransport(verify=self.tls, local_address=source)
-        return httpx.AsyncClient(transport=transport, timeout=60, **kw)
+        return httpx.AsyncClient(transport=transport, **{"timeout": 60, **kw})
 
 
 @pytest.fixture
@@ -194,3 +194,128 @@ async def test_forwarded_for_comes_from_traefik_never_from_the_client(stack: Sta
         fields = {"email": "v@example.org", "password": "nope nope"}
         r = await _form(other, stack, "/login", fields)
         assert r.status_code == 400  # another client is not banned
+
+
+BOUNDARY = "gateway-test-boundary"
+LINE = b"123456789,abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxy\n"  # 64 bytes
+
+
+def _multipart(size: int) -> tuple[bytes, bytes, int]:
+    """Head (ending with the CSV's header line) and tail of a one-file form whose body is
+    exactly ``size`` bytes, and how many bytes of CSV rows go between them."""
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"'
+        "\r\nContent-Type: text/csv\r\n\r\nid,name\n"
+    ).encode()
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    return head, tail, size - len(head) - len(tail)
+
+
+async def _body(size: int, pace: float = 0.0) -> AsyncIterator[bytes]:
+    """``size`` bytes of form, in 1 MiB chunks, or 64 KiB every ``pace`` seconds."""
+    head, tail, payload = _multipart(size)
+    chunk = LINE * (1024 if pace else 16384)
+    yield head
+    left = payload
+    while left > 0:
+        piece = chunk[:left]
+        left -= len(piece)
+        if pace:
+            await asyncio.sleep(pace)
+        yield piece
+    yield tail
+
+
+def _team_token(stack: Stack) -> str:
+    from gateway.auth import accounts
+    from gateway.auth.tokens import Tokens
+
+    store = stack.gw.app.store
+    store.create_team("alpha")
+    user = accounts.create_user(store, "up@example.org", "-")
+    accounts.add_member(store, "alpha", user.id, "owner")
+    stack.gw.app.auth.changed()
+    return Tokens(store).create("alpha", user.id, "upload test")
+
+
+async def _routed(stack: Stack, team: str) -> None:
+    """Until the gateway's watcher has put the new team in its route table."""
+    for _ in range(200):
+        if stack.gw.app.fleet.service(team) is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the gateway never routed {team}")
+
+
+async def _upload(stack: Stack, token: str, size: int, pace: float = 0.0) -> httpx.Response:
+    headers = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json",
+        "content-type": f"multipart/form-data; boundary={BOUNDARY}",
+        "content-length": str(size),
+    }
+    async with stack.client(timeout=None) as client:
+        return await client.post(
+            stack.url("/-/upload-csv", "alpha"), content=_body(size, pace), headers=headers
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_a_1_gib_upload_goes_through_traefik_whole(stack: Stack) -> None:
+    """The production limit (GATEWAY_UPLOAD_MAX_BYTES, 1 GiB of form) streamed over TLS
+    through Traefik's websecure entrypoint to the gateway's spool, nothing cut."""
+    size = stack.gw.config.upload_max_bytes
+    assert size == 1024**3
+    token = _team_token(stack)
+    await _routed(stack, "alpha")
+    r = await _upload(stack, token, size)
+    assert r.status_code == 202, r.text[:300]
+    [job] = r.json()["jobs"]
+    assert job["size"] == _multipart(size)[2] + len(b"id,name\n")
+
+
+@pytest.mark.slow
+async def test_a_slow_upload_outlasts_a_short_read_timeout_only_with_the_production_one(
+    config: Config, tmp_path: Path
+) -> None:
+    """The check above can fail: the same derived Traefik with websecure's readTimeout cut to
+    2 s (Traefik's own default is 60 s) cuts a paced 4 s upload; the production value does
+    not. (A paced upload, not 1 GiB: what a timeout cuts is time, not bytes.)"""
+    size = 64 * 1024 * 9 + 400
+    outcomes = {}
+    for read_timeout in ("2s", None):
+        ports = harness.Ports.free()
+        certs = make_dev_certs(DOMAIN, tmp_path / "certs")
+        base = config.replace(data_dir=tmp_path / f"data-{read_timeout}")
+        async with run_edge(harness.gateway_config(base, ports)) as gw:
+            static, dynamic, _env = harness.production()
+            if read_timeout:
+                timeouts = static["entryPoints"]["websecure"]["transport"]["respondingTimeouts"]
+                timeouts["readTimeout"] = read_timeout
+            work = tmp_path / f"traefik-{read_timeout}"
+            work.mkdir()
+            static, dynamic = harness.derive(
+                static,
+                dynamic,
+                ports=ports,
+                gateway_url=f"http://127.0.0.1:{gw.config.port}",
+                certs=certs,
+                dynamic_path=work / "dynamic.yml",
+            )
+            harness.traefik_config.write(dynamic, work / "dynamic.yml")
+            traefik = await asyncio.to_thread(harness.start, static, ports, work)
+            try:
+                stack = Stack(gw, traefik, certs, tmp_path / "unused.log")
+                try:
+                    token = _team_token(stack)
+                    await _routed(stack, "alpha")
+                    r = await _upload(stack, token, size, pace=0.45)
+                    outcomes[read_timeout] = r.status_code
+                except httpx.HTTPError as exc:
+                    outcomes[read_timeout] = type(exc).__name__
+            finally:
+                traefik.stop()
+    print(outcomes)
+    assert outcomes[None] == 202, outcomes
+    assert outcomes["2s"] != 202, outcomes

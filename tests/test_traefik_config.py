@@ -1,8 +1,11 @@
 """certs/: Traefik's files must agree with the gateway's own settings (certs/gateway.env).
 
-Traefik cannot be downloaded here, so this parses the files and cross-checks them. ``problems``
-lists every disagreement; the shipped files must have none, and changing one file without the
-other must produce one (the mutation tests below).
+The real Traefik runs these files in tests/test_traefik_https.py and tests/test_edge_upgrade.py
+(what Traefik itself accepts and does). What only a cross-check can see stays here: that the
+files agree with certs/gateway.env and docker-compose.yml (domain, port, trusted proxies,
+timeouts against the gateway's own settings, the Docker socket). ``problems`` lists every
+disagreement; the shipped files must have none, and changing one file without the other must
+produce one (the mutation tests below).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 import yaml
 
 from gateway.config import from_env
+from gateway.edge.traefik_config import EdgeConfigError, check_upgradable
 
 CERTS = Path(__file__).resolve().parent.parent / "certs"
 UPLOAD_BYTES = 1024**3
@@ -113,6 +117,17 @@ def problems(files: dict[str, Any]) -> list[str]:
     if seconds(fwd["idleConnTimeout"]) >= UVICORN_KEEPALIVE:
         out.append("idleConnTimeout must be below the gateway's 5 s keep-alive")
 
+    # In-place upgrades (gateway edge upgrade): shared ports, and a container stop that
+    # waits for in-flight requests (graceTimeOut) rather than killing them.
+    try:
+        check_upgradable(static)
+    except EdgeConfigError as exc:
+        out.append(str(exc))
+    web_grace = grace_seconds(static)
+    stop = compose["services"]["traefik"].get("stop_grace_period", "10s")
+    if seconds(stop) <= web_grace:
+        out.append(f"traefik's stop_grace_period must exceed its lifeCycle ({web_grace:.0f} s)")
+
     # Containers: never exposed by Traefik; the Docker socket only in the gateway.
     docker = static["providers"].get("docker")
     if docker is not None and docker.get("exposedByDefault") is not False:
@@ -123,6 +138,16 @@ def problems(files: dict[str, Any]) -> list[str]:
             out.append(f"the Docker socket must be mounted into the gateway only ({svc_name})")
     if compose["services"]["gateway"]["env_file"] != "gateway.env":
         out.append("the gateway must read certs/gateway.env")
+    return out
+
+
+def grace_seconds(static: dict[str, Any]) -> float:
+    """The longest requestAcceptGraceTimeout + graceTimeOut of the entrypoints."""
+    out = 0.0
+    for ep in static["entryPoints"].values():
+        life = ep.get("transport", {}).get("lifeCycle", {})
+        total = seconds(life.get("requestAcceptGraceTimeout", "0s"))
+        out = max(out, total + seconds(life.get("graceTimeOut", "10s")))
     return out
 
 
@@ -154,6 +179,10 @@ MUTATIONS = {
     "docker provider exposed": lambda f: f["static"]["providers"].update(docker={}),
     "no wildcard": lambda f: f["dynamic"]["http"]["routers"]["gateway"]["tls"]["domains"][0].update(
         sans=[]
+    ),
+    "no reusePort": lambda f: f["static"]["entryPoints"]["web"].pop("reusePort"),
+    "short stop grace": lambda f: f["compose"]["services"]["traefik"].update(
+        stop_grace_period="30s"
     ),
     "long idle": lambda f: f["dynamic"]["http"]["serversTransports"]["gateway"][
         "forwardingTimeouts"

@@ -10,7 +10,9 @@ to them is what gets tested. The transformation changes only what cannot work he
   removed from the entrypoint, the router and the static file;
 - the gateway's address: the test gateway's free port instead of 127.0.0.1:8000;
 - evidence: Traefik's API on a loopback-only entrypoint (the same addition ``gateway edge
-  upgrade`` makes in production, ``gateway.edge.traefik_config.with_api``).
+  upgrade`` makes in production, ``gateway.edge.traefik_config.with_api``);
+- only where asked (the load scenario, whose gateway serves ``localhost``): the domain in the
+  router rule.
 
 Everything else (redirect, forwarded headers, timeouts, reusePort, lifeCycle, retry, transport,
 access log) is the production file as written.
@@ -77,10 +79,16 @@ def derive(
     gateway_url: str,
     certs: DevCerts,
     dynamic_path: Path,
+    domain: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The production files with the documented test changes (module docstring)."""
     static = copy.deepcopy(static)
     dynamic = copy.deepcopy(dynamic)
+    if domain is not None:
+        prod = production()[2]["GATEWAY_DOMAIN"]
+        for router in dynamic["http"]["routers"].values():
+            rule = router["rule"].replace(re.escape(prod), re.escape(domain))
+            router["rule"] = rule.replace(prod, domain)
     eps = static["entryPoints"]
     eps["web"]["address"] = f"127.0.0.1:{ports.web}"
     eps["websecure"]["address"] = f"127.0.0.1:{ports.websecure}"
@@ -178,7 +186,11 @@ def gateway_config(base: Config, ports: Ports) -> Config:
 
 
 def start_for_gateway(
-    gateway_port: int, certs: DevCerts, work: Path, ports: Ports | None = None
+    gateway_port: int,
+    certs: DevCerts,
+    work: Path,
+    ports: Ports | None = None,
+    domain: str | None = None,
 ) -> Traefik:
     """The production Traefik, derived for a gateway listening on 127.0.0.1:``gateway_port``."""
     static, dynamic, _env = production()
@@ -191,6 +203,7 @@ def start_for_gateway(
         gateway_url=f"http://127.0.0.1:{gateway_port}",
         certs=certs,
         dynamic_path=dynamic_path,
+        domain=domain,
     )
     work.mkdir(parents=True, exist_ok=True)
     traefik_config.write(dynamic, dynamic_path)

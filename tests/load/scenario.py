@@ -397,12 +397,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=150.0, help="requests per second")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--deploys", type=int, default=0, help="deploys of one team (10)")
+    parser.add_argument(
+        "--traefik",
+        action="store_true",
+        help="through the real Traefik, plus a Traefik upgrade under load (tests/load/edge.py)",
+    )
     args = parser.parse_args()
     if args.short:
         kw = {"warmup": 8.0, "cooldown": 8.0, "deploys": args.deploys or 10}
     else:
         kw = {"warmup": 30.0, "cooldown": 30.0, "deploys": args.deploys or 10}
-    report = asyncio.run(scenario(rate=args.rate, **kw))
+    run_scenario = scenario
+    if args.traefik:  # the Traefik mode lives in its own file
+        from tests.load.edge import scenario as run_scenario
+    report = asyncio.run(run_scenario(rate=args.rate, **kw))
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

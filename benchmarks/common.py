@@ -215,6 +215,7 @@ def run_wrk(
     host: str | None = None,
     cpu_pids: list[int] | None = None,
     upstream_pids: list[int] | None = None,
+    scheme: str = "http",
 ) -> WrkResult:
     """Load 127.0.0.1:``port`` for ``duration`` seconds; optionally count the server's CPU."""
     threads = min(connections, 2)
@@ -229,7 +230,7 @@ def run_wrk(
     ]
     if host:
         args += ["-H", f"Host: {host}"]
-    args.append(f"http://127.0.0.1:{port}{path}")
+    args.append(f"{scheme}://127.0.0.1:{port}{path}")  # https: wrk verifies no certificate
     before = cpu_seconds(cpu_pids) if cpu_pids else 0.0
     up_before = cpu_seconds(upstream_pids) if upstream_pids else 0.0
     done = subprocess.run(args, capture_output=True, text=True, timeout=duration + 60, check=False)

@@ -3,6 +3,8 @@
 #   debootstrap             the docker runtime's tenant image is built without a registry
 #   chromium, a DejaVu font the browser tests (tests/e2e, upload, auth) drive the system Chromium
 #                           through Playwright, whose wheel downloads no browser
+#   libnss3-tools           certutil: the HTTPS journey through Traefik puts the dev CA in the
+#                           browser's own NSS database (real trust, no ignored errors)
 # It needs root for apt-get; without root it says what to install and carries on (the tests
 # that need a missing package then fail with that same message).
 set -euo pipefail
@@ -12,6 +14,7 @@ missing=()
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v chromium >/dev/null || missing+=(chromium)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+command -v certutil >/dev/null || missing+=(libnss3-tools)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

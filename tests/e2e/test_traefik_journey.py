@@ -27,7 +27,7 @@ from tests.e2e.test_journey import DROP
 from tests.edge import Edge, run_edge
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page
+    from playwright.async_api import Page, Response
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -47,6 +47,20 @@ def trusting_home(home: Path, ca: Path) -> Path:
     add = ["certutil", "-A", "-d", f"sql:{db}", "-n", "gateway dev CA", "-t", "C,,", "-i"]
     subprocess.run([*add, str(ca)], check=True)
     return home
+
+
+async def goto(page: Page, url: str) -> Response | None:
+    """``page.goto``, once more if Chromium reports ERR_NETWORK_CHANGED: it aborts navigations
+    when the host's interfaces change, which Docker does whenever another test starts a
+    container on this shared machine (a GET: sending it again is safe)."""
+    from playwright.async_api import Error
+
+    try:
+        return await page.goto(url)
+    except Error as exc:
+        if "ERR_NETWORK_CHANGED" not in str(exc):
+            raise
+        return await page.goto(url)
 
 
 @pytest.fixture
@@ -100,7 +114,7 @@ async def test_the_journey_over_https_through_traefik(
 
     # Plain HTTP is redirected by Traefik; the certificate is trusted, nothing ignored.
     web = f"http://{DOMAIN}:{_traefik.ports.web}/register"
-    response = await page.goto(web)
+    response = await goto(page, web)
     assert response is not None and page.url == base + "/register"
     security = await response.security_details()
     assert security is not None and security.get("subjectName") == DOMAIN, security
@@ -121,7 +135,7 @@ async def test_the_journey_over_https_through_traefik(
 
     # A CSV of a few MB, dropped on the upload page, imported.
     assert len(CSV) > 3_000_000
-    await page.goto(team_url + "/-/upload-csv")
+    await goto(page, team_url + "/-/upload-csv")
     await page.evaluate(DROP, ["towns.csv", CSV])
     review = page.get_by_role("link", name="Review the columns and import")
     await review.wait_for(timeout=READY)

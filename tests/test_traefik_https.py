@@ -319,3 +319,28 @@ async def test_a_slow_upload_outlasts_a_short_read_timeout_only_with_the_product
     print(outcomes)
     assert outcomes[None] == 202, outcomes
     assert outcomes["2s"] != 202, outcomes
+
+
+def _closed_connections_to(port: int) -> int:
+    """TCP connections to 127.0.0.1:``port`` closed by their client (now in TIME_WAIT)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "06" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
+
+
+async def test_traefik_keeps_its_connections_to_the_gateway(stack: Stack) -> None:
+    """Under concurrent keep-alive load, Traefik reuses its connections to the gateway
+    instead of closing one for about every second request (Go's default of 2 idle
+    connections per host, on a named serversTransport without maxIdleConnsPerHost)."""
+    from tests import traefik_load as load
+
+    target = load.Target(stack.traefik.ports.websecure, DOMAIN, "/-/gateway/livez", 200, stack.tls)
+    before = _closed_connections_to(stack.gw.config.port)
+    stop = asyncio.Event()
+    [tally] = (await load.run([(target, "keepalive", 20)], stop, limit=3.0)).values()
+    assert tally.failed == 0 and tally.ok > 100, tally
+    closed = _closed_connections_to(stack.gw.config.port) - before
+    assert closed < tally.ok / 20, (closed, tally.ok)

@@ -75,7 +75,10 @@ def listeners_of(pid: int, port: int) -> list[Listener]:
 
 def _duplicate(listener: Listener) -> socket.socket:
     libc = ctypes.CDLL(None, use_errno=True)
-    pidfd = os.pidfd_open(listener.pid)
+    try:
+        pidfd = os.pidfd_open(listener.pid)
+    except OSError as exc:
+        raise SteerError(f"cannot reach pid {listener.pid}: {exc.strerror}") from exc
     try:
         fd = libc.syscall(SYS_PIDFD_GETFD, pidfd, listener.fd, 0)
         if fd < 0:

@@ -149,7 +149,8 @@ def upgrade(plan: Plan, progress: Callable[[str], None] = lambda _: None) -> Res
     except BaseException:
         _stop(proc)
         for listener in old.values():
-            steer.release(listener)
+            with contextlib.suppress(steer.SteerError):  # the old process is gone: no group
+                steer.release(listener)
         raise
     mark(Step.READY)
 

@@ -19,6 +19,7 @@ import uvicorn
 from gateway import native
 from gateway.app import Gateway, create_app
 from gateway.config import Config
+from gateway.limits import ListenerConfig, ListenerLimits, raise_fd_limit
 from gateway.listeners import (
     AuxServer,
     MainServer,
@@ -37,8 +38,10 @@ from gateway.tls import check_tls_files
 
 def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
     """The production uvicorn settings, shared with ``benchmarks/`` so it measures these."""
-    return uvicorn.Config(
+    return ListenerConfig(
         app,
+        # Sizes, deadlines and connection caps for hostile clients (gateway/limits.py).
+        ListenerLimits.from_config(config),
         host=config.host,
         port=config.port,
         loop="uvloop",
@@ -65,6 +68,7 @@ def serve(config: Config) -> None:
     )
     if config.tls:
         check_tls_files(config.tls_cert, config.tls_key)
+    raise_fd_limit()  # every client and upstream connection is a file descriptor
     with hold_running_lock(config.data_dir):
         app = create_app(config)
         sockets = Sockets()

@@ -93,6 +93,11 @@ W_NONE = 0
 W_IDLE = 1  # the next request after a response (keep-alive)
 W_HEAD = 2  # the rest of a head (header_timeout), or the first byte on a new connection
 W_BODY = 3  # the next body bytes (body_idle_timeout)
+W_LINGER = 4  # after a refusal: the client's remaining bytes are read and dropped, then close
+# A refused client may still be sending (a huge head): closing with its bytes unread would send
+# a reset that can destroy our answer before it reads it. Like nginx's lingering_close, reads
+# go on (discarded) this long after a refusal, whatever the client does.
+LINGER = 2.0  # seconds
 
 
 class _HeadCache:
@@ -412,7 +417,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self._waiting = W_NONE
         if self.transport.is_closing():
             return
-        if waiting == W_IDLE:
+        if waiting == W_IDLE or waiting == W_LINGER:
             self.timeout_keep_alive_handler()
         elif waiting == W_HEAD:
             if self._parse == HEAD:
@@ -473,9 +478,14 @@ class GatewayHttpProtocol(asyncio.Protocol):
         Never inside another response still being written: that one is cut instead."""
         self._parse = DISCARD
         self._clear_wait()
+        transport = self.transport
         if self._idle():
             self._write_refusal(err)
-        self.transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()
+                self._arm(W_LINGER, LINGER)
+                return
+        transport.close()
 
     def _write_refusal(self, err: HTTPError) -> None:
         body = err.detail.encode("ascii")

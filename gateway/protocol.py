@@ -417,7 +417,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self._waiting = W_NONE
         if self.transport.is_closing():
             return
-        if waiting == W_IDLE or waiting == W_LINGER:
+        if waiting in (W_IDLE, W_LINGER):
             self.timeout_keep_alive_handler()
         elif waiting == W_HEAD:
             if self._parse == HEAD:

@@ -370,6 +370,33 @@ async def test_no_planted_cookie_variant_reaches_the_client(edge: Edge) -> None:
     writer.close()
 
 
+@pytest.mark.browser
+async def test_chromium_stores_none_of_the_planted_cookies(start_edge: StartEdge) -> None:
+    """The issue's report: a real Chromium stored ``gateway_session`` for the apex from a
+    team's response. A registrable domain (see tests/test_auth_browser.py) and a public team."""
+    from playwright.async_api import async_playwright
+
+    from gateway.auth.accounts import set_public
+    from tests.test_auth_browser import chromium
+
+    edge = await start_edge(domain="gateway.test")
+    set_public(edge.gw.app.store, "alpha", True)
+    edge.gw.app.auth.changed()
+    planted = [
+        c.replace("localhost", "gateway.test").replace("LocalHost", "Gateway.Test") for c in PLANTED
+    ]
+    query = "&".join("c=" + quote(c) for c in [*planted, "own=ok; Path=/"])
+    rules = "--host-resolver-rules=MAP *.gateway.test 127.0.0.1"
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", rules])
+        page = await browser.new_page()
+        response = await page.goto(f"http://alpha.gateway.test:{edge.port}/set-cookie?{query}")
+        assert response is not None and response.status == 200
+        stored = {(c["name"], c["domain"]) for c in await page.context.cookies()}
+        await browser.close()
+    assert stored == {("own", "alpha.gateway.test")}  # the control: cookies are stored at all
+
+
 # -- absolute-form targets ---------------------------------------------------------------------
 async def test_an_absolute_form_target_routes_by_its_authority(edge: Edge) -> None:
     reader, writer = await edge.connect()

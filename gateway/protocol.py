@@ -243,7 +243,11 @@ class GatewayHttpProtocol(asyncio.Protocol):
         elif parse == BODY:
             self._arm(W_BODY, self._body_idle_timeout)
         elif self._waiting != W_NONE:
-            self._clear_wait()
+            if self._waiting == W_BODY and self._idle() and not self.pipeline:
+                # The body ended after its response (answered early): idle from now on.
+                self._arm(W_IDLE, self.timeout_keep_alive)
+            else:
+                self._clear_wait()
 
     def _after_upgrade(self, data: bytes, offset: int) -> None:
         """The parser stopped after an Upgrade request (answered 400 by ``on_headers_complete``).

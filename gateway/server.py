@@ -24,7 +24,6 @@ from gateway.listeners import (
     AuxServer,
     MainServer,
     RedirectToHTTPS,
-    aux_config,
     bind_tcp,
     hsts_headers,
     run_listeners,
@@ -162,7 +161,18 @@ def build_listeners(
     aux: list[tuple[uvicorn.Server, list[socket.socket]]] = []
     if config.tls and config.redirect_port:
         sock = sockets.get("redirect", lambda: bind_tcp(config.host, config.redirect_port))
-        aux.append((AuxServer(aux_config(RedirectToHTTPS(config), config)), [sock]))
+        # Public too: the same protocol and limits as the main listener (its own counts).
+        redirect = ListenerConfig(
+            RedirectToHTTPS(config),
+            ListenerLimits.from_config(config),
+            lifespan="off",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            log_level=config.log_level,
+            http=GatewayHttpProtocol,
+        )
+        aux.append((AuxServer(redirect), [sock]))
     aux.append(admin_listener(app, sockets))
     return main, public, aux
 

@@ -10,7 +10,8 @@ before, during and after an attack made of:
   slowloris    connections that send "GET / HTTP/1.1", one header line start, then one byte a
                second (a head that never completes): ``header_timeout`` should close them
   big headers  senders of an unterminated 8 MiB header value: ``max_header_bytes`` (431)
-  stalled      uploads that announce 10 MiB, send 100 KiB and stop: ``body_idle_timeout`` (408)
+  stalled      requests that announce a 10 MiB body, send 100 KiB and stop (past the replay
+               buffer: the proxy is streaming it upstream): ``body_idle_timeout`` (408)
 
 The attackers connect from 127.0.0.2 and up, at most 200 connections per address, so the
 per-IP cap (256) does not refuse them first: the deadlines and size limits are what is
@@ -55,6 +56,9 @@ from gateway.config import Config
 HERE = Path(__file__).resolve().parent
 PER_ADDRESS = 200  # attackers per source address, under the default per-IP cap of 256
 DEFAULTS = Config()
+# fds are counted once wrk's connections are gone and the upstream pool's idle connections
+# (kept pool_idle_timeout) are closed.
+SETTLE = DEFAULTS.pool_idle_timeout + 1.0
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Run:
     fds_before: int = 0
     fds_after: int = 0
     connect_failures: int = 0
+    client_lag: float = 0.0
 
 
 # -- the gateway process ---------------------------------------------------------------------
@@ -96,7 +101,6 @@ def source(i: int) -> str:
 
 async def attack(kind: str, port: int, address: str, max_wait: float, run: Run) -> Attacker:
     loop = asyncio.get_running_loop()
-    started = loop.time()
     me = Attacker(kind)
     try:
         reader, writer = await asyncio.wait_for(
@@ -106,6 +110,7 @@ async def attack(kind: str, port: int, address: str, max_wait: float, run: Run) 
         run.connect_failures += 1
         me.answer = "no connect"
         return me
+    started = loop.time()  # the gateway's deadlines run from its accept, not our connect()
     sender = asyncio.ensure_future(_send(kind, writer))
     received = b""
     try:
@@ -140,8 +145,9 @@ async def _send(kind: str, writer: asyncio.StreamWriter) -> None:
                 writer.write(piece)
                 await writer.drain()
         else:  # stalled
+            # A GET with a body: the public team proxies it, so the stall reaches the upstream.
             writer.write(
-                f"POST /upload HTTP/1.1\r\nHost: {TEAM_HOST}\r\n"
+                f"GET /upload HTTP/1.1\r\nHost: {TEAM_HOST}\r\n"
                 "Content-Length: 10485760\r\n\r\n".encode()
             )
             writer.write(b"x" * 102_400)
@@ -154,14 +160,19 @@ async def scenario(port: int, pid: int, args: argparse.Namespace, run: Run) -> N
         return run_wrk(port, "/", connections=10, duration=args.seconds, host=TEAM_HOST)
 
     run.before = await asyncio.to_thread(wrk)
+    await asyncio.sleep(SETTLE)
     run.rss_before_mb = run.rss_peak_mb = rss_mb(pid)
     run.fds_before = open_fds(pid)
 
     async def sample() -> None:
+        loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(OSError):
                 run.rss_peak_mb = max(run.rss_peak_mb, rss_mb(pid))
+            before = loop.time()
             await asyncio.sleep(0.25)
+            # Our own loop's lateness: it delays when an attacker notices its close.
+            run.client_lag = max(run.client_lag, loop.time() - before - 0.25)
 
     sampler = asyncio.ensure_future(sample())
     kinds = [
@@ -183,6 +194,7 @@ async def scenario(port: int, pid: int, args: argparse.Namespace, run: Run) -> N
         await sampler
     await asyncio.sleep(2.0)  # closes settle (the gateway lingers 2 s after a refusal)
     run.after = await asyncio.to_thread(wrk)
+    await asyncio.sleep(SETTLE)
     run.fds_after = open_fds(pid)
 
 
@@ -263,6 +275,7 @@ def report(runs: list[Run], max_wait: float) -> str:
         )
         ok = "ok" if run.fds_after <= run.fds_before + 2 else "MISSED"
         lines.append(f"  open fds {run.fds_before} before, {run.fds_after} after ({ok})")
+        lines.append(f"  the attackers' own event loop ran up to {run.client_lag:.2f} s late")
         if run.connect_failures:
             lines.append(f"  {run.connect_failures} attackers could not connect")
     return "\n".join(lines)

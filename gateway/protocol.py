@@ -49,7 +49,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 import httptools
@@ -80,24 +80,24 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SHUTDOWN_IDLE_GRACE = 1.0  # seconds; well above a loopback or LAN round trip
 # A head this much longer than both limits is refused even before its current line ends (the
 # slack is the method, the version and the line ends around the target).
-HEAD_SLACK = 1024
+HEAD_SLACK: Final = 1024
 
-# Where the parser is in the current request (``_parse``):
-BETWEEN = 0  # no request byte since the last message ended
-HEAD = 1  # the head has begun and is not complete
-BODY = 2  # the head is complete, the body is not
-DISCARD = 3  # a refused Upgrade's body: nothing more is read, the connection closes
+# Where the parser is in the current request (``_parse``). Final: mypyc inlines them.
+BETWEEN: Final = 0  # no request byte since the last message ended
+HEAD: Final = 1  # the head has begun and is not complete
+BODY: Final = 2  # the head is complete, the body is not
+DISCARD: Final = 3  # refused (or an Upgrade's body): what follows is dropped, then close
 
 # What the connection's one deadline waits for (``_waiting``):
-W_NONE = 0
-W_IDLE = 1  # the next request after a response (keep-alive)
-W_HEAD = 2  # the rest of a head (header_timeout), or the first byte on a new connection
-W_BODY = 3  # the next body bytes (body_idle_timeout)
-W_LINGER = 4  # after a refusal: the client's remaining bytes are read and dropped, then close
+W_NONE: Final = 0
+W_IDLE: Final = 1  # the next request after a response (keep-alive)
+W_HEAD: Final = 2  # the rest of a head (header_timeout), or the first byte on a new connection
+W_BODY: Final = 3  # the next body bytes (body_idle_timeout)
+W_LINGER: Final = 4  # after a refusal: what the client still sends is read and dropped
 # A refused client may still be sending (a huge head): closing with its bytes unread would send
 # a reset that can destroy our answer before it reads it. Like nginx's lingering_close, reads
 # go on (discarded) this long after a refusal, whatever the client does.
-LINGER = 2.0  # seconds
+LINGER: Final = 2.0  # seconds
 
 
 class _HeadCache:
@@ -313,7 +313,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
         http_version = parser.get_http_version()
         parts = self._url_parts
         url = parts[0] if len(parts) == 1 else b"".join(parts)
-        if not url.startswith(b"/"):
+        if url[0] != 47:  # not "/": absolute-form (or "*")
             url = self._absolute_form(url)
         # Any: the stubs say bytes, but an absent query is None (and mypyc checks types).
         parsed: Any = httptools.parse_url(url)

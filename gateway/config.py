@@ -72,6 +72,36 @@ SETTINGS: tuple[Setting, ...] = (
         8192,
         "Longest Host header or request target accepted (bytes); longer gets 400/414.",
     ),
+    # -- hostile clients (public listener limits, gateway/limits.py) --
+    Setting(
+        "max_header_bytes",
+        int,
+        32 * 1024,
+        "Largest request header block accepted (bytes, names and values); larger gets 431.",
+    ),
+    Setting("max_headers", int, 100, "Most header fields in one request; more gets 431."),
+    Setting(
+        "header_timeout",
+        float,
+        10.0,
+        "Seconds a client has to send a whole request head (from connecting or its first byte); "
+        "then 408.",
+    ),
+    Setting(
+        "body_idle_timeout",
+        float,
+        30.0,
+        "Seconds a request body may stall between reads (not a total); then 408, upstream aborted.",
+    ),
+    Setting(
+        "max_connections", int, 10000, "Most open client connections; more are closed at once."
+    ),
+    Setting(
+        "max_connections_per_ip",
+        int,
+        256,
+        "Most open connections from one client IP (trusted proxies exempt); more are closed.",
+    ),
     Setting(
         "watch_interval", float, 0.25, "Seconds between checks of the control store for changes."
     ),
@@ -154,6 +184,13 @@ class Config:
     pool_idle_timeout: float = 2.0
     retry_buffer: int = 64 * 1024
     max_request_line: int = 8192
+    # -- hostile clients --
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 30.0
+    max_connections: int = 10000
+    max_connections_per_ip: int = 256
     watch_interval: float = 0.25
     log_level: str = "info"
     instance_memory_mb: int = 512
@@ -208,6 +245,12 @@ class Config:
             "deploy_parallel",
             "max_pause",
             "max_request_line",
+            "max_header_bytes",
+            "max_headers",
+            "header_timeout",
+            "body_idle_timeout",
+            "max_connections",
+            "max_connections_per_ip",
             "instance_memory_mb",
             "upload_max_bytes",
         )

@@ -12,9 +12,11 @@ GatewayError
     ├── SignInHandoff       303  a team host takes over the apex session (sets its cookie)
     ├── Forbidden           403  signed in, but not a member
     ├── NotFound            404  unknown host or page
+    ├── RequestTimeout      408  request head or body too slow (written by gateway/protocol.py)
     ├── PayloadTooLarge     413
     ├── URITooLong          414  request target longer than max_request_line
     ├── TooManyRequests     429  sign-in throttled (Retry-After)
+    ├── HeaderFieldsTooLarge 431 request head over max_header_bytes or max_headers
     ├── ClientClosed        499  the client went away (logged, never sent)
     ├── BadGateway          502  refused, reset before a response, bad response
     ├── Unavailable         503  no healthy target in time, maintenance (Retry-After)
@@ -95,6 +97,10 @@ class NotFound(HTTPError):
     status, title = 404, "Not found"
 
 
+class RequestTimeout(HTTPError):
+    status, title = 408, "Request timeout"
+
+
 class PayloadTooLarge(HTTPError):
     status, title = 413, "Payload too large"
 
@@ -105,6 +111,10 @@ class URITooLong(HTTPError):
 
 class TooManyRequests(HTTPError):
     status, title = 429, "Too many attempts"
+
+
+class HeaderFieldsTooLarge(HTTPError):
+    status, title = 431, "Request header fields too large"
 
 
 class ClientClosed(HTTPError):

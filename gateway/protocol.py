@@ -18,9 +18,28 @@ task per request). What it does differently:
 
 It keeps uvicorn's semantics, which the whole test suite exercises through this class:
 pipelining, 100-continue, HEAD, chunked responses when no length is given, ``Connection:
-close``, HTTP/1.0, Content-Length checks, 400 on a malformed request, a 500 when the app fails
-before it answers, flow control both ways, and ``limit_concurrency``. It adds one thing on
-shutdown: an idle keep-alive connection gets a short grace (see ``shutdown``).
+close``, Content-Length checks, 400 on a malformed request, a 500 when the app fails before it
+answers, flow control both ways, and ``limit_concurrency``. It adds one thing on shutdown: an
+idle keep-alive connection gets a short grace (see ``shutdown``).
+
+It is also the public listener's first line against hostile clients (``gateway/limits.py``,
+docs/reliability.md "hostile clients"), all enforced while parsing, before anything is held
+past a limit:
+
+* a request target over ``max_request_line`` gets 414, a head over ``max_header_bytes`` or
+  ``max_headers`` 431, then the connection closes;
+* a head not complete within ``header_timeout`` (from the connection's open, or from the
+  request's first byte) gets 408; a connection that sent nothing is closed silently, as an
+  idle keep-alive one is; a request body that stalls ``body_idle_timeout`` between reads gets
+  408 and the app sees the client gone (the proxy aborts the upstream exchange). Each is one
+  entry in the coarse deadlines, armed only while the head or body is incomplete after a read;
+* connections over ``max_connections`` or ``max_connections_per_ip`` are closed at once;
+* HTTP/1.0 keeps the connection alive when asked (``Connection: keep-alive``) and never gets
+  chunked encoding: a response without a length is close-delimited;
+* every protocol ``Upgrade`` is refused with 400 (no WebSocket here); the connection goes on
+  with the bytes that follow, or closes if the Upgrade request carried a body;
+* an absolute-form target (``GET http://host/ HTTP/1.1``) is routed by its authority, which
+  replaces the Host header (RFC 9112 section 3.2.2).
 """
 
 from __future__ import annotations
@@ -30,7 +49,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 import httptools
@@ -44,6 +63,14 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
+from gateway.errors import (
+    BadRequest,
+    HeaderFieldsTooLarge,
+    HTTPError,
+    RequestTimeout,
+    URITooLong,
+)
+from gateway.limits import limits_of
 from gateway.routing.deadlines import deadlines
 
 # A head is "NAME: VALUE\r\n" lines: a token, then printable bytes or tab (obs-text allowed).
@@ -51,6 +78,26 @@ from gateway.routing.deadlines import deadlines
 _HEAD_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SHUTDOWN_IDLE_GRACE = 1.0  # seconds; well above a loopback or LAN round trip
+# A head this much longer than both limits is refused even before its current line ends (the
+# slack is the method, the version and the line ends around the target).
+HEAD_SLACK: Final = 1024
+
+# Where the parser is in the current request (``_parse``). Final: mypyc inlines them.
+BETWEEN: Final = 0  # no request byte since the last message ended
+HEAD: Final = 1  # the head has begun and is not complete
+BODY: Final = 2  # the head is complete, the body is not
+DISCARD: Final = 3  # refused (or an Upgrade's body): what follows is dropped, then close
+
+# What the connection's one deadline waits for (``_waiting``):
+W_NONE: Final = 0
+W_IDLE: Final = 1  # the next request after a response (keep-alive)
+W_HEAD: Final = 2  # the rest of a head (header_timeout), or the first byte on a new connection
+W_BODY: Final = 3  # the next body bytes (body_idle_timeout)
+W_LINGER: Final = 4  # after a refusal: what the client still sends is read and dropped
+# A refused client may still be sending (a huge head): closing with its bytes unread would send
+# a reset that can destroy our answer before it reads it. Like nginx's lingering_close, reads
+# go on (discarded) this long after a refusal, whatever the client does.
+LINGER: Final = 2.0  # seconds
 
 
 class _HeadCache:
@@ -97,24 +144,49 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self.scheme = "http"
         self.pipeline: deque[tuple[Cycle, Any]] = deque()
         self.cycle: Cycle | None = None
-        self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100_continue = False
         self._clock = deadlines(self.loop)
-        self._idle_armed = False  # the keep-alive deadline is set (see on_response_complete)
         self._grace: asyncio.TimerHandle | None = None  # the shutdown grace (see shutdown)
         self._draining = False
+        limits = self.limits = limits_of(config)
+        self._max_target = limits.max_request_line
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_headers = limits.max_headers
+        self._head_cap = limits.max_request_line + limits.max_header_bytes + HEAD_SLACK
+        self._header_timeout = limits.header_timeout
+        self._body_idle_timeout = limits.body_idle_timeout
+        self._ip = ""
+        self._admitted = False  # counted in limits (released once, when the connection is lost)
+        self._parse = BETWEEN
+        self._waiting = W_NONE
+        self._url_parts: list[bytes] = []  # joined once: a fragmented target is never re-copied
+        self._url_len = 0
+        self._header_bytes = 0  # names and values of the complete header lines so far
+        self._head_pending = 0  # bytes of reads that began inside an incomplete head
+        self._upgrade = False  # an Upgrade header was seen (the parser decides if it counts)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connections.add(self)  # type: ignore[arg-type]  # uvicorn types it as its own
         self.transport = transport  # type: ignore[assignment]
+        self.client = get_remote_addr(self.transport)
+        ip = self.client[0] if self.client else ""
+        if not self.limits.admit(ip):
+            # Over a connection cap: closed at once, before any byte is read or answered.
+            self.transport.close()
+            return
+        self._ip = ip
+        self._admitted = True
+        self.connections.add(self)  # type: ignore[arg-type]  # uvicorn types it as its own
         self.flow = FlowControl(self.transport)
         self.server = get_local_addr(self.transport)
-        self.client = get_remote_addr(self.transport)
         self.scheme = "https" if is_ssl(self.transport) else "http"
+        self._arm(W_HEAD, self._header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.limits.release(self._ip)
         self.connections.discard(self)
         cycle = self.cycle
         if cycle is not None:
@@ -132,17 +204,68 @@ class GatewayHttpProtocol(asyncio.Protocol):
         pass
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_armed:
-            self._unset_keep_alive()
+        if self._waiting == W_IDLE:
+            self._clear_wait()
+        parse = self._parse
+        if parse == HEAD:
+            self._head_pending += len(data)
+        elif parse == DISCARD:
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # No WebSocket here (Datasette has none): an Upgrade request is answered as plain
-            # HTTP, as uvicorn does without a WebSocket library.
-            pass
-        except httptools.HttpParserError:
-            self.logger.warning("Invalid HTTP request received.")
-            self._send_400("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade as exc:
+            self._after_upgrade(data, int(exc.args[0]))
+            return
+        except httptools.HttpParserError as exc:
+            refusal = exc.__context__
+            if isinstance(refusal, HTTPError):
+                self._refuse(refusal)  # a limit, raised by a callback below
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self._refuse(BadRequest("Invalid HTTP request received."))
+            return
+        self._after_read()
+
+    def _after_read(self) -> None:
+        """Arm, refresh or clear the head and body deadlines once a read is parsed.
+
+        A request that arrives whole in one read (the usual case) arms nothing."""
+        parse = self._parse
+        if parse == HEAD:
+            if (
+                self._head_pending > self._head_cap
+                or self._header_bytes > self._max_header_bytes
+                or len(self.headers) > self._max_headers
+            ):
+                self._refuse(self._too_large())
+            elif self._waiting != W_HEAD and self._idle():
+                self._arm(W_HEAD, self._header_timeout)
+        elif parse == BODY:
+            self._arm(W_BODY, self._body_idle_timeout)
+        elif self._waiting != W_NONE:
+            if self._waiting == W_BODY and self._idle() and not self.pipeline:
+                # The body ended after its response (answered early): idle from now on.
+                self._arm(W_IDLE, self.timeout_keep_alive)
+            else:
+                self._clear_wait()
+
+    def _after_upgrade(self, data: bytes, offset: int) -> None:
+        """The parser stopped after an Upgrade request (answered 400 by ``on_headers_complete``).
+
+        What follows is HTTP again: the next request, parsed as usual. An Upgrade request
+        with a body is answered with ``Connection: close`` and its body never read, so no
+        byte of it is ever taken for a request."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.keep_alive:
+            self._parse = DISCARD
+            self._clear_wait()
+            self.flow.pause_reading()
+            return
+        rest = data[offset:]
+        if rest:
+            self.data_received(rest)
+        else:
+            self._after_read()
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()
@@ -152,24 +275,48 @@ class GatewayHttpProtocol(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.url = b""
         self.headers = []
         self.expect_100_continue = False
+        self._parse = HEAD
+        self._url_parts.clear()
+        self._url_len = 0
+        self._header_bytes = 0
+        self._head_pending = 0
+        self._upgrade = False
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self._url_parts.append(url)
+        self._url_len += len(url)
+        if self._url_len > self._max_target:
+            raise URITooLong(f"the request target is longer than {self._max_target} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if name == b"expect":
+            if value.lower() == b"100-continue":
+                self.expect_100_continue = True
+        elif name == b"upgrade":
+            self._upgrade = True
         self.headers.append((name, value))
 
+    def _too_large(self) -> HTTPError:
+        if len(self.headers) > self._max_headers:
+            return HeaderFieldsTooLarge(f"more than {self._max_headers} header fields")
+        return HeaderFieldsTooLarge(f"the request head is over {self._max_header_bytes} bytes")
+
     def on_headers_complete(self) -> None:
+        if self._header_bytes > self._max_header_bytes or len(self.headers) > self._max_headers:
+            raise self._too_large()
+        self._parse = BODY
         parser = self.parser
         http_version = parser.get_http_version()
+        parts = self._url_parts
+        url = parts[0] if len(parts) == 1 else b"".join(parts)
+        if url[0] != 47:  # not "/": absolute-form (or "*")
+            url = self._absolute_form(url)
         # Any: the stubs say bytes, but an absent query is None (and mypyc checks types).
-        parsed: Any = httptools.parse_url(self.url)
+        parsed: Any = httptools.parse_url(url)
         raw_path = parsed.path
         path = raw_path.decode("ascii")
         if "%" in path:
@@ -197,9 +344,16 @@ class GatewayHttpProtocol(asyncio.Protocol):
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             self.logger.warning("Exceeded concurrency limit.")
             app = service_unavailable
-        keep_alive = http_version != "1.0" and parser.should_keep_alive() and not self._draining
+        # httptools keeps a 1.0 connection alive only on its "Connection: keep-alive".
+        keep_alive = parser.should_keep_alive() and not self._draining
+        if self._upgrade and parser.should_upgrade():
+            app = refuse_upgrade
+            if _has_body(self.headers):
+                keep_alive = False  # its body is never read (see _after_upgrade)
         existing = self.cycle
-        cycle = scope["gateway.cycle"] = self.cycle = Cycle(self, scope, keep_alive=keep_alive)
+        cycle = scope["gateway.cycle"] = self.cycle = Cycle(
+            self, scope, keep_alive=keep_alive, http10=http_version == "1.0"
+        )
         if existing is None or existing.response_complete:
             self._start(cycle, app)
         else:
@@ -217,6 +371,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
         cycle.set()
 
     def on_message_complete(self) -> None:
+        self._parse = BETWEEN
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
             return
@@ -239,16 +394,59 @@ class GatewayHttpProtocol(asyncio.Protocol):
             self._start(cycle, app)
         elif self._draining:
             self._arm_grace()
-        else:
+        elif self._parse == BETWEEN:
             # A coarse deadline per idle connection, not a timer armed and cancelled per
             # response (see gateway/routing/deadlines.py).
-            self._idle_armed = True
-            self._clock.add(self, self.timeout_keep_alive, _idle_expired, self)
+            self._arm(W_IDLE, self.timeout_keep_alive)
+        elif self._parse == HEAD:
+            # The next request's head began while this one was answered: its deadline now.
+            self._arm(W_HEAD, self._header_timeout)
+
+    # -- the connection's one deadline: keep-alive idle, head, body ---------------------------
+    def _arm(self, waiting: int, delay: float) -> None:
+        self._waiting = waiting
+        self._clock.add(self, delay, _wait_expired, self)
+
+    def _clear_wait(self) -> None:
+        self._waiting = W_NONE
+        self._clock.discard(self)
+
+    def _idle(self) -> bool:
+        """No response is being written (a deadline's answer would land inside it)."""
+        cycle = self.cycle
+        return cycle is None or cycle.response_complete
+
+    def _expired(self) -> None:
+        waiting = self._waiting
+        self._waiting = W_NONE
+        if self.transport.is_closing():
+            return
+        if waiting in (W_IDLE, W_LINGER):
+            self.timeout_keep_alive_handler()
+        elif waiting == W_HEAD:
+            if self._parse == HEAD:
+                self._refuse(RequestTimeout("the request head took too long"))
+            else:
+                self.timeout_keep_alive_handler()  # nothing sent: closed like an idle one
+        elif waiting == W_BODY:
+            if self.flow.read_paused:
+                # Our own back-pressure (a slow upstream), not the client: wait again.
+                self._arm(W_BODY, self._body_idle_timeout)
+                return
+            self._parse = DISCARD
+            cycle = self.cycle
+            if cycle is not None:
+                answer = not cycle.response_started
+                # The app sees the client gone: the proxy aborts its upstream exchange.
+                cycle.disconnected = True
+                cycle.set()
+                if answer:
+                    self._write_refusal(RequestTimeout("the request body stalled"))
+            self.transport.close()
 
     def _unset_keep_alive(self) -> None:
-        if self._idle_armed:
-            self._idle_armed = False
-            self._clock.discard(self)
+        if self._waiting != W_NONE:
+            self._clear_wait()
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
@@ -278,12 +476,27 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self._unset_keep_alive()
         self._grace = self.loop.call_later(SHUTDOWN_IDLE_GRACE, self.timeout_keep_alive_handler)
 
-    def _send_400(self, message: str) -> None:
-        body = message.encode("ascii")
+    def _refuse(self, err: HTTPError) -> None:
+        """Answer a request the protocol refuses (400, 408, 414, 431), then close.
+
+        Never inside another response still being written: that one is cut instead."""
+        self._parse = DISCARD
+        self._clear_wait()
+        transport = self.transport
+        if self._idle():
+            self._write_refusal(err)
+            if transport.can_write_eof():
+                transport.write_eof()
+                self._arm(W_LINGER, LINGER)
+                return
+        transport.close()
+
+    def _write_refusal(self, err: HTTPError) -> None:
+        body = err.detail.encode("ascii")
         self.transport.write(
             b"".join(
                 [
-                    STATUS_LINE[400],
+                    STATUS_LINE[err.status],
                     self.default_head(),
                     b"content-type: text/plain; charset=utf-8\r\n",
                     b"content-length: %d\r\n" % len(body),
@@ -292,7 +505,23 @@ class GatewayHttpProtocol(asyncio.Protocol):
                 ]
             )
         )
-        self.transport.close()
+
+    def _absolute_form(self, target: bytes) -> bytes:
+        """``GET http://host/path HTTP/1.1``: the target's authority replaces any Host header
+        (RFC 9112 section 3.2.2); the origin-form path is what goes on."""
+        if target == b"*":
+            return target  # OPTIONS *: parse_url refuses it (400), as before
+        parsed: Any = httptools.parse_url(target)
+        schema = parsed.schema
+        host = parsed.host
+        if not schema or not host or schema.lower() not in (b"http", b"https"):
+            raise BadRequest("the request target is neither a path nor an http(s) URL")
+        if parsed.port is not None:
+            host = b"%s:%d" % (host, parsed.port)
+        self.headers = [(n, v) for n, v in self.headers if n != b"host"]
+        self.headers.append((b"host", host))
+        path = parsed.path or b"/"
+        return path + b"?" + parsed.query if parsed.query else path
 
     def default_head(self) -> bytes:
         """The server's default headers as bytes; uvicorn replaces the list once a second."""
@@ -316,8 +545,10 @@ class Cycle:
         "_waiter",
         "body",
         "chunked",
+        "delimited",
         "disconnected",
         "flow",
+        "http10",
         "is_head",
         "keep_alive",
         "loop",
@@ -335,7 +566,12 @@ class Cycle:
     )
 
     def __init__(
-        self, protocol: GatewayHttpProtocol, scope: dict[str, Any], *, keep_alive: bool
+        self,
+        protocol: GatewayHttpProtocol,
+        scope: dict[str, Any],
+        *,
+        keep_alive: bool,
+        http10: bool = False,
     ) -> None:
         self.protocol = protocol
         self.scope = scope
@@ -357,6 +593,8 @@ class Cycle:
         self.response_complete = False
         self.status = 0
         self.chunked = False
+        self.http10 = http10
+        self.delimited = False  # an HTTP/1.0 body without a length: it ends when we close
         self.remaining = -1  # Content-Length still to send; -1: none given
         self._head = b""
         self._flush_handle: asyncio.Handle | None = None
@@ -476,13 +714,21 @@ class Cycle:
                 close = True
                 self.keep_alive = False
         head = [STATUS_LINE[status], self.protocol.default_head(), *parts]
-        if not self.keep_alive and not close:
-            head.append(b"connection: close\r\n")
         if self.remaining < 0 and not self.chunked:
             if not self.is_head and status not in (204, 304):
-                self.chunked = True
-                head.append(b"transfer-encoding: chunked\r\n")
+                if self.http10:
+                    # RFC 9112 section 6.1: never chunked to 1.0; the close ends the body.
+                    self.delimited = True
+                    self.keep_alive = False
+                else:
+                    self.chunked = True
+                    head.append(b"transfer-encoding: chunked\r\n")
             self.remaining = 0
+        if not self.keep_alive:
+            if not close:
+                head.append(b"connection: close\r\n")
+        elif self.http10:
+            head.append(b"connection: keep-alive\r\n")  # 1.0 closes unless told otherwise
         head.append(b"\r\n")
         self._head = b"".join(head)
         # Written with the first body chunk when that comes in this same turn of the loop
@@ -506,7 +752,7 @@ class Cycle:
                 body = b"%x\r\n%s\r\n" % (len(body), body)
             if not more_body:
                 body += b"0\r\n\r\n"
-        else:
+        elif not self.delimited:
             self.remaining -= len(body)
             if self.remaining < 0:
                 raise RuntimeError("Response content longer than Content-Length")
@@ -533,6 +779,33 @@ def _nothing() -> None:
     return None
 
 
-def _idle_expired(protocol: GatewayHttpProtocol) -> None:
-    protocol._idle_armed = False
-    protocol.timeout_keep_alive_handler()
+def _wait_expired(protocol: GatewayHttpProtocol) -> None:
+    protocol._expired()
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+UPGRADE_REFUSED = BadRequest(
+    "This gateway does not switch protocols (no WebSocket): send the request without Upgrade."
+)
+
+
+async def refuse_upgrade(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The app for every Upgrade request: 400, and the connection's framing is kept."""
+    body = UPGRADE_REFUSED.detail.encode("ascii")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": UPGRADE_REFUSED.status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

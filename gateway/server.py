@@ -19,11 +19,11 @@ import uvicorn
 from gateway import native
 from gateway.app import Gateway, create_app
 from gateway.config import Config
+from gateway.limits import ListenerConfig, ListenerLimits, raise_fd_limit
 from gateway.listeners import (
     AuxServer,
     MainServer,
     RedirectToHTTPS,
-    aux_config,
     bind_tcp,
     hsts_headers,
     run_listeners,
@@ -37,8 +37,10 @@ from gateway.tls import check_tls_files
 
 def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
     """The production uvicorn settings, shared with ``benchmarks/`` so it measures these."""
-    return uvicorn.Config(
+    return ListenerConfig(
         app,
+        # Sizes, deadlines and connection caps for hostile clients (gateway/limits.py).
+        ListenerLimits.from_config(config),
         host=config.host,
         port=config.port,
         loop="uvloop",
@@ -65,6 +67,7 @@ def serve(config: Config) -> None:
     )
     if config.tls:
         check_tls_files(config.tls_cert, config.tls_key)
+    raise_fd_limit()  # every client and upstream connection is a file descriptor
     with hold_running_lock(config.data_dir):
         app = create_app(config)
         sockets = Sockets()
@@ -158,7 +161,18 @@ def build_listeners(
     aux: list[tuple[uvicorn.Server, list[socket.socket]]] = []
     if config.tls and config.redirect_port:
         sock = sockets.get("redirect", lambda: bind_tcp(config.host, config.redirect_port))
-        aux.append((AuxServer(aux_config(RedirectToHTTPS(config), config)), [sock]))
+        # Public too: the same protocol and limits as the main listener (its own counts).
+        redirect = ListenerConfig(
+            RedirectToHTTPS(config),
+            ListenerLimits.from_config(config),
+            lifespan="off",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            log_level=config.log_level,
+            http=GatewayHttpProtocol,
+        )
+        aux.append((AuxServer(redirect), [sock]))
     aux.append(admin_listener(app, sockets))
     return main, public, aux
 

@@ -287,6 +287,7 @@ class UpstreamState:
         self.paths: list[str] = []
         self.gate = asyncio.Event()  # /gate requests wait until the test opens it
         self.gated = 0  # /gate requests that arrived
+        self.body_disconnected = 0  # requests whose body ended in a disconnect
 
 
 def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
@@ -338,6 +339,7 @@ def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
+                state.body_disconnected += 1
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -372,6 +374,13 @@ def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
                     (b"set-cookie", b"gateway_session=planted; Path=/"),
                 ],
             )
+        elif path == "/set-cookie":  # each ?c= becomes a Set-Cookie, as given
+            cookies = parse_qs(scope["query_string"].decode()).get("c", [])
+            await answer(200, b"{}", [(b"set-cookie", c.encode("latin-1")) for c in cookies])
+        elif path == "/unsized":  # a body in two pieces, with no length: chunked upstream
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"first,", "more_body": True})
+            await send({"type": "http.response.body", "body": b"second"})
         elif path == "/redirect":
             await answer(
                 int(query.get("status", "302")),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import BadGateway, BadRequest, GatewayTimeout, HTTPError, Unavailable
+from gateway.routing.cookies import refused, reserved_names
 from gateway.routing.deadlines import deadlines
 from gateway.routing.service import Service
 from gateway.routing.target import Target
@@ -61,8 +62,13 @@ IDENTITY_PREFIX = b"x-gateway-"
 DROPPED = HOP_BY_HOP | GATEWAY_SET  # never forwarded as the client sent them
 DROPPED_PREFIXES = (b"proxy-", IDENTITY_PREFIX)
 # uvicorn stamps every response with the gateway's own Date; the upstream's copy would make
-# two (a singleton field). nginx replaces it the same way.
-RESPONSE_DROPPED = HOP_BY_HOP | {b"date"}
+# two (a singleton field). nginx replaces it the same way. The upstream's Server (uvicorn) is
+# hidden, as nginx hides its upstreams' (proxy_hide_header): it only helps an attacker.
+RESPONSE_DROPPED = HOP_BY_HOP | {b"date", b"server"}
+# The response headers the loop reads by name; any other passes on one set lookup.
+RESPONSE_SPECIAL = RESPONSE_DROPPED | {b"set-cookie", b"link"}
+# The gateway's session cookie: a team may not set it, under any prefix or letter case.
+RESERVED_COOKIES = reserved_names(b"gateway_session")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=-]{8,128}$")
 # Request IDs the gateway makes: a random per-process prefix and a counter, unique without a
@@ -92,7 +98,7 @@ class ProxySettings:
     trusted_proxies: frozenset[str] = frozenset()
     cookie_domain: bytes = b""  # upstream Set-Cookie naming this domain is stripped
     # An upstream may not set a cookie under the gateway's own session names (fixation).
-    reserved_cookies: tuple[bytes, ...] = (b"gateway_session=", b"__Secure-gateway_session=")
+    reserved_cookies: frozenset[bytes] = RESERVED_COOKIES
 
 
 # A client that goes away is noticed by a task blocked in ``receive()``. Creating, running and
@@ -434,18 +440,19 @@ class Proxy:
     def _response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         out = []
         tokens: set[bytes] = set()
-        domain = self.settings.cookie_domain
         for name, value in headers:
-            if name == b"connection":
-                tokens.update(t.strip().lower() for t in value.split(b","))
-                continue
-            if name in RESPONSE_DROPPED:
-                continue
-            if name == b"set-cookie" and (
-                (domain and _names_domain(value, domain))
-                or value.lstrip().startswith(self.settings.reserved_cookies)
-            ):
-                log.warning("dropped an upstream Set-Cookie for the parent domain or our session")
+            if name in RESPONSE_SPECIAL:
+                if name == b"connection":
+                    tokens.update(t.strip().lower() for t in value.split(b","))
+                elif name == b"set-cookie":
+                    s = self.settings
+                    reason = refused(value, s.reserved_cookies, s.cookie_domain)
+                    if reason is None:
+                        out.append((name, value))
+                    else:
+                        log.warning("dropped an upstream Set-Cookie: %s", reason)
+                elif name == b"link":
+                    out.append((name, fix_link(value)))
                 continue
             out.append((name, value))
         if tokens:
@@ -453,15 +460,16 @@ class Proxy:
         return out
 
 
-def _names_domain(cookie: bytes, domain: bytes) -> bool:
-    lowered = cookie.lower()
-    if b"domain=" not in lowered:
-        return False
-    for attr in lowered.split(b";")[1:]:
-        key, _, value = attr.strip().partition(b"=")
-        if key == b"domain" and value.strip().lstrip(b".") == domain:
-            return True
-    return False
+def fix_link(value: bytes) -> bytes:
+    """Datasette sends ``Link: http://x/t.json; rel="alternate"``: RFC 8288 wants the target
+    in angle brackets, so add them when the target is plainly one bare URL; else unchanged."""
+    if value.startswith(b"<"):
+        return value
+    target, sep, params = value.partition(b";")
+    target = target.strip()
+    if not sep or not target or any(c in target for c in b"<>, \t"):
+        return value
+    return b"<" + target + b">;" + params
 
 
 class _ClientGone(Exception):

@@ -281,6 +281,18 @@ async def test_a_slow_body_that_keeps_moving_is_served(edge: Edge) -> None:
     assert json.loads(body)["body_bytes"] == 5000
 
 
+async def test_a_body_that_ends_after_an_early_answer_leaves_the_idle_deadline(
+    edge: Edge,
+) -> None:
+    reader, writer = await edge.connect()
+    # No credentials: the gateway sends it to sign in before it reads the body.
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: alpha.localhost\r\nContent-Length: 10\r\n\r\n12345")
+    head, _ = await read_response(reader)
+    assert status(head) == 303
+    writer.write(b"67890")  # the body ends after its answer: the connection is idle now
+    assert await read_until_closed(reader) == b""  # closed by the keep-alive deadline
+
+
 # -- Upgrade -----------------------------------------------------------------------------------
 async def test_an_upgrade_is_refused_and_the_request_after_it_is_answered(edge: Edge) -> None:
     reader, writer = await edge.connect()

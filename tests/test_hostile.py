@@ -36,6 +36,7 @@ from tests.servers import Proxied, UvicornUpstream, gateway_for, wait_for
 HEADER_TIMEOUT = 1.0
 BODY_IDLE_TIMEOUT = 1.0
 WAIT = 15.0  # the longest any answer may take before the test fails (a loaded machine)
+IDLE_OK = 60.0  # header_timeout where a test holds connections open before it uses them
 TEAMS = ("alpha", "beta")
 
 
@@ -436,7 +437,7 @@ async def test_an_absolute_form_target_of_another_scheme_gets_400(edge: Edge) ->
 async def test_connections_over_the_per_ip_cap_are_closed_and_the_others_served(
     start_edge: StartEdge,
 ) -> None:
-    edge = await start_edge(max_connections_per_ip=4)
+    edge = await start_edge(max_connections_per_ip=4, header_timeout=IDLE_OK)
     held = [await edge.connect() for _ in range(4)]
     await wait_for(lambda: edge.open_connections() == 4)
     reader, writer = await edge.connect()
@@ -450,7 +451,7 @@ async def test_connections_over_the_per_ip_cap_are_closed_and_the_others_served(
 
 
 async def test_the_global_cap_closes_excess_connections(start_edge: StartEdge) -> None:
-    edge = await start_edge(max_connections=3)
+    edge = await start_edge(max_connections=3, header_timeout=IDLE_OK)
     held = [await edge.connect() for _ in range(3)]
     await wait_for(lambda: edge.open_connections() == 3)
     reader, writer = await edge.connect()
@@ -468,7 +469,9 @@ async def test_the_global_cap_closes_excess_connections(start_edge: StartEdge) -
 
 
 async def test_a_trusted_proxy_is_not_capped_as_one_client(start_edge: StartEdge) -> None:
-    edge = await start_edge(max_connections_per_ip=2, trusted_proxies="127.0.0.1")
+    edge = await start_edge(
+        max_connections_per_ip=2, trusted_proxies="127.0.0.1", header_timeout=IDLE_OK
+    )
     conns = [await edge.connect() for _ in range(6)]
     for reader, writer in conns:
         writer.write(edge.head("alpha"))

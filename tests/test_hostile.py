@@ -36,6 +36,7 @@ from tests.servers import Proxied, UvicornUpstream, gateway_for, wait_for
 HEADER_TIMEOUT = 1.0
 BODY_IDLE_TIMEOUT = 1.0
 WAIT = 15.0  # the longest any answer may take before the test fails (a loaded machine)
+IDLE_OK = 60.0  # header_timeout where a test holds connections open before it uses them
 TEAMS = ("alpha", "beta")
 
 
@@ -281,6 +282,18 @@ async def test_a_slow_body_that_keeps_moving_is_served(edge: Edge) -> None:
     assert json.loads(body)["body_bytes"] == 5000
 
 
+async def test_a_body_that_ends_after_an_early_answer_leaves_the_idle_deadline(
+    edge: Edge,
+) -> None:
+    reader, writer = await edge.connect()
+    # No credentials: the gateway sends it to sign in before it reads the body.
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: alpha.localhost\r\nContent-Length: 10\r\n\r\n12345")
+    head, _ = await read_response(reader)
+    assert status(head) == 303
+    writer.write(b"67890")  # the body ends after its answer: the connection is idle now
+    assert await read_until_closed(reader) == b""  # closed by the keep-alive deadline
+
+
 # -- Upgrade -----------------------------------------------------------------------------------
 async def test_an_upgrade_is_refused_and_the_request_after_it_is_answered(edge: Edge) -> None:
     reader, writer = await edge.connect()
@@ -424,7 +437,7 @@ async def test_an_absolute_form_target_of_another_scheme_gets_400(edge: Edge) ->
 async def test_connections_over_the_per_ip_cap_are_closed_and_the_others_served(
     start_edge: StartEdge,
 ) -> None:
-    edge = await start_edge(max_connections_per_ip=4)
+    edge = await start_edge(max_connections_per_ip=4, header_timeout=IDLE_OK)
     held = [await edge.connect() for _ in range(4)]
     await wait_for(lambda: edge.open_connections() == 4)
     reader, writer = await edge.connect()
@@ -438,7 +451,7 @@ async def test_connections_over_the_per_ip_cap_are_closed_and_the_others_served(
 
 
 async def test_the_global_cap_closes_excess_connections(start_edge: StartEdge) -> None:
-    edge = await start_edge(max_connections=3)
+    edge = await start_edge(max_connections=3, header_timeout=IDLE_OK)
     held = [await edge.connect() for _ in range(3)]
     await wait_for(lambda: edge.open_connections() == 3)
     reader, writer = await edge.connect()
@@ -456,7 +469,9 @@ async def test_the_global_cap_closes_excess_connections(start_edge: StartEdge) -
 
 
 async def test_a_trusted_proxy_is_not_capped_as_one_client(start_edge: StartEdge) -> None:
-    edge = await start_edge(max_connections_per_ip=2, trusted_proxies="127.0.0.1")
+    edge = await start_edge(
+        max_connections_per_ip=2, trusted_proxies="127.0.0.1", header_timeout=IDLE_OK
+    )
     conns = [await edge.connect() for _ in range(6)]
     for reader, writer in conns:
         writer.write(edge.head("alpha"))

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 
+from gateway import archive
 from gateway.config import Config
 from gateway.errors import TeamNotFound
 from gateway.routing.health import HealthMonitor
@@ -74,7 +75,7 @@ class Fleet:
             for slug, team in teams.items():
                 if team.state == "deleting" and slug not in self.services:
                     # Nothing of it runs here (a gateway died mid-delete): finish the delete.
-                    self.store.delete_team(slug)
+                    archive.delete_team(self.config, self.store, slug)
             self._apply_maintenance()
 
     def _apply_maintenance(self) -> None:
@@ -159,7 +160,7 @@ class Fleet:
         del self.services[slug]
         self.table.replace(self.services)
         if deleting:
-            self.store.delete_team(slug)
+            archive.delete_team(self.config, self.store, slug)
         log.info("team %s removed (%d target(s) drained)", slug, len(results))
 
     async def stop_target(self, target: Target) -> DrainResult:

@@ -70,6 +70,7 @@ class Auth:
         self.sessions.set_signer(self.signers["session"])
         self.tokens.clear()
         self._token_actors.clear()
+        self._actor_signers.clear()  # a deleted team's name may come back with a new secret
         self._public = None
         self._version = self.store.data_version()
 

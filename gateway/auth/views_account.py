@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 RESET_MAX_AGE = 3600  # reliability.md: reset links live at most an hour
 BAD_LOGIN = "The email or password is incorrect."
+TAKEN = (
+    "We could not create an account with these details. If you already have an account, "
+    "sign in or reset your password; otherwise the team name may be taken, so try another."
+)
 
 
 def _s(form: object, key: str) -> str:
@@ -69,16 +73,17 @@ def routes(web: Web) -> list[Route]:
                 why = policy_error(password, email)
                 if why:
                     raise accounts.AccountError(why)
-                known = accounts.user_by_email(gw.store, email)
-                # Same work either way: a known address still costs one hash.
+                # Same answer, same work, for a taken email, a taken team or both: one hash
+                # always, one failure counted, one body (docs/auth.md, "enumeration").
                 hashed = await auth.passwords.hash(password)
-                if known is not None:
+                known = accounts.user_by_email(gw.store, email) is not None
+                if known or gw.store.query("SELECT 1 FROM teams WHERE slug = ?", [slug]):
                     auth.throttle.failed(email, web.ip(request))
-                    raise accounts.AccountError(
-                        "We could not create an account with these details. If you already "
-                        "have an account, sign in or reset your password."
-                    )
-                user = accounts.create_user(gw.store, email, hashed, team=slug)
+                    raise accounts.AccountError(TAKEN)
+                try:
+                    user = accounts.create_user(gw.store, email, hashed, team=slug)
+                except accounts.AccountError as err:  # taken in the meantime: same answer
+                    raise accounts.AccountError(TAKEN) from err
             except (accounts.AccountError, GatewayError) as err:
                 if isinstance(err, TooManyRequests):
                     raise

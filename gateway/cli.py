@@ -18,6 +18,7 @@ import click
 from gateway import archive
 from gateway.config import SETTINGS, Config, from_env
 from gateway.errors import GatewayError, TeamExists
+from gateway.filemodes import private_umask
 from gateway.lock import gateway_running
 from gateway.slugs import validate_slug
 from gateway.store import Store, open_store
@@ -73,6 +74,7 @@ def cli() -> None:
 
     Each team gets its own Datasette at https://<team>.<domain>/.
     """
+    private_umask()  # the control store and volumes a command creates are private
 
 
 @cli.command()

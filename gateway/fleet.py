@@ -18,6 +18,7 @@ from gateway.config import Config
 from gateway.errors import TeamNotFound
 from gateway.routing.health import HealthMonitor
 from gateway.routing.service import Service
+from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable
 from gateway.routing.target import DrainResult, Target
 from gateway.runtimes.base import Runtime, prepare_team_dir
@@ -36,9 +37,13 @@ class Fleet:
         runtime: Runtime,
         table: RouteTable,
         health: HealthMonitor,
+        signer: RequestSigner | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.signer = signer or RequestSigner(
+            lambda team: store.ensure_setting(f"instance_secret:{team}")
+        )
         self.runtime = runtime
         self.table = table
         self.health = health
@@ -144,6 +149,7 @@ class Fleet:
             idle_timeout=self.config.pool_idle_timeout,
             write_timeout=self.config.read_timeout,  # a target that stops reading the body
             on_change=changed,
+            sign=lambda: self.signer.header(service.name),
         )
         self.instances[inst.id] = (inst, target)
         self.store.record_target(target.id, target.address, str(target.state))

@@ -4,6 +4,8 @@ runtime), the real web forms and the real CLI.
 1. a removed member's API token ends at once (CLI and web page);
 2. a deleted team's data never goes to the next owner of its name;
 3. operator rights come from the store, never from a lookalike address;
+4. secrets and data at rest are 0700/0600, and an older install is tightened on start;
+5. an instance answers only requests the gateway signed;
 7. registration answers the same for a taken email, a taken team, or both;
 8. authenticated responses of a private team are ``Cache-Control: private``.
 """
@@ -11,15 +13,27 @@ runtime), the real web forms and the real CLI.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import os
 import re
 import sqlite3
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
+import pytest
+from _pytest.logging import LogCaptureFixture
 from click.testing import CliRunner
+from itsdangerous import TimestampSigner
 
+from gateway.admin.discovery import admin_token
 from gateway.cli import cli
 from gateway.config import Config
 from gateway.lock import hold_running_lock
+from gateway.runtimes.base import prepare_team_dir
+from gateway.store import open_store
 from tests.auth_support import PASSWORD, Browser, browsers, make_user
 from tests.conftest import Running, StartGateway
 
@@ -186,3 +200,110 @@ async def test_register_answers_alike_for_taken_email_team_or_both(
     assert answers[0] == answers[1] == answers[2]
     assert "taken" not in answers[0][1].split("otherwise")[0]
     assert gw.app.store.query("SELECT count(*) FROM users")[0][0] == 1
+
+
+# -- 4 --------------------------------------------------------------------------------------
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The usual 022 while an "older install" is made; the umask is restored afterwards."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+async def test_secrets_and_data_at_rest_are_private(
+    config: Config, start_gateway: StartGateway, usual_umask: None, caplog: LogCaptureFixture
+) -> None:
+    # An install made before: world-readable directories and files.
+    log_path = config.data_dir / "logs" / "access.log"
+    old = open_store(config.control_db)
+    old.create_team("alpha")
+    old.query("INSERT INTO settings (key, value) VALUES ('admin_token', 'plain-old-token')")
+    old.close()
+    prepare_team_dir(config.teams_dir / "alpha")
+    log_path.parent.mkdir()
+    log_path.write_text("")
+    assert mode(config.data_dir) == 0o755 and mode(config.control_db) == 0o644
+
+    with caplog.at_level(logging.WARNING, logger="gateway.filemodes"):
+        gw = await start_gateway(config.replace(access_log=str(log_path)))
+    assert "tightened" in caplog.text
+    await gw.wait_healthy("alpha")
+    run(gw, "teams", "create", "beta", "--no-wait")
+    await gw.wait_healthy("beta")
+    teams = config.teams_dir
+    for path in (config.data_dir, teams, teams / "alpha", teams / "beta"):
+        assert mode(path) == 0o700, path
+    db = config.control_db
+    for path in (db, db.with_name("control.db-wal"), db.with_name("control.db-shm"), log_path):
+        assert path.exists() and mode(path) == 0o600, path
+    for team in ("alpha", "beta"):
+        assert mode(config.teams_dir / team / "data.db") == 0o600
+
+    # The admin token: its hash in the store, the token itself only in the 0600 file.
+    token = admin_token(gw.config, gw.app.store)
+    assert token == "plain-old-token"
+    values = [r[0] for r in gw.app.store.query("SELECT value FROM settings")]
+    assert token not in values and hashlib.sha256(token.encode()).hexdigest() in values
+    assert mode(config.data_dir / "admin.token") == 0o600
+    async with gw.client() as client:
+        ok = await client.get(
+            gw.url(None, "/-/gateway/status.json"), headers={"authorization": f"Bearer {token}"}
+        )
+        assert ok.status_code == 200
+
+
+# -- 5 --------------------------------------------------------------------------------------
+async def test_an_instance_answers_only_the_gateway(
+    config: Config, start_gateway: StartGateway, browsers: Make
+) -> None:
+    gw = await start_gateway(config, teams=("alpha",))
+    make_user(gw, "ann@example.org", {"alpha": "owner"})
+    await gw.wait_healthy("alpha")  # the gateway's own health checks are signed: they pass
+    (inst,) = gw.app.store.instances("alpha")
+    direct = f"http://127.0.0.1:{inst.port}"
+    forged = TimestampSigner("not-the-secret", salt="gateway-request").sign(b"alpha").decode()
+    async with httpx.AsyncClient(timeout=10) as local_process:
+        for path in ("/data.json", "/-/health", "/-/actor.json", "/data/sqlite_master.json"):
+            for headers in ({}, {"x-gateway-signature": forged}):
+                r = await local_process.get(direct + path, headers=headers)
+                assert r.status_code == 403, (path, headers, r.status_code)
+                assert "through the gateway" in r.text
+    ann = browsers(gw)
+    await ann.login("ann@example.org")
+    r = await ann.get(gw.url("alpha", "/-/actor.json"))
+    assert r.status_code == 200 and r.json()["actor"]["email"] == "ann@example.org"
+
+
+# -- 8 --------------------------------------------------------------------------------------
+async def test_private_teams_answer_members_cache_control_private(
+    config: Config, start_gateway: StartGateway, browsers: Make
+) -> None:
+    gw = await start_gateway(config, teams=("alpha", "beta"))
+    make_user(gw, "ann@example.org", {"alpha": "owner", "beta": "owner"})
+    gw.app.store.query("UPDATE teams SET public = 1 WHERE slug = 'beta'")
+    gw.app.auth.changed()
+    await gw.wait_healthy("alpha")
+    await gw.wait_healthy("beta")
+    ann = browsers(gw)
+    await ann.login("ann@example.org")
+    token = await new_token(ann, "alpha")
+    for path in ("/data.json", "/data.json?_ttl=600", "/"):
+        r = await ann.get(gw.url("alpha", path))
+        assert r.status_code == 200
+        assert r.headers.get_list("cache-control")[0].startswith("private"), path
+        assert "public" not in r.headers["cache-control"]
+        status = await api_get(gw, token, path)
+        assert status == 200
+    async with gw.client(headers={"authorization": f"Bearer {token}"}) as api:
+        r = await api.get(gw.url("alpha", "/data.json?_ttl=600"))
+        (value,) = r.headers.get_list("cache-control")  # one header, the upstream's merged
+        assert value.startswith("private") and "public" not in value, value
+    # A public team keeps Datasette's own caching for everyone.
+    async with gw.client() as anonymous:
+        r = await anonymous.get(gw.url("beta", "/data.json"))
+        assert r.status_code == 200 and r.headers["cache-control"] == "max-age=5"

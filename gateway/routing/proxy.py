@@ -324,6 +324,8 @@ class Proxy:
             except BaseException:
                 target.end_request()
                 raise
+            if "gateway.private" in scope:  # a member's answer from a private team
+                headers = private_cache(headers)
             try:
                 await self._respond(conn, status, headers, send, s.read_timeout, ex)
             finally:
@@ -451,6 +453,27 @@ class Proxy:
         if tokens:
             out = [(n, v) for n, v in out if n not in tokens]
         return out
+
+
+SHARED_CACHE_DIRECTIVES = (b"public", b"private", b"s-maxage", b"proxy-revalidate")
+
+
+def private_cache(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``Cache-Control: private`` plus the upstream's own browser directives (max-age,
+    no-store...): Datasette's ``max-age`` and a client's ``?_ttl=`` must not let a shared
+    cache keep one member's view of a private team."""
+    out: list[tuple[bytes, bytes]] = []
+    directives = [b"private"]
+    for name, value in headers:
+        if name == b"cache-control":
+            for part in value.split(b","):
+                part = part.strip()
+                if part and not part.lower().startswith(SHARED_CACHE_DIRECTIVES):
+                    directives.append(part)
+        else:
+            out.append((name, value))
+    out.append((b"cache-control", b", ".join(directives)))
+    return out
 
 
 def _names_domain(cookie: bytes, domain: bytes) -> bool:

@@ -46,10 +46,15 @@ CMD = [
     "sql_time_limit_ms",
     "10000",
 ]
+# Signed like the gateway's own checks (gateway/routing/signature.py): the instance answers
+# nothing else. The container has its secret in DATASETTE_SECRET.
 HEALTH_CMD = [
     f"{VENV}/bin/python",
     "-c",
-    f"import urllib.request as u; u.urlopen('http://127.0.0.1:{PORT}/-/health', timeout=4)",
+    "import os, urllib.request as u; from itsdangerous import TimestampSigner as S; "
+    "s = S(os.environ['DATASETTE_SECRET'], salt='gateway-request').sign(b'health'); "
+    f"u.urlopen(u.Request('http://127.0.0.1:{PORT}/-/health', "
+    "headers={'x-gateway-signature': s}), timeout=4)",
 ]
 # Everything that shapes the image is data here, so the tag's hash covers it.
 RECIPE: dict[str, Any] = {

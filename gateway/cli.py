@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from gateway import archive
+from gateway.auth.signups import sign_ups_closed
 from gateway.config import SETTINGS, Config, from_env
 from gateway.errors import GatewayError, TeamExists
 from gateway.filemodes import private_umask
@@ -100,12 +101,19 @@ def teams() -> None:
     show_default=True,
     help="With a gateway running, wait until the team's Datasette answers.",
 )
+@click.option("--force", is_flag=True, help="Create it even beyond the max_teams limit.")
 @config_options
 @run_cli
-def teams_create(config: Config, slug: str, wait: bool) -> None:
+def teams_create(config: Config, slug: str, wait: bool, force: bool) -> None:
     """Create team SLUG, its volume and its Datasette instance."""
     slug = validate_slug(slug)
     store = open_store(config.control_db)
+    existing = {t.slug for t in store.teams()}
+    if not force and slug not in existing and sign_ups_closed(len(existing), config.max_teams):
+        raise click.ClickException(
+            f"this host already serves {len(existing)} teams (max_teams is {config.max_teams}); "
+            "add --force to create one anyway, or raise --max-teams"
+        )
     from gateway.runtimes.base import prepare_team_dir
 
     try:

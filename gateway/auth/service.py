@@ -20,6 +20,7 @@ from gateway.auth.authorize import ACTOR_TTL, scan_headers
 from gateway.auth.mail import Mailer
 from gateway.auth.passwords import Passwords
 from gateway.auth.sessions import REMEMBER_ABSOLUTE, Session, Sessions
+from gateway.auth.signups import Signups
 from gateway.auth.throttle import Throttle
 from gateway.auth.tokens import Tokens
 from gateway.errors import Forbidden, SignInHandoff, SignInRequired, Unauthorized
@@ -47,6 +48,7 @@ class Auth:
         self.tokens = Tokens(self.store)
         self.passwords = Passwords()
         self.throttle = Throttle()
+        self.signups = Signups(self.config.signups_per_ip_hour, self.config.signups_per_hour)
         self.mailer = Mailer(self.config)
         self.tickets = handoff.Tickets()
         # Only a single-label domain (localhost) needs the handoff: browsers keep its Domain

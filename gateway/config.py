@@ -156,7 +156,8 @@ SETTINGS: tuple[Setting, ...] = (
         "operators",
         str,
         "",
-        "Comma-separated e-mails of signed-in users allowed the operator dashboard on the apex.",
+        "Comma-separated e-mails allowed the operator pages, if the account's address is "
+        "verified (made with `users create`); see `users grant-operator`.",
     ),
 )
 
@@ -272,10 +273,6 @@ class Config:
     @property
     def teams_dir(self) -> Path:
         return self.data_dir / "teams"
-
-    @property
-    def operator_set(self) -> frozenset[str]:
-        return frozenset(e.strip().lower() for e in self.operators.split(",") if e.strip())
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

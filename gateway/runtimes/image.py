@@ -9,6 +9,7 @@ skipped. Engines that *can* pull may use the ordinary Dockerfile in ``image/`` i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -18,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,9 +188,21 @@ def build(*, force: bool = False, progress: Progress = print) -> tuple[str, bool
     """Build the image unless its tag exists. Returns (tag, built)."""
     client = docker_client()
     try:
-        return _build(client, force, progress)
+        with readable_files():
+            return _build(client, force, progress)
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def readable_files() -> Iterator[None]:
+    """The gateway's umask is 077 (filemodes.py), but the image's files must be readable by
+    its non-root user: build with the usual 022, then restore."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def _build(client: Any, force: bool, progress: Progress) -> tuple[str, bool]:
@@ -239,7 +252,8 @@ def build_dockerfile(*, force: bool = False, progress: Progress = print) -> tupl
     """For engines that can pull: ``FROM python:3.11-slim``, pip inside the build."""
     client = docker_client()
     try:
-        return _build_dockerfile(client, force, progress)
+        with readable_files():
+            return _build_dockerfile(client, force, progress)
     finally:
         client.close()
 

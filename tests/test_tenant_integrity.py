@@ -292,7 +292,8 @@ async def test_private_teams_answer_members_cache_control_private(
     ann = browsers(gw)
     await ann.login("ann@example.org")
     token = await new_token(ann, "alpha")
-    for path in ("/data.json", "/data.json?_ttl=600", "/"):
+    # Datasette's pages, its static files, and the gateway's own upload page.
+    for path in ("/data.json", "/data.json?_ttl=600", "/", "/-/static/app.css", "/-/upload-csv"):
         r = await ann.get(gw.url("alpha", path))
         assert r.status_code == 200
         assert r.headers.get_list("cache-control")[0].startswith("private"), path

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from gateway.responses import wants_json
+from gateway.routing.proxy import private_cache
 from gateway.upload.columns import check_table_name, table_name_from_file
 from gateway.upload.errors import ImportFailed
 from gateway.upload.jobs import Job, Jobs, new_id
@@ -58,6 +59,8 @@ class UploadApp:
         self, scope: dict[str, Any], receive: Any, send: Any, service: Service
     ) -> None:
         response = await self.dispatch(scope, receive, service.name)
+        if "gateway.private" in scope:  # a member's page of a private team (auth/service.py)
+            response.raw_headers = private_cache(response.raw_headers)
         await response(scope, receive, send)
 
     async def dispatch(self, scope: dict[str, Any], receive: Any, team: str) -> Response:

@@ -296,7 +296,7 @@ async def test_private_teams_answer_members_cache_control_private(
     for path in ("/data.json", "/data.json?_ttl=600", "/", "/-/static/app.css", "/-/upload-csv"):
         r = await ann.get(gw.url("alpha", path))
         assert r.status_code == 200
-        assert r.headers.get_list("cache-control")[0].startswith("private"), path
+        assert r.headers.get("cache-control", "").startswith("private"), path
         assert "public" not in r.headers["cache-control"]
         status = await api_get(gw, token, path)
         assert status == 200

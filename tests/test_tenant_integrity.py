@@ -179,6 +179,19 @@ async def test_operator_rights_come_from_the_store_never_from_an_address(
     assert "OPERATOR" in run(gw, "users", "list")
 
 
+async def test_lookalike_spellings_of_an_address_share_its_sign_in_throttle(
+    config: Config, start_gateway: StartGateway, browsers: Make
+) -> None:
+    gw = await start_gateway(config)
+    make_user(gw, "ann@example.org", {})
+    b = browsers(gw)
+    for spelling in ("ANN@example.org", "\uff41nn@example.org", "ann@EXAMPLE.org"):
+        r = await b.login(spelling, password="wrong password here")
+        assert r.status_code == 400, spelling
+    r = await b.login("ann@example.org")  # even the right password waits out the ban
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+
+
 # -- 7 --------------------------------------------------------------------------------------
 async def test_register_answers_alike_for_taken_email_team_or_both(
     config: Config, start_gateway: StartGateway, browsers: Make

@@ -32,6 +32,7 @@ from gateway.admin.discovery import admin_token
 from gateway.cli import cli
 from gateway.config import Config
 from gateway.lock import hold_running_lock
+from gateway.routing.proxy import private_value
 from gateway.runtimes.base import prepare_team_dir
 from gateway.store import open_store
 from tests.auth_support import PASSWORD, Browser, browsers, make_user
@@ -321,3 +322,17 @@ async def test_private_teams_answer_members_cache_control_private(
     async with gw.client() as anonymous:
         r = await anonymous.get(gw.url("beta", "/data.json"))
         assert r.status_code == 200 and r.headers["cache-control"] == "max-age=5"
+
+
+@pytest.mark.parametrize(
+    ("upstream", "sent"),
+    [
+        ([], b"private"),
+        ([b"max-age=5"], b"private, max-age=5"),
+        ([b"public, max-age=600", b"s-maxage=60, Proxy-Revalidate"], b"private, max-age=600"),
+        ([b"private, no-store"], b"private, no-store"),
+        ([b"no-cache, PUBLIC"], b"private, no-cache"),
+    ],
+)
+def test_private_value_keeps_browser_directives_only(upstream: list[bytes], sent: bytes) -> None:
+    assert private_value(upstream) == sent

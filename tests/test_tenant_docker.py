@@ -40,14 +40,6 @@ async def test_docker_volumes_are_private_and_ports_answer_only_the_gateway(
     async with serve(cfg) as running:
         await running.wait_healthy("alpha", 90)  # the gateway's signed checks pass
         assert await get(running, "alpha") == 200  # through the gateway: signed
-        volume = cfg.teams_dir / "alpha"
-        assert mode(cfg.data_dir) == 0o700 and mode(cfg.teams_dir) == 0o700
-        assert mode(volume) == 0o700
-        if os.geteuid() == 0:  # as root, volumes belong to the container's own user
-            assert volume.stat().st_uid == image.UID
-        for name in ("control.db", "control.db-wal", "control.db-shm"):
-            assert mode(cfg.data_dir / name) == 0o600, name
-
         container = container_of(running.app, "alpha")
         address = published(container.attrs)
         assert address is not None
@@ -61,3 +53,11 @@ async def test_docker_volumes_are_private_and_ports_answer_only_the_gateway(
         # Docker's own HEALTHCHECK signs with the container's secret, so it still passes.
         code, out = container.exec_run(image.HEALTH_CMD)
         assert code == 0, out
+
+        volume = cfg.teams_dir / "alpha"
+        assert mode(cfg.data_dir) == 0o700 and mode(cfg.teams_dir) == 0o700
+        assert mode(volume) == 0o700
+        if os.geteuid() == 0:  # as root, volumes belong to the container's own user
+            assert volume.stat().st_uid == image.UID
+        for name in ("control.db", "control.db-wal", "control.db-shm"):
+            assert mode(cfg.data_dir / name) == 0o600, name

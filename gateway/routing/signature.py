@@ -30,19 +30,25 @@ class RequestSigner:
     def __init__(self, secret_for: Callable[[str], str]) -> None:
         self._secret_for = secret_for
         self._cache: dict[str, tuple[float, Header]] = {}
+        # Read once: fetching a secret takes the store's write lock (ensure_setting).
+        self._signers: dict[str, TimestampSigner] = {}
 
     def header(self, team: str) -> Header:
         now = time.monotonic()
         cached = self._cache.get(team)
         if cached is None or cached[0] <= now:
-            value = TimestampSigner(self._secret_for(team), salt=SALT).sign(team.encode())
-            cached = (now + TTL, (HEADER, value))
+            signer = self._signers.get(team)
+            if signer is None:
+                signer = TimestampSigner(self._secret_for(team), salt=SALT)
+                self._signers[team] = signer
+            cached = (now + TTL, (HEADER, signer.sign(team.encode())))
             self._cache[team] = cached
         return cached[1]
 
     def forget(self) -> None:
         """A team's secret may have changed (deleted, then created again): sign afresh."""
         self._cache.clear()
+        self._signers.clear()
 
 
 def sign_with(secret: str, team: str) -> Header:

@@ -19,6 +19,7 @@ from gateway.auth import Auth
 from gateway.config import Config
 from gateway.deploy import Deployer
 from gateway.errors import BadRequest, HTTPError, NotFound, URITooLong
+from gateway.filemodes import tighten
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
 from gateway.observability.observe import Observer
@@ -26,6 +27,7 @@ from gateway.pages.site import build_site
 from gateway.responses import send_error
 from gateway.routing.health import HealthMonitor
 from gateway.routing.proxy import ClientGone, Counters, CutConnection, Proxy, ProxySettings
+from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable, normalize_host
 from gateway.runtimes.base import Runtime
 from gateway.store import Store, open_store
@@ -38,6 +40,7 @@ class Gateway:
     def __init__(self, config: Config, *, runtime: Runtime | None = None) -> None:
         self.config = config
         self.max_target = config.max_request_line
+        tighten(config)  # umask 077, and an older install's files made private (filemodes.py)
         self.store: Store = open_store(config.control_db)
         self.gateway_id = self.store.ensure_setting("gateway_id")
         self.table = RouteTable()
@@ -55,7 +58,9 @@ class Gateway:
         )
         self.health = HealthMonitor(config.health_interval, config.health_timeout)
         self.runtime = runtime or self._make_runtime()
-        self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health)
+        # Every request to an instance carries the gateway's signature (routing/signature.py).
+        self.signer = RequestSigner(self.instance_secret)
+        self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health, self.signer)
         self.deployer = Deployer(self.fleet, config.deploy_timeout)
         self.auth = Auth(self)
         self.upload = UploadApp(config, self.store)

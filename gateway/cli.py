@@ -7,7 +7,6 @@ configuration, read from ``GATEWAY_<NAME>`` when the flag is absent.
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +15,11 @@ from typing import Any
 
 import click
 
+from gateway import archive
+from gateway.auth.signups import sign_ups_closed
 from gateway.config import SETTINGS, Config, from_env
 from gateway.errors import GatewayError, TeamExists
+from gateway.filemodes import private_umask
 from gateway.lock import gateway_running
 from gateway.slugs import validate_slug
 from gateway.store import Store, open_store
@@ -73,6 +75,7 @@ def cli() -> None:
 
     Each team gets its own Datasette at https://<team>.<domain>/.
     """
+    private_umask()  # the control store and volumes a command creates are private
 
 
 @cli.command()
@@ -98,12 +101,19 @@ def teams() -> None:
     show_default=True,
     help="With a gateway running, wait until the team's Datasette answers.",
 )
+@click.option("--force", is_flag=True, help="Create it even beyond the max_teams limit.")
 @config_options
 @run_cli
-def teams_create(config: Config, slug: str, wait: bool) -> None:
+def teams_create(config: Config, slug: str, wait: bool, force: bool) -> None:
     """Create team SLUG, its volume and its Datasette instance."""
     slug = validate_slug(slug)
     store = open_store(config.control_db)
+    existing = {t.slug for t in store.teams()}
+    if not force and slug not in existing and sign_ups_closed(len(existing), config.max_teams):
+        raise click.ClickException(
+            f"this host already serves {len(existing)} teams (max_teams is {config.max_teams}); "
+            "add --force to create one anyway, or raise --max-teams"
+        )
     from gateway.runtimes.base import prepare_team_dir
 
     try:
@@ -136,11 +146,15 @@ def teams_create(config: Config, slug: str, wait: bool) -> None:
 
 
 @teams.command("list")
+@click.option("--deleted", is_flag=True, help="List archived volumes of deleted teams instead.")
 @config_options
 @run_cli
-def teams_list(config: Config) -> None:
+def teams_list(config: Config, deleted: bool) -> None:
     """List teams, their URLs and the state of their targets."""
     store = open_store(config.control_db)
+    if deleted:
+        _list_archived(config, store)
+        return
     teams = store.teams()
     if not teams:
         click.echo("No teams yet. Create one: gateway teams create SLUG")
@@ -156,19 +170,28 @@ def teams_list(config: Config) -> None:
         click.echo(f"{team.slug:<{width}}  {state:<12}  {config.team_url(team.slug)}/")
 
 
+def _list_archived(config: Config, store: Store) -> None:
+    rows = archive.archived(config, store)
+    if not rows:
+        click.echo("No archived teams.")
+    for a in rows:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(a.deleted_at))
+        click.echo(f"{a.name}  {a.slug}  deleted {when}  {a.size / 1e6:.1f} MB  {a.path}")
+
+
 @teams.command("delete")
 @click.argument("slug")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option(
-    "--purge", is_flag=True, help="Also delete the team's data directory (its databases)."
-)
+@click.option("--purge", is_flag=True, help="Also delete the team's data (else it is archived).")
 @config_options
 @run_cli
 def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
-    """Delete team SLUG: drain its targets, stop its instance, keep its data unless --purge."""
+    """Delete team SLUG: drain its targets, stop its instance, archive its data (--purge:
+    delete it). The name is then free, with an empty volume."""
     slug = validate_slug(slug)
     store = open_store(config.control_db)
     store.team(slug)  # raises TeamNotFound with a clear message
+    t0 = time.time()
     what = "and ALL ITS DATA " if purge else ""
     if not yes and not click.confirm(f"Delete team {slug} {what}?", default=False):
         raise click.Abort()
@@ -187,12 +210,17 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
 
         deprovision_team(config, store, slug)
     if not gateway_running(config.data_dir):
-        store.delete_team(slug)
+        archive.delete_team(config, store, slug)
+    # The volume moved to an archive no slug maps to (gateway/archive.py), with the rows.
+    kept = [a for a in archive.archived(config, store) if a.slug == slug and a.deleted_at >= t0]
     if purge:
-        shutil.rmtree(config.teams_dir / slug, ignore_errors=True)
-    click.echo(
-        f"Deleted team {slug}" + ("" if purge else f"; its data stays in {config.teams_dir / slug}")
-    )
+        for item in kept:
+            archive.purge_archive(config, store, item.name)
+        click.echo(f"Deleted team {slug} and its data")
+    elif kept:
+        click.echo(f"Deleted team {slug}; its data is archived in {kept[-1].path}")
+    else:
+        click.echo(f"Deleted team {slug}")
 
 
 @cli.command()

@@ -120,6 +120,32 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_host", str, "", "SMTP server for reset mail; empty = log the link instead."),
     Setting("smtp_port", int, 25, "Port of the SMTP server."),
     Setting("mail_from", str, "", "Sender of the gateway's mail; default gateway@<domain>."),
+    # -- tenant integrity: sign-up limits and storage quota (issue 13) --
+    Setting(
+        "signups_per_ip_hour",
+        int,
+        5,
+        "Successful registrations one client IP may make per hour; more get 429 (0 = no limit).",
+    ),
+    Setting(
+        "signups_per_hour",
+        int,
+        30,
+        "Successful registrations the gateway accepts per hour in all; then 429 (0 = no limit).",
+    ),
+    Setting(
+        "max_teams",
+        int,
+        100,
+        "Teams this host serves; at the limit sign-ups are closed (teams create --force may "
+        "exceed it; 0 = no limit).",
+    ),
+    Setting(
+        "team_quota_bytes",
+        int,
+        1024**3,
+        "Storage per team (volume plus uploads in progress); an upload past it gets 413.",
+    ),
     # -- deploys --
     Setting(
         "deploy_timeout", float, 30.0, "Seconds a new instance has to become healthy in a deploy."
@@ -160,7 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
         "operators",
         str,
         "",
-        "Comma-separated e-mails of signed-in users allowed the operator dashboard on the apex.",
+        "Comma-separated e-mails allowed the operator pages, if the account's address is "
+        "verified (made with `users create`); see `users grant-operator`.",
     ),
 )
 
@@ -199,6 +226,11 @@ class Config:
     smtp_host: str = ""
     smtp_port: int = 25
     mail_from: str = ""
+    # tenant integrity (issue 13)
+    signups_per_ip_hour: int = 5
+    signups_per_hour: int = 30
+    max_teams: int = 100
+    team_quota_bytes: int = 1024**3
     deploy_timeout: float = 30.0
     deploy_parallel: int = 2
     max_pause: float = 30.0
@@ -284,10 +316,6 @@ class Config:
     @property
     def teams_dir(self) -> Path:
         return self.data_dir / "teams"
-
-    @property
-    def operator_set(self) -> frozenset[str]:
-        return frozenset(e.strip().lower() for e in self.operators.split(",") if e.strip())
 
     @property
     def trusted_proxy_set(self) -> frozenset[str]:

@@ -13,10 +13,12 @@ import contextlib
 import logging
 import time
 
+from gateway import archive
 from gateway.config import Config
 from gateway.errors import TeamNotFound
 from gateway.routing.health import HealthMonitor
 from gateway.routing.service import Service
+from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable
 from gateway.routing.target import DrainResult, Target
 from gateway.runtimes.base import Runtime, prepare_team_dir
@@ -35,9 +37,13 @@ class Fleet:
         runtime: Runtime,
         table: RouteTable,
         health: HealthMonitor,
+        signer: RequestSigner | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.signer = signer or RequestSigner(
+            lambda team: store.ensure_setting(f"instance_secret:{team}")
+        )
         self.runtime = runtime
         self.table = table
         self.health = health
@@ -74,7 +80,7 @@ class Fleet:
             for slug, team in teams.items():
                 if team.state == "deleting" and slug not in self.services:
                     # Nothing of it runs here (a gateway died mid-delete): finish the delete.
-                    self.store.delete_team(slug)
+                    archive.delete_team(self.config, self.store, slug)
             self._apply_maintenance()
 
     def _apply_maintenance(self) -> None:
@@ -143,6 +149,7 @@ class Fleet:
             idle_timeout=self.config.pool_idle_timeout,
             write_timeout=self.config.read_timeout,  # a target that stops reading the body
             on_change=changed,
+            sign=lambda: self.signer.header(service.name),
         )
         self.instances[inst.id] = (inst, target)
         self.store.record_target(target.id, target.address, str(target.state))
@@ -159,7 +166,7 @@ class Fleet:
         del self.services[slug]
         self.table.replace(self.services)
         if deleting:
-            self.store.delete_team(slug)
+            archive.delete_team(self.config, self.store, slug)
         log.info("team %s removed (%d target(s) drained)", slug, len(results))
 
     async def stop_target(self, target: Target) -> DrainResult:

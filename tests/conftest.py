@@ -44,7 +44,9 @@ class Running:
 
     def admin_headers(self) -> dict[str, str]:
         """The admin token: the apex status page and status.json are for operators only."""
-        return {"authorization": f"Bearer {self.app.store.ensure_setting('admin_token')}"}
+        from gateway.admin.discovery import admin_token
+
+        return {"authorization": f"Bearer {admin_token(self.config, self.app.store)}"}
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         """A client that reaches the gateway on 127.0.0.1 whatever the Host."""

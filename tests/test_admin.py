@@ -141,7 +141,9 @@ async def test_operator_dashboard_on_the_apex(config: Config) -> None:
         auth = gw.app.auth
         cookies = {}
         for email in ("ops@example.org", "someone@example.org"):
-            user = create_user(gw.app.store, email, "not-a-real-hash")
+            # Verified, as an account made with `gateway users create` is: `operators` names
+            # only verified addresses (gateway/auth/operators.py).
+            user = create_user(gw.app.store, email, "not-a-real-hash", verified=True)
             cookies[email] = auth.sessions.create(user.id)[0]
         url = gw.url(None, "/-/gateway/ops")
         async with gw.client() as client:

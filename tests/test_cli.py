@@ -92,12 +92,17 @@ def test_teams_delete_asks_for_confirmation(tmp_path: Path) -> None:
     code, out = run(data, "teams", "delete", "alpha", input="y\n")
     assert code == 0, out
     assert _teams(data) == []
-    assert (data / "teams" / "alpha" / "data.db").exists()  # data kept without --purge
+    # Data kept without --purge, archived where no slug maps (gateway/archive.py).
+    assert not (data / "teams" / "alpha").exists()
+    (archived,) = (data / "archive").iterdir()
+    assert archived.name.startswith("alpha.") and (archived / "data.db").exists()
+    assert str(archived) in out
     code, out = run(data, "teams", "delete", "alpha", "--yes")
     assert code == 1 and "no team" in out
     run(data, "teams", "create", "gamma")
     code, out = run(data, "teams", "delete", "gamma", "--yes", "--purge")
     assert code == 0 and not (data / "teams" / "gamma").exists()
+    assert [p.name for p in (data / "archive").iterdir()] == [archived.name]
 
 
 def _teams(data: Path) -> list[object]:

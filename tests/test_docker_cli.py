@@ -105,7 +105,7 @@ def test_interrupted_provision_converges_and_delete_keeps_data(
     deleted = run(docker_env, "teams", "delete", "alpha", "-y")
     assert deleted.exit_code == 0, deleted.output
     assert team_containers(config, "alpha") == []
-    assert (config.teams_dir / "alpha" / "data.db").exists()  # data kept without --purge
+    assert archived_dbs(config, "alpha") == 1  # data kept (archived) without --purge
 
     assert run(docker_env, "teams", "create", "alpha").exit_code == 0
     assert len(team_containers(config, "alpha")) == 1
@@ -113,6 +113,7 @@ def test_interrupted_provision_converges_and_delete_keeps_data(
     assert purged.exit_code == 0, purged.output
     assert team_containers(config, "alpha") == []
     assert not (config.teams_dir / "alpha").exists()
+    assert archived_dbs(config, "alpha") == 1  # only the first deletion's archive
     runtime.client.close()
     store.close()
 
@@ -208,7 +209,8 @@ def test_serve_and_teams_create_serve_alpha_and_hide_the_host_ports(
             assert done.returncode == 0, done.stdout + done.stderr
         assert "Draining beta" in done.stdout
         assert team_containers(config, "beta") == []
-        assert (config.teams_dir / "beta" / "data.db").exists()
+        assert archived_dbs(config, "beta") == 1  # kept, where no slug maps (archive.py)
+        assert not (config.teams_dir / "beta").exists()
     finally:
         server.terminate()
         server.wait(60)
@@ -231,3 +233,8 @@ for name, host, port in json.loads(sys.argv[1]):
         s.close()
 print(json.dumps(out))
 """
+
+
+def archived_dbs(config: Config, slug: str) -> int:
+    """How many archived volumes of ``slug`` hold a database (gateway/archive.py)."""
+    return len(list((config.data_dir / "archive").glob(f"{slug}.*/data.db")))

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from gateway.admin.api import recent, status_view
+from gateway.auth.operators import is_operator
 from gateway.errors import Forbidden, HTTPError
 from gateway.responses import error_body
 
@@ -83,7 +84,7 @@ def dashboard_routes(gw: Gateway, token: str) -> list[Route]:
 
 
 def apex_ops_routes(gw: Gateway) -> list[Route]:
-    """The same dashboard on the apex, for signed-in users listed in ``operators``."""
+    """The same dashboard on the apex, for signed-in operators (gateway/auth/operators.py)."""
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["ago"] = _ago
 
@@ -94,7 +95,7 @@ def apex_ops_routes(gw: Gateway) -> list[Route]:
             if auth is None:
                 return _refuse(request, Forbidden("the operator dashboard needs sign-in"))
             return RedirectResponse(auth.login_url(APEX_PATH), status_code=303)
-        if session.email.lower() not in gw.config.operator_set:
+        if not is_operator(gw.store, gw.config, session.user_id):
             return _refuse(request, Forbidden("this page is for the gateway's operators"))
         return templates.TemplateResponse(
             request,

@@ -1,15 +1,19 @@
 """How the CLI finds and authenticates to a running gateway's admin API.
 
-The token is ``admin_token`` when set, else one generated on first start and kept in the
-control store (``settings.admin_token``). A running gateway writes it to
+The token is ``admin_token`` when set, else one generated on first start; the control store
+keeps only its sha256 (``settings.admin_token_sha256``). A running gateway writes it to
 ``<data_dir>/admin.token`` (mode 0600) and its listening address to ``<data_dir>/admin.json``,
 so ``gateway status`` on the same machine, as the same user, needs no flags.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import secrets
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from gateway.config import Config
 from gateway.store import Store
 
 TOKEN_FILE = "admin.token"
+HASH_KEY = "admin_token_sha256"
+LEGACY_KEY = "admin_token"  # stores before issue 13 kept the token itself
 ADDRESS_FILE = "admin.json"
 
 
@@ -28,9 +34,52 @@ class AdminAddress:
 
 
 def admin_token(config: Config, store: Store) -> str:
-    token = config.admin_token or store.ensure_setting("admin_token")
+    token = config.admin_token or _generated_token(config, store)
     _write_private(config.data_dir / TOKEN_FILE, token + "\n")
     return token
+
+
+def token_matches(config: Config, store: Store, given: str) -> bool:
+    """Is ``given`` the admin token? Compared by hash: the store never holds the token."""
+    if config.admin_token:
+        return hmac.compare_digest(given.encode(), config.admin_token.encode())
+    stored = store.setting(HASH_KEY)
+    return stored is not None and hmac.compare_digest(_hash(given), stored)
+
+
+def _generated_token(config: Config, store: Store) -> str:
+    """The generated token lives only in <data_dir>/admin.token (0600); the control store
+    keeps its sha256. An older store's plain token is hashed and removed on first start; a
+    lost token file means a new token."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT value FROM settings WHERE key = ?", [LEGACY_KEY]).fetchone()
+        if row is not None:
+            token = str(row["value"])
+            conn.execute("DELETE FROM settings WHERE key = ?", [LEGACY_KEY])
+            _set(conn, _hash(token))
+            return token
+        row = conn.execute("SELECT value FROM settings WHERE key = ?", [HASH_KEY]).fetchone()
+        try:
+            kept = (config.data_dir / TOKEN_FILE).read_text().strip()
+        except OSError:
+            kept = ""
+        if row is not None and kept and hmac.compare_digest(_hash(kept), str(row["value"])):
+            return kept
+        token = secrets.token_urlsafe(32)
+        _set(conn, _hash(token))
+        return token
+
+
+def _set(conn: sqlite3.Connection, value: str) -> None:
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [HASH_KEY, value],
+    )
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def publish(config: Config, host: str, port: int | None, socket_path: str | None) -> None:

@@ -12,6 +12,7 @@ import re
 import secrets
 import sqlite3
 import time
+import unicodedata
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError
@@ -32,22 +33,46 @@ class User:
     password_hash: str
     disabled: bool
     created_at: float
+    operator: bool = False
+    email_verified: bool = False
+
+
+def canonical_email(raw: str) -> str:
+    """The one form used for uniqueness and every comparison: NFKC, then casefold of the
+    whole address (so ``DESK@`` and ``des\u212a@``, with a Kelvin sign, are ``desk@``)."""
+    return unicodedata.normalize("NFKC", raw.strip()).casefold()
 
 
 def normalize_email(raw: str) -> str:
+    """Check an address given at registration (or to the CLI) and return its canonical form.
+
+    Letter case is folded, but an address that only NFKC or a special case fold changes
+    (compatibility characters, a Kelvin sign, ``ß``) is refused: it can only be a lookalike.
+    """
     email = raw.strip()
     if len(email) > 254 or not EMAIL.match(email):
         raise AccountError("Please enter a valid email address, like name@example.org.")
-    local, _, domain = email.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    if unicodedata.normalize("NFKC", email) != email or email.casefold() != email.lower():
+        raise AccountError(
+            "This email address contains lookalike characters; please type it in plain form."
+        )
+    return canonical_email(email)
 
 
 def _user(r: sqlite3.Row) -> User:
-    return User(r["id"], r["email"], r["password_hash"], bool(r["disabled"]), r["created_at"])
+    return User(
+        r["id"],
+        r["email"],
+        r["password_hash"],
+        bool(r["disabled"]),
+        r["created_at"],
+        bool(r["operator"]),
+        bool(r["email_verified"]),
+    )
 
 
 def user_by_email(store: Store, email: str) -> User | None:
-    rows = store.query("SELECT * FROM users WHERE email = ?", [email])
+    rows = store.query("SELECT * FROM users WHERE email = ?", [canonical_email(email)])
     return _user(rows[0]) if rows else None
 
 
@@ -60,9 +85,21 @@ def users(store: Store) -> list[User]:
     return [_user(r) for r in store.query("SELECT * FROM users ORDER BY email")]
 
 
-def create_user(store: Store, email: str, password_hash: str, team: str | None = None) -> User:
-    """Create a user (and, with ``team``, that team with them as owner) in one transaction."""
-    user = User("u_" + secrets.token_hex(8), email, password_hash, False, time.time())
+def create_user(
+    store: Store,
+    email: str,
+    password_hash: str,
+    team: str | None = None,
+    *,
+    verified: bool = False,
+    operator: bool = False,
+) -> User:
+    """Create a user (and, with ``team``, that team with them as owner) in one transaction.
+
+    ``verified``: an operator vouches for the address (``gateway users create``)."""
+    user = User(
+        "u_" + secrets.token_hex(8), email, password_hash, False, time.time(), operator, verified
+    )
     with store.transaction() as conn:
         if conn.execute("SELECT 1 FROM users WHERE email = ?", [email]).fetchone():
             raise AccountError(f"there is already an account for {email}")
@@ -72,8 +109,9 @@ def create_user(store: Store, email: str, password_hash: str, team: str | None =
         ):
             raise AccountError(f"the team name {team!r} is taken; please choose another")
         conn.execute(
-            "INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
-            [user.id, email, password_hash, user.created_at],
+            "INSERT INTO users (id, email, password_hash, created_at, operator, email_verified)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [user.id, email, password_hash, user.created_at, int(operator), int(verified)],
         )
         if team is not None:
             conn.execute(
@@ -99,6 +137,11 @@ def set_disabled(store: Store, user_id: str, disabled: bool) -> None:
         conn.execute("UPDATE users SET disabled = ? WHERE id = ?", [int(disabled), user_id])
         if disabled:
             conn.execute("DELETE FROM sessions WHERE user_id = ?", [user_id])
+
+
+def set_operator(store: Store, user_id: str, operator: bool) -> None:
+    with store.transaction() as conn:
+        conn.execute("UPDATE users SET operator = ? WHERE id = ?", [int(operator), user_id])
 
 
 # -- memberships --------------------------------------------------------------------------
@@ -143,6 +186,12 @@ def remove_member(store: Store, team: str, user_id: str) -> None:
             if owners <= 1:
                 raise AccountError("a team needs at least one owner; add another owner first")
         conn.execute("DELETE FROM memberships WHERE team = ? AND user_id = ?", [team, user_id])
+        # For good: re-adding the user later must not bring old tokens back to life.
+        conn.execute(
+            "UPDATE api_tokens SET revoked_at = ? WHERE team = ? AND user_id = ?"
+            " AND revoked_at IS NULL",
+            [time.time(), team, user_id],
+        )
 
 
 def set_public(store: Store, team: str, public: bool) -> None:

@@ -1,4 +1,4 @@
-"""``gateway users create|list|disable|passwd|rotate-secret`` and
+"""``gateway users create|list|disable|passwd|rotate-secret|grant-operator|revoke-operator`` and
 ``gateway teams add-member|remove-member``.
 
 These write the control store directly; a running gateway sees the change on its next
@@ -56,21 +56,28 @@ def register(cli: click.Group, teams: click.Group) -> None:
     @password_option
     @click.option("--team", help="Also add the user to this existing team.")
     @click.option("--role", type=click.Choice(accounts.ROLES), default="member", show_default=True)
+    @click.option("--operator", is_flag=True, help="Grant operator rights (status pages).")
     @config_options
     @run_cli
     def users_create(
-        config: Config, email: str, password: str, team: str | None, role: str
+        config: Config, email: str, password: str, team: str | None, role: str, operator: bool
     ) -> None:
-        """Create a user with EMAIL."""
+        """Create a user with EMAIL (its address counts as verified: you vouch for it)."""
         store = open_store(config.control_db)
         email = accounts.normalize_email(email)
         slug = validate_slug(team) if team else None
         if slug:
             store.team(slug)  # TeamNotFound -> clean error, before creating anything
-        user = accounts.create_user(store, email, _hash(password, email))
+        user = accounts.create_user(
+            store, email, _hash(password, email), verified=True, operator=operator
+        )
         if slug:
             accounts.add_member(store, slug, user.id, role)
-        click.echo(f"Created user {email} ({user.id})" + (f", {role} of {slug}" if slug else ""))
+        click.echo(
+            f"Created user {email} ({user.id})"
+            + (f", {role} of {slug}" if slug else "")
+            + (", operator" if operator else "")
+        )
 
     @users.command("list")
     @config_options
@@ -84,7 +91,7 @@ def register(cli: click.Group, teams: click.Group) -> None:
         for user in rows:
             teams_ = accounts.memberships(store, user.id)
             where = ", ".join(f"{t} ({r})" for t, r in sorted(teams_.items())) or "no team"
-            flag = "  DISABLED" if user.disabled else ""
+            flag = ("  OPERATOR" if user.operator else "") + ("  DISABLED" if user.disabled else "")
             click.echo(f"{user.email}  {user.id}  {where}{flag}")
 
     @users.command("disable")
@@ -98,6 +105,28 @@ def register(cli: click.Group, teams: click.Group) -> None:
         user = _user(store, email)
         accounts.set_disabled(store, user.id, not enable)
         click.echo(f"{'Enabled' if enable else 'Disabled'} {user.email}")
+
+    @users.command("grant-operator")
+    @click.argument("email")
+    @config_options
+    @run_cli
+    def users_grant_operator(config: Config, email: str) -> None:
+        """Give EMAIL operator rights (the status pages name every team)."""
+        store = open_store(config.control_db)
+        user = _user(store, email)
+        accounts.set_operator(store, user.id, True)
+        click.echo(f"{user.email} is now an operator")
+
+    @users.command("revoke-operator")
+    @click.argument("email")
+    @config_options
+    @run_cli
+    def users_revoke_operator(config: Config, email: str) -> None:
+        """Take operator rights from EMAIL (an address in `operators` keeps them if verified)."""
+        store = open_store(config.control_db)
+        user = _user(store, email)
+        accounts.set_operator(store, user.id, False)
+        click.echo(f"{user.email} is no longer an operator")
 
     @users.command("passwd")
     @click.argument("email")

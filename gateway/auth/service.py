@@ -20,6 +20,7 @@ from gateway.auth.authorize import ACTOR_TTL, scan_headers
 from gateway.auth.mail import Mailer
 from gateway.auth.passwords import Passwords
 from gateway.auth.sessions import REMEMBER_ABSOLUTE, Session, Sessions
+from gateway.auth.signups import Signups
 from gateway.auth.throttle import Throttle
 from gateway.auth.tokens import Tokens
 from gateway.errors import Forbidden, SignInHandoff, SignInRequired, Unauthorized
@@ -47,6 +48,7 @@ class Auth:
         self.tokens = Tokens(self.store)
         self.passwords = Passwords()
         self.throttle = Throttle()
+        self.signups = Signups(self.config.signups_per_ip_hour, self.config.signups_per_hour)
         self.mailer = Mailer(self.config)
         self.tickets = handoff.Tickets()
         # Only a single-label domain (localhost) needs the handoff: browsers keep its Domain
@@ -70,6 +72,9 @@ class Auth:
         self.sessions.set_signer(self.signers["session"])
         self.tokens.clear()
         self._token_actors.clear()
+        # A deleted team's name may come back with a new instance secret.
+        self._actor_signers.clear()
+        self.gw.signer.forget()
         self._public = None
         self._version = self.store.data_version()
 
@@ -120,7 +125,8 @@ class Auth:
 
     # -- the per-request check on team hosts --------------------------------------------------
     def authorize(self, scope: dict[str, Any], service: Service) -> list[tuple[bytes, bytes]]:
-        """Who is this, and may they reach this team? Returns extra upstream headers.
+        """Who is this, and may they reach this team? Returns extra upstream headers: the
+        gateway's signature (the instance answers nothing else) and the signed actor.
 
         Strips the gateway's session cookie and client ``x-gateway-*`` headers from the scope
         first, whatever the outcome.
@@ -144,14 +150,18 @@ class Auth:
             if cached is None or cached[0] <= now:
                 cached = (now + ACTOR_TTL, self._sign_actor(slug, token.user_id, token.email))
                 self._token_actors[token.id] = cached
-            return [(b"x-gateway-actor", cached[1])]
+            if not self.is_public(slug):
+                scope["gateway.private"] = True  # the proxy answers Cache-Control: private
+            return [self.gw.signer.header(slug), (b"x-gateway-actor", cached[1])]
         session = self.sessions.get(cookie) if cookie else None
         if session is not None and slug in session.teams:
             scope["gateway.user"] = {"id": session.user_id, "email": session.email}
-            return [(b"x-gateway-actor", self._actor(session, slug))]
+            if not self.is_public(slug):
+                scope["gateway.private"] = True
+            return [self.gw.signer.header(slug), (b"x-gateway-actor", self._actor(session, slug))]
         scope["gateway.user"] = None
         if scope["method"] in READ_ONLY and self.is_public(slug):
-            return []  # a public team: read-only for anyone, with no actor
+            return [self.gw.signer.header(slug)]  # a public team: read-only, with no actor
         if session is not None:
             raise Forbidden(f"Your account is not a member of the team {slug}.")
         path = scope.get("raw_path") or scope["path"].encode()

@@ -2,6 +2,8 @@
 
 * Per account: 3 failures within 2 minutes ban the account for 5 minutes (Authelia), and
   never more than 100 failures an hour (ASVS 2.2.1).
+* Accounts are counted by their canonical address (NFKC + casefold), so ``ANN@``, a
+  fullwidth ``\\uff41nn@`` and ``ann@`` share one count, as they share one account.
 * Per client IP: 30 failures within 10 minutes ban the address for 10 minutes, which stops
   one machine from spraying many accounts.
 
@@ -16,6 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from gateway.auth.accounts import canonical_email
 from gateway.forwarded import client_ip as client_ip  # where the client IP is worked out
 
 
@@ -44,7 +47,7 @@ class Throttle:
         """Seconds until this account or IP may try again; 0 when allowed now."""
         now = time.monotonic()
         wait = 0.0
-        for key in (("account", account.lower()), ("ip", ip)):
+        for key in (("account", canonical_email(account)), ("ip", ip)):
             until = self._banned.get(key, 0.0)
             if until > now:
                 wait = max(wait, until - now)
@@ -54,7 +57,7 @@ class Throttle:
 
     def failed(self, account: str, ip: str) -> None:
         now = time.monotonic()
-        for key in (("account", account.lower()), ("ip", ip)):
+        for key in (("account", canonical_email(account)), ("ip", ip)):
             rules = self.rules[key[0]]
             longest = max(r.window for r in rules)
             times = self._failures.setdefault(key, deque())
@@ -69,4 +72,4 @@ class Throttle:
             self._failures.clear()
 
     def succeeded(self, account: str) -> None:
-        self._failures.pop(("account", account.lower()), None)
+        self._failures.pop(("account", canonical_email(account)), None)

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from gateway.auth import accounts
 from gateway.store import Store
 
 PREFIX = "gwt_"
@@ -101,13 +102,22 @@ class Tokens:
         rows = self.store.query(_SELECT + " WHERE team = ? ORDER BY created_at DESC", [team])
         return [_token(r) for r in rows]
 
+    def _member(self, row: sqlite3.Row) -> bool:
+        # The same membership check as a session's (accounts.memberships): a token lives only
+        # while its user is an enabled member of its team. The cache is emptied on every
+        # membership change (Auth.changed), so removal ends the token on the next request.
+        if row["disabled"]:
+            return False
+        return row["team"] in accounts.memberships(self.store, row["user_id"])
+
     def check(self, raw: str, team: str) -> Token | None:
-        """The live token for ``team``, or None (unknown, revoked, expired, other team)."""
+        """The live token for ``team``, or None (unknown, revoked, expired, other team, or
+        its user is disabled or no longer a member)."""
         try:
             token = self._cache[raw]
         except KeyError:
             rows = self.store.query(_SELECT + " WHERE token_hash = ?", [_hash(raw)])
-            token = _token(rows[0]) if rows and not rows[0]["disabled"] else None
+            token = _token(rows[0]) if rows and self._member(rows[0]) else None
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[raw] = token

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from gateway.auth import accounts, handoff
 from gateway.auth.passwords import policy_error
 from gateway.auth.sessions import Session
+from gateway.auth.signups import sign_ups_closed
 from gateway.auth.web import Web, page
 from gateway.errors import Forbidden, GatewayError, TooManyRequests
 from gateway.slugs import validate_slug
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 
 RESET_MAX_AGE = 3600  # reliability.md: reset links live at most an hour
 BAD_LOGIN = "The email or password is incorrect."
+CLOSED = (
+    "Sorry, sign-ups are closed for now: this service is full. Please try again later, "
+    "or ask the team you work with to invite you."
+)
+TAKEN = (
+    "We could not create an account with these details. If you already have an account, "
+    "sign in or reset your password; otherwise the team name may be taken, so try another."
+)
 
 
 def _s(form: object, key: str) -> str:
@@ -62,28 +71,35 @@ def routes(web: Web) -> list[Route]:
             form = await web.form(request, session)
             ctx.update(email=_s(form, "email"), team=_s(form, "team"))
             password = _s(form, "password")
+            ip = web.ip(request)
             try:
                 throttled(_s(form, "email"), request)
+                auth.signups.check(ip)  # 429: this network's or the hour's sign-ups are spent
+                if sign_ups_closed(len(gw.store.teams()), gw.config.max_teams):
+                    ctx["error"] = CLOSED
+                    return web.render(request, "auth_register.html", ctx, session, status=503)
                 email = accounts.normalize_email(_s(form, "email"))
                 slug = validate_slug(_s(form, "team"))
                 why = policy_error(password, email)
                 if why:
                     raise accounts.AccountError(why)
-                known = accounts.user_by_email(gw.store, email)
-                # Same work either way: a known address still costs one hash.
+                # Same answer, same work, for a taken email, a taken team or both: one hash
+                # always, one failure counted, one body (docs/auth.md, "enumeration").
                 hashed = await auth.passwords.hash(password)
-                if known is not None:
+                known = accounts.user_by_email(gw.store, email) is not None
+                if known or gw.store.query("SELECT 1 FROM teams WHERE slug = ?", [slug]):
                     auth.throttle.failed(email, web.ip(request))
-                    raise accounts.AccountError(
-                        "We could not create an account with these details. If you already "
-                        "have an account, sign in or reset your password."
-                    )
-                user = accounts.create_user(gw.store, email, hashed, team=slug)
+                    raise accounts.AccountError(TAKEN)
+                try:
+                    user = accounts.create_user(gw.store, email, hashed, team=slug)
+                except accounts.AccountError as err:  # taken in the meantime: same answer
+                    raise accounts.AccountError(TAKEN) from err
             except (accounts.AccountError, GatewayError) as err:
                 if isinstance(err, TooManyRequests):
                     raise
                 ctx["error"] = str(err)
                 return web.render(request, "auth_register.html", ctx, session, status=400)
+            auth.signups.record(ip)
             auth.changed()
             await gw.fleet.reconcile()  # the running fleet starts the team's instance now
             return await sign_in(user.id, False, session, "/dashboard")

@@ -3,7 +3,6 @@ gateway/auth and gateway/admin) sign-in, the dashboard and the operator dashboar
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from gateway.admin.dashboard import apex_ops_routes
+from gateway.admin.discovery import token_matches
+from gateway.auth.operators import is_operator
 from gateway.auth.pages import auth_routes
 from gateway.errors import Forbidden, HTTPError, Unauthorized
 from gateway.observability.health import health_routes
@@ -41,16 +42,16 @@ def status_data(gw: Gateway) -> dict[str, Any]:
 def operator_check(gw: Gateway, request: Request) -> Response | None:
     """The status page names every team and its addresses: operators only.
 
-    Allowed: the admin API's bearer token (scripts, load tests), or a signed-in user listed in
-    ``operators``. Anyone else is sent to sign in (browsers), or gets 401/403 (APIs)."""
+    Allowed: the admin API's bearer token (scripts, load tests), or a signed-in operator
+    (gateway/auth/operators.py). Anyone else is sent to sign in (browsers), or gets 401/403
+    (APIs)."""
     auth_header = request.headers.get("authorization", "")
-    if auth_header.startswith("Bearer ") and hmac.compare_digest(
-        auth_header[7:].strip().encode(),
-        (gw.config.admin_token or gw.store.ensure_setting("admin_token")).encode(),
+    if auth_header.startswith("Bearer ") and token_matches(
+        gw.config, gw.store, auth_header[7:].strip()
     ):
         return None
     session = gw.auth.session_from_cookies(dict(request.cookies))
-    if session is not None and session.email.lower() in gw.config.operator_set:
+    if session is not None and is_operator(gw.store, gw.config, session.user_id):
         return None
     if session is None:
         if wants_json(dict(request.scope)):

@@ -24,15 +24,14 @@ async def check(target: Target, timeout: float) -> tuple[bool, str]:
     try:
         async with asyncio.timeout(timeout):
             conn = await pool.acquire(timeout)
-            head = build_head(
-                "GET",
-                target.health_path.encode(),
-                [
-                    (b"host", b"localhost"),
-                    (b"user-agent", b"gateway-health"),
-                    (b"connection", b"close"),
-                ],
-            )
+            headers = [
+                (b"host", b"localhost"),
+                (b"user-agent", b"gateway-health"),
+                (b"connection", b"close"),
+            ]
+            if target.sign is not None:  # instances answer only signed requests
+                headers.append(target.sign())
+            head = build_head("GET", target.health_path.encode(), headers)
             conn.begin(head, is_head=False)
             status, _ = await conn.response(timeout)
             while await conn.read(timeout):

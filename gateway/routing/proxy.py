@@ -330,8 +330,10 @@ class Proxy:
             except BaseException:
                 target.end_request()
                 raise
+            # A member's answer from a private team: Cache-Control private (auth/service.py).
+            private = "gateway.private" in scope
             try:
-                await self._respond(conn, status, headers, send, s.read_timeout, ex)
+                await self._respond(conn, status, headers, send, s.read_timeout, ex, private)
             finally:
                 target.end_request()
                 ex.conn = None
@@ -398,8 +400,9 @@ class Proxy:
         send: Any,
         read_timeout: float,
         ex: _Exchange,
+        private: bool = False,
     ) -> None:
-        out = self._response_headers(headers)
+        out = self._response_headers(headers, private)
         # A small answer is usually already here in full: then head and body go out as one
         # write and the response ends with that same message (GatewayHttpProtocol joins a
         # head to the body that follows it; other ASGI servers ignore the extra key).
@@ -437,9 +440,12 @@ class Proxy:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         conn.finish()
 
-    def _response_headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    def _response_headers(
+        self, headers: list[tuple[bytes, bytes]], private: bool = False
+    ) -> list[tuple[bytes, bytes]]:
         out = []
         tokens: set[bytes] = set()
+        cache: list[bytes] = []
         for name, value in headers:
             if name in RESPONSE_SPECIAL:
                 if name == b"connection":
@@ -454,9 +460,14 @@ class Proxy:
                 elif name == b"link":
                     out.append((name, fix_link(value)))
                 continue
+            if private and name == b"cache-control":
+                cache.append(value)
+                continue
             out.append((name, value))
         if tokens:
             out = [(n, v) for n, v in out if n not in tokens]
+        if private:
+            out.append((b"cache-control", private_value(cache)))
         return out
 
 
@@ -470,6 +481,33 @@ def fix_link(value: bytes) -> bytes:
     if not sep or not target or any(c in target for c in b"<>, \t"):
         return value
     return b"<" + target + b">;" + params
+
+
+SHARED_CACHE_DIRECTIVES = (b"public", b"private", b"s-maxage", b"proxy-revalidate")
+ALREADY_PRIVATE = frozenset({b"private", b"private, no-store", b"no-store, private"})
+
+
+def private_value(values: list[bytes]) -> bytes:
+    """``private`` plus the upstream's own browser directives (max-age, no-store...):
+    Datasette's ``max-age`` and a client's ``?_ttl=`` must not let a shared cache keep one
+    member's view of a private team."""
+    if len(values) == 1 and values[0] in ALREADY_PRIVATE:
+        return values[0]  # Datasette's answer to a signed-in actor: nothing to change
+    directives = [b"private"]
+    for value in values:
+        for part in value.split(b","):
+            part = part.strip()
+            if part and not part.lower().startswith(SHARED_CACHE_DIRECTIVES):
+                directives.append(part)
+    return b", ".join(directives)
+
+
+def private_cache(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers with their Cache-Control made private (the gateway's own pages)."""
+    values = [v for n, v in headers if n == b"cache-control"]
+    out = [(n, v) for n, v in headers if n != b"cache-control"]
+    out.append((b"cache-control", private_value(values)))
+    return out
 
 
 class _ClientGone(Exception):

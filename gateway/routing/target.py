@@ -53,9 +53,11 @@ class Target:
         idle_timeout: float = 2.0,
         write_timeout: float = 60.0,
         on_change: Callable[[Target], None] | None = None,
+        sign: Callable[[], tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.id = id
         self.health_path = health_path
+        self.sign = sign  # the gateway's signature header for health checks (signature.py)
         self.state = State.STARTING
         self.inflight = 0
         self.served = 0

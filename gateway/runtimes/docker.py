@@ -20,6 +20,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.errors import RuntimeUnavailable
 from gateway.routing.labels import CONTAINER_PREFIX, MANAGED_BY
+from gateway.routing.signature import sign_with
 from gateway.routing.target import Target
 from gateway.runtimes import image
 from gateway.runtimes.base import prepare_team_dir
@@ -253,15 +254,18 @@ class DockerRuntime:
         self._network_ok = True
         return NETWORK
 
-    def wait_healthy(self, address: tuple[str, int], timeout: float = 60) -> bool:
-        """Poll the container's health endpoint directly (CLI without a running gateway)."""
+    def wait_healthy(self, address: tuple[str, int], team: str, timeout: float = 60) -> bool:
+        """Poll the container's health endpoint directly (CLI without a running gateway),
+        signed as the gateway signs (the instance answers nothing else)."""
         import urllib.request
 
         deadline = time.monotonic() + timeout
         url = f"http://{address[0]}:{address[1]}/-/health"
+        name, value = sign_with(self.secret_for(team), team)
+        request = urllib.request.Request(url, headers={name.decode(): value.decode()})
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with urllib.request.urlopen(request, timeout=2) as resp:
                     if resp.status == 200:
                         return True
             except OSError:
@@ -309,7 +313,7 @@ def provision_team(config: Config, store: Store, slug: str, *, wait: bool = True
             instances = [store.add_instance(slug, runtime.name, version=runtime.version())]
         for inst in instances:
             address = runtime.ensure(inst)
-            if wait and not runtime.wait_healthy(address):
+            if wait and not runtime.wait_healthy(address, slug):
                 raise RuntimeUnavailable(
                     f"container {container_name(inst)} started but /-/health does not answer; "
                     f"see `docker logs {container_name(inst)}`"

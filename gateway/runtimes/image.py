@@ -9,6 +9,7 @@ skipped. Engines that *can* pull may use the ordinary Dockerfile in ``image/`` i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -18,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,15 @@ CMD = [
     "sql_time_limit_ms",
     "10000",
 ]
+# Signed like the gateway's own checks (gateway/routing/signature.py): the instance answers
+# nothing else. The container has its secret in DATASETTE_SECRET.
 HEALTH_CMD = [
     f"{VENV}/bin/python",
     "-c",
-    f"import urllib.request as u; u.urlopen('http://127.0.0.1:{PORT}/-/health', timeout=4)",
+    "import os, urllib.request as u; from itsdangerous import TimestampSigner as S; "
+    "s = S(os.environ['DATASETTE_SECRET'], salt='gateway-request').sign(b'health'); "
+    f"u.urlopen(u.Request('http://127.0.0.1:{PORT}/-/health', "
+    "headers={'x-gateway-signature': s}), timeout=4)",
 ]
 # Everything that shapes the image is data here, so the tag's hash covers it.
 RECIPE: dict[str, Any] = {
@@ -182,9 +188,21 @@ def build(*, force: bool = False, progress: Progress = print) -> tuple[str, bool
     """Build the image unless its tag exists. Returns (tag, built)."""
     client = docker_client()
     try:
-        return _build(client, force, progress)
+        with readable_files():
+            return _build(client, force, progress)
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def readable_files() -> Iterator[None]:
+    """The gateway's umask is 077 (filemodes.py), but the image's files must be readable by
+    its non-root user: build with the usual 022, then restore."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def _build(client: Any, force: bool, progress: Progress) -> tuple[str, bool]:
@@ -234,7 +252,8 @@ def build_dockerfile(*, force: bool = False, progress: Progress = print) -> tupl
     """For engines that can pull: ``FROM python:3.11-slim``, pip inside the build."""
     client = docker_client()
     try:
-        return _build_dockerfile(client, force, progress)
+        with readable_files():
+            return _build_dockerfile(client, force, progress)
     finally:
         client.close()
 

@@ -11,7 +11,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,13 +123,19 @@ class Store:
             ).rowcount:
                 raise TeamNotFound(f"no team {slug!r}")
 
-    def delete_team(self, slug: str) -> None:
+    def delete_team(
+        self, slug: str, retire: Callable[[sqlite3.Connection], None] | None = None
+    ) -> None:
+        """Delete the team's rows; ``retire`` runs inside the same write transaction, so the
+        slug cannot be taken again before it is done (gateway/archive.py moves the volume)."""
         with self.transaction() as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM instances WHERE team = ?", [slug])]
             conn.executemany("DELETE FROM targets WHERE instance_id = ?", [[i] for i in ids])
             conn.execute("DELETE FROM instances WHERE team = ?", [slug])
             self._delete_team_rows(conn, slug)
             conn.execute("DELETE FROM teams WHERE slug = ?", [slug])
+            if retire is not None:
+                retire(conn)
 
     def _delete_team_rows(self, conn: sqlite3.Connection, slug: str) -> None:
         # Tables added by later migrations that reference a team declare it here.

@@ -137,6 +137,21 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE teams ADD COLUMN maintenance TEXT;
         """,
     ),
+    (
+        13,
+        """
+        -- Tenant integrity (issue 13): a deleted team's volume is archived under a name no
+        -- slug maps to; operators are a role granted in the store, not an email string.
+        CREATE TABLE archived_teams (
+            name TEXT PRIMARY KEY,                     -- directory under <data_dir>/archive
+            slug TEXT NOT NULL,
+            deleted_at REAL NOT NULL
+        );
+        ALTER TABLE users ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;
+        -- 1 for accounts an operator created (CLI); self-registered addresses are unverified.
+        ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 

@@ -144,9 +144,15 @@ class _Collector:
 
 
 async def receive_upload(
-    scope: dict[str, Any], receive: Receive, spool_dir: Path, max_bytes: int
+    scope: dict[str, Any],
+    receive: Receive,
+    spool_dir: Path,
+    max_bytes: int,
+    meter: Callable[[int], None] | None = None,
 ) -> Upload:
-    """Read the whole multipart body into spool files; on any error nothing is left behind."""
+    """Read the whole multipart body into spool files; on any error nothing is left behind.
+
+    ``meter`` sees each chunk's size as it arrives and may refuse it (the team's quota)."""
     headers = {k.decode("latin-1"): v for k, v in scope["headers"]}
     ctype, params = parse_options_header(headers.get("content-type", b""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
@@ -166,6 +172,8 @@ async def receive_upload(
             collector.total += len(chunk)
             if collector.total > max_bytes:
                 raise PayloadTooLarge(_too_large(max_bytes))
+            if meter is not None:
+                meter(len(chunk))
             if chunk:
                 parser.write(chunk)
             if not message.get("more_body", False):

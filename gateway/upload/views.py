@@ -19,12 +19,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from gateway.responses import wants_json
+from gateway.routing.proxy import private_cache
 from gateway.upload.columns import check_table_name, table_name_from_file
 from gateway.upload.errors import ImportFailed
 from gateway.upload.jobs import Job, Jobs, new_id
 from gateway.upload.options import resolve
+from gateway.upload.quota import Quota
 from gateway.upload.receive import receive_upload, remove_quietly
 from gateway.upload.runner import Runner
 from gateway.upload.sniff import check_delimiter, check_encoding
@@ -46,6 +48,7 @@ class UploadApp:
         self.config = config
         self.jobs = Jobs(store)
         self.runner = Runner(config, store)
+        self.quota = Quota(config.team_quota_bytes)
         self.env = Environment(
             loader=FileSystemLoader(str(PAGES / "templates")),
             autoescape=select_autoescape(["html"]),
@@ -56,6 +59,8 @@ class UploadApp:
         self, scope: dict[str, Any], receive: Any, send: Any, service: Service
     ) -> None:
         response = await self.dispatch(scope, receive, service.name)
+        if "gateway.private" in scope:  # a member's page of a private team (auth/service.py)
+            response.raw_headers = private_cache(response.raw_headers)
         await response(scope, receive, send)
 
     async def dispatch(self, scope: dict[str, Any], receive: Any, team: str) -> Response:
@@ -145,12 +150,18 @@ class UploadApp:
                 f"This team already has {MAX_OPEN_JOBS} uploads waiting or running. "
                 "Import or discard some first."
             )
-        upload = await receive_upload(scope, receive, spool_dir, self.config.upload_max_bytes)
+        team_dir = self.config.teams_dir / team
+        with self.quota.metered(team, team_dir) as meter:  # 413 with the usage, as it streams
+            upload = await receive_upload(
+                scope, receive, spool_dir, self.config.upload_max_bytes, meter.add
+            )
         fields = {
             k: v for k, v in upload.fields.items() if k in UPLOAD_FIELDS or k.startswith("type.")
         }
         auto = upload.fields.get("auto", "").lower() in ("1", "true", "on", "yes")
         try:  # refuse a bad name or option now, not after the file was analysed
+            if auto:  # the import's table takes about as much room again
+                self.quota.check(team, team_dir, sum(f.size for f in upload.files))
             if fields.get("table"):
                 check_table_name(fields["table"])
             if fields.get("encoding"):
@@ -160,6 +171,9 @@ class UploadApp:
         except ImportFailed as exc:
             upload.discard()
             raise BadRequest(str(exc)) from None
+        except PayloadTooLarge:
+            upload.discard()
+            raise
         created = []
         for spooled in upload.files:
             job_id = new_id()
@@ -210,6 +224,7 @@ class UploadApp:
                 raise BadRequest(
                     f"This job is {job.state}; only a job waiting for review can be imported."
                 )
+            self.quota.check(team, self.config.teams_dir / team, job.size)
             try:
                 options = resolve(form, job.analysis, job.filename)
             except ImportFailed as exc:

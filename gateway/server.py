@@ -29,7 +29,7 @@ from gateway.listeners import (
     run_listeners,
     tls_options,
 )
-from gateway.lock import hold_running_lock
+from gateway.lock import DataDirLock, hold_running_lock
 from gateway.protocol import GatewayHttpProtocol
 from gateway.restart import Sockets, announce_ready, hand_over
 from gateway.tls import check_tls_files
@@ -65,7 +65,7 @@ def serve(config: Config) -> None:
     )
     if config.tls:
         check_tls_files(config.tls_cert, config.tls_key)
-    with hold_running_lock(config.data_dir):
+    with hold_running_lock(config.data_dir) as lock:
         app = create_app(config)
         sockets = Sockets()
         main, public, aux = build_listeners(app, config, sockets)
@@ -81,7 +81,9 @@ def serve(config: Config) -> None:
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(
-                    run_listeners(main, public, aux, restart=Restarter(app, main, aux, sockets))
+                    run_listeners(
+                        main, public, aux, restart=Restarter(app, main, aux, sockets, lock)
+                    )
                 )
         finally:
             from gateway.admin.discovery import unpublish
@@ -98,8 +100,10 @@ class Restarter:
         main: uvicorn.Server,
         aux: list[tuple[uvicorn.Server, list[socket.socket]]],
         sockets: Sockets,
+        lock: DataDirLock | None = None,
     ) -> None:
         self.app = app
+        self.lock = lock
         self.main = main
         self.aux = [server for server, _ in aux]
         self.sockets = sockets
@@ -121,7 +125,9 @@ class Restarter:
             return
         self._busy = True
         try:
-            await hand_over(self.sockets.named, self._stop)
+            lock_fd = self.lock.fd if self.lock else None
+            if not await hand_over(self.sockets.named, self._stop, lock_fd) and self.lock:
+                self.lock.claim()  # the successor may have written its PID before failing
         finally:
             self._busy = False
 

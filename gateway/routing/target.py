@@ -62,6 +62,9 @@ class Target:
         self.failures = 0
         self.last_check: float | None = None
         self.last_error = ""
+        # Set when the runtime could not start the instance at all (no such image, no engine):
+        # a deploy or `teams create` waiting for health stops at once with this reason.
+        self.start_error = ""
         self.pool = Pool(host, port, idle_timeout=idle_timeout, write_timeout=write_timeout)
         self._on_change = on_change
         self._idle = asyncio.Event()
@@ -103,6 +106,7 @@ class Target:
         if ok:
             self.failures = 0
             self.last_error = ""
+            self.start_error = ""
             self._set(State.HEALTHY)
             return
         self.failures += 1
@@ -118,6 +122,13 @@ class Target:
             self._set(State.UNHEALTHY)
         # Idle connections to a failing target are likely dead; drop them now.
         self.pool.close_idle()
+
+    def fail_start(self, error: str) -> None:
+        """The runtime could not start the instance; the reason is kept for every caller."""
+        self.start_error = self.last_error = error
+        self.last_check = time.time()
+        if self._on_change is not None:
+            self._on_change(self)
 
     async def drain(self, timeout: float) -> DrainResult:
         """Take no new requests, let in-flight ones finish, then cut stragglers (504)."""
@@ -159,4 +170,5 @@ class Target:
             "connections": self.pool.connections(),
             "last_check": self.last_check,
             "last_error": self.last_error,
+            "start_error": self.start_error,
         }

@@ -21,6 +21,15 @@ class Runtime(Protocol):
         """Launch the instance and keep it running; ``target`` gets its address and health."""
         ...
 
+    async def check_version(self, version: str) -> str:
+        """Before a deploy starts anything: what ``version`` would run, or RuntimeUnavailable
+        saying why it cannot (a missing or foreign image, another runtime's version)."""
+        ...
+
+    async def running_version(self, instance: Instance) -> str:
+        """What the instance really runs, read back from where it runs (the deploy record)."""
+        ...
+
     async def stop(self, instance: Instance) -> None:
         """Stop the instance gracefully (after the gateway drained its target)."""
         ...

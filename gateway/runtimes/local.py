@@ -22,6 +22,7 @@ from pathlib import Path
 import datasette
 
 from gateway.config import Config
+from gateway.errors import RuntimeUnavailable
 from gateway.routing.target import State, Target
 from gateway.store.db import Instance, Store
 
@@ -69,6 +70,17 @@ class LocalRuntime:
 
     def version(self) -> str:
         return f"datasette-{datasette.__version__}"
+
+    async def check_version(self, version: str) -> str:
+        if version != self.version():
+            raise RuntimeUnavailable(
+                f"the local runtime runs the installed Datasette ({self.version()}); "
+                "--image applies to the docker runtime"
+            )
+        return version
+
+    async def running_version(self, instance: Instance) -> str:
+        return self.version()
 
     def team_dir(self, team: str) -> Path:
         return self.config.teams_dir / team

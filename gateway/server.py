@@ -30,6 +30,7 @@ from gateway.listeners import (
     tls_options,
 )
 from gateway.lock import DataDirLock, hold_running_lock
+from gateway.preflight import check_runtime
 from gateway.protocol import GatewayHttpProtocol
 from gateway.restart import Sockets, announce_ready, hand_over
 from gateway.tls import check_tls_files
@@ -65,6 +66,7 @@ def serve(config: Config) -> None:
     )
     if config.tls:
         check_tls_files(config.tls_cert, config.tls_key)
+    check_runtime(config)
     with hold_running_lock(config.data_dir) as lock:
         app = create_app(config)
         sockets = Sockets()

@@ -110,7 +110,8 @@ class Target:
             self._set(State.HEALTHY)
             return
         self.failures += 1
-        self.last_error = error
+        # A failed start stays the reason: "cannot connect to :0" would only hide it.
+        self.last_error = self.start_error or error
         if (
             self.state is State.HEALTHY
             and self.failures < UNHEALTHY_AFTER

@@ -30,6 +30,10 @@ class Runtime(Protocol):
         """What the instance really runs, read back from where it runs (the deploy record)."""
         ...
 
+    def problem(self) -> str:
+        """Why the runtime cannot start instances now (no engine, no image), or ""."""
+        ...
+
     async def stop(self, instance: Instance) -> None:
         """Stop the instance gracefully (after the gateway drained its target)."""
         ...

@@ -112,6 +112,9 @@ class DockerRuntime:
             raise RuntimeUnavailable(f"the Docker engine cannot check {tag}: {exc}") from exc
         return tag
 
+    def problem(self) -> str:
+        return self.provider.error
+
     async def running_version(self, instance: Instance) -> str:
         return await asyncio.to_thread(self.container_image, instance)
 
@@ -217,7 +220,12 @@ class DockerRuntime:
         """
         team = validate_slug(instance.team)
         # A deploy may pin an instance to a given build of our image; otherwise the current one.
-        pinned = instance.version.startswith(image.IMAGE_REPO + ":")
+        # The current recipe's tag resolves like any new instance (the Dockerfile build when the
+        # registry-free one is absent, else the message saying to run `gateway image build`).
+        pinned = (
+            instance.version.startswith(image.IMAGE_REPO + ":")
+            and instance.version != self.version()
+        )
         tag = instance.version if pinned else self.image()
         memory = f"{self.config.instance_memory_mb}m"
         host_config = self.client.api.create_host_config(

@@ -82,6 +82,9 @@ class LocalRuntime:
     async def running_version(self, instance: Instance) -> str:
         return self.version()
 
+    def problem(self) -> str:
+        return ""
+
     def team_dir(self, team: str) -> Path:
         return self.config.teams_dir / team
 

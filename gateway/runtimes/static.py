@@ -47,6 +47,9 @@ class StaticRuntime:
     async def running_version(self, instance: Instance) -> str:
         return self.version()
 
+    def problem(self) -> str:
+        return ""
+
     async def stop(self, instance: Instance) -> None:
         return None
 

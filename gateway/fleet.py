@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 from gateway.config import Config
-from gateway.errors import TeamNotFound
+from gateway.errors import ConfigError, TeamNotFound
 from gateway.routing.health import HealthMonitor
 from gateway.routing.service import Service
 from gateway.routing.table import RouteTable
@@ -181,9 +182,14 @@ class Fleet:
         return service
 
     # -- pause, resume, maintenance --------------------------------------------------------------
-    def pause(self, slug: str, seconds: float) -> None:
-        """Hold the team's new requests (never sent, so safe for every method) until resume."""
-        self.require(slug).pause(min(seconds, self.config.max_pause))
+    def pause(self, slug: str, seconds: float) -> float:
+        """Hold the team's new requests (never sent, so safe for every method) until resume
+        or for ``seconds``, at most ``max_pause``: the one clamp. Returns the seconds applied."""
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ConfigError(f"seconds must be a positive number (got {seconds})")
+        applied = min(seconds, self.config.max_pause)
+        self.require(slug).pause(applied)
+        return applied
 
     def resume(self, slug: str) -> None:
         self.require(slug).resume()

@@ -23,6 +23,12 @@ from gateway.slugs import validate_slug
 from gateway.store import Store, open_store
 
 
+class BadSetting(click.ClickException):
+    """A setting's error: one line naming the flag and the fix (no usage block), exit 2."""
+
+    exit_code = 2
+
+
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add one option per setting and hand the command a ``config`` built from them."""
 
@@ -32,7 +38,7 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             config = from_env({}, **overrides)
         except GatewayError as exc:
-            raise click.UsageError(str(exc)) from exc
+            raise BadSetting(str(exc)) from exc
         return func(config=config, **kwargs)
 
     for setting in reversed(SETTINGS):

@@ -161,11 +161,13 @@ def build_listeners(
     from gateway.admin import admin_listener
 
     sockets = sockets or Sockets()
-    public = [sockets.get("public", lambda: bind_tcp(config.host, config.port))]
+    public = [sockets.get("public", lambda: bind_tcp(config.host, config.port, "--port"))]
     main = MainServer(uvicorn_config(app, config))
     aux: list[tuple[uvicorn.Server, list[socket.socket]]] = []
     if config.tls and config.redirect_port:
-        sock = sockets.get("redirect", lambda: bind_tcp(config.host, config.redirect_port))
+        sock = sockets.get(
+            "redirect", lambda: bind_tcp(config.host, config.redirect_port, "--redirect-port")
+        )
         aux.append((AuxServer(aux_config(RedirectToHTTPS(config), config)), [sock]))
     aux.append(admin_listener(app, sockets))
     return main, public, aux

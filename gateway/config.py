@@ -126,6 +126,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Bearer token of the admin API; generated once and kept in <data_dir>/admin.token.",
     ),
     Setting("access_log", str, "", "JSON access log: '' (off), '-' (stdout) or a file path."),
+    # -- operator failure paths (unsent mail) --
+    Setting(
+        "unsent_mail",
+        str,
+        "drop",
+        "Mail without --smtp-host: 'drop' (log only that it was not sent) or 'log' (one line "
+        "with its link: it is a live credential).",
+    ),
     Setting(
         "operators",
         str,
@@ -180,6 +188,8 @@ class Config:
     admin_socket: str = ""
     admin_token: str = ""
     access_log: str = ""
+    # -- operator failure paths (unsent mail) --
+    unsent_mail: str = "drop"
     operators: str = ""
     # Not a user setting: tests pass extra Datasette arguments (for example a plugins dir).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -211,6 +221,8 @@ class Config:
                 )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("give both --tls-cert and --tls-key (or neither)")
+        if self.unsent_mail not in ("drop", "log"):
+            raise ConfigError(f"--unsent-mail {self.unsent_mail!r}: choose 'drop' or 'log'")
         if self.redirect_port and not self.tls_cert:
             raise ConfigError(
                 "--redirect-port redirects plain HTTP to HTTPS: it needs --tls-cert and "

@@ -115,6 +115,8 @@ class Restarter:
     def install(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.restart()))
+        if self.app.access_log is not None:  # logrotate: move the file, then SIGUSR1
+            loop.add_signal_handler(signal.SIGUSR1, self.app.access_log.reopen)
         self._spawn(self._announce_when_ready())
 
     def _spawn(self, coro: Any) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 from gateway.auth import Auth
 from gateway.config import Config
 from gateway.deploy import Deployer
-from gateway.errors import BadRequest, HTTPError, NotFound, URITooLong
+from gateway.errors import BadRequest, HTTPError, UnknownHost, URITooLong
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
+from gateway.observability.failures import failure_kind
 from gateway.observability.observe import Observer
 from gateway.pages.site import build_site
 from gateway.responses import send_error
@@ -98,7 +99,7 @@ class Gateway:
                 return
             service = self.table.lookup(host)
             if service is None:
-                raise NotFound(
+                raise UnknownHost(
                     f"There is no team at {host}. Teams live at <team>.{self.config.domain}."
                 )
             scope["team"] = service.name  # for metrics and the access log
@@ -109,7 +110,7 @@ class Gateway:
                 return
             await self.proxy(scope, receive, send, service, extra)
         except HTTPError as err:
-            self.counters.error(str(err.status))
+            self.counters.error(failure_kind(err))
             await send_error(scope, send, err)
         except (ClientGone, CutConnection):
             return

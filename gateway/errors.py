@@ -11,7 +11,8 @@ GatewayError
     │   └── SignInRequired  401 for API clients, a redirect to the apex login for browsers
     ├── SignInHandoff       303  a team host takes over the apex session (sets its cookie)
     ├── Forbidden           403  signed in, but not a member
-    ├── NotFound            404  unknown host or page
+    ├── NotFound            404  unknown page
+    │   └── UnknownHost     404  no team at this host
     ├── PayloadTooLarge     413
     ├── URITooLong          414  request target longer than max_request_line
     ├── TooManyRequests     429  sign-in throttled (Retry-After)
@@ -93,6 +94,10 @@ class Forbidden(HTTPError):
 
 class NotFound(HTTPError):
     status, title = 404, "Not found"
+
+
+class UnknownHost(NotFound):
+    """No team at this host (counted apart from other 404s)."""
 
 
 class PayloadTooLarge(HTTPError):

@@ -46,6 +46,8 @@ class Fleet:
         self.instances: dict[str, tuple[Instance, Target]] = {}
         self.drains: list[DrainResult] = []
         self.ready = False
+        # Instances that died behind the gateway's back (docker kill, a crashed process).
+        self.crashes = 0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 

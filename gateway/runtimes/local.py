@@ -67,6 +67,7 @@ class LocalRuntime:
         self.store = store
         self.secret_for = secret_for
         self._running: dict[str, _Supervised] = {}
+        self.crashes = 0  # instances that exited on their own (gateway_instance_crashes_total)
 
     def version(self) -> str:
         return f"datasette-{datasette.__version__}"
@@ -132,6 +133,7 @@ class LocalRuntime:
                 code = await sup.process.wait()
                 if sup.stopping:
                     return
+                self.crashes += 1
                 log.warning(
                     "instance %s exited with %s; restarting in %.1fs",
                     sup.instance.id,

@@ -210,5 +210,10 @@ class Fleet:
                 await self._task
         await self.health.close()
         for _, target in self.instances.values():
-            target.stop()
+            if self.runtime.detaches:
+                target.detach()
+                with contextlib.suppress(Exception):
+                    self.store.record_target(target.id, target.address, "detached")
+            else:
+                target.stop()
         await self.runtime.close()

@@ -141,6 +141,7 @@ def aux_config(app: Any, config: Config, **extra: Any) -> uvicorn.Config:
         proxy_headers=False,
         server_header=False,
         log_level=config.log_level,
+        log_config=None,  # gateway/logs.py configures logging once for every listener
         http="httptools",
         **extra,
     )

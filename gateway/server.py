@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway import native
+from gateway import logs, native
 from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.listeners import (
@@ -53,6 +53,7 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
         proxy_headers=False,
         server_header=False,
         log_level=config.log_level,
+        log_config=None,  # the gateway's own format (gateway/logs.py): timestamps and PID
         timeout_graceful_shutdown=int(config.drain_timeout),
         # HSTS is added by uvicorn to each HTTPS response: no per-request work in the gateway.
         headers=hsts_headers(config),
@@ -61,9 +62,7 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
 
 
 def serve(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level)
     if config.tls:
         check_tls_files(config.tls_cert, config.tls_key)
     check_runtime(config)

@@ -153,6 +153,14 @@ class Target:
         self.pool.close()
         self._set(State.STOPPED)
 
+    def detach(self) -> None:
+        """Stop routing to it at shutdown while its instance keeps running (a container that
+        the next gateway adopts): logged as what it is, not as a stop."""
+        self.pool.close()
+        if self.state is not State.STOPPED:
+            log.info("target %s %s -> detached (its instance keeps running)", self.id, self.state)
+            self.state = State.STOPPED
+
     def _set(self, state: State) -> None:
         if state is self.state:
             return

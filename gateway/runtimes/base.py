@@ -12,6 +12,9 @@ from gateway.store.db import Instance
 
 class Runtime(Protocol):
     name: str
+    # True when instances outlive the gateway (containers, or addresses it never started):
+    # at shutdown their targets are detached, not stopped.
+    detaches: bool
 
     def version(self) -> str:
         """What a new instance runs (an image tag or a Datasette version)."""

@@ -42,6 +42,7 @@ def container_name(instance: Instance) -> str:
 
 class DockerRuntime:
     name = "docker"
+    detaches = True
 
     def __init__(
         self,

@@ -134,6 +134,11 @@ class DockerProvider:
             key = (rejected.container, rejected.reason)
             if key not in self._logged:  # once per container and reason, not every re-list
                 self._logged.add(key)
+                if rejected.other_gateway:
+                    log.debug(
+                        "container %s is another gateway's: %s", rejected.name, rejected.reason
+                    )
+                    continue
                 kind = "forged labels" if rejected.forged else "bad labels"
                 log.warning("ignoring container %s (%s): %s", rejected.name, kind, rejected.reason)
         self.snapshots += 1

@@ -60,6 +60,7 @@ class _Supervised:
 
 
 class LocalRuntime:
+    detaches = False
     name = "local"
 
     def __init__(self, config: Config, store: Store, secret_for: SecretFn) -> None:

@@ -16,6 +16,7 @@ Address = tuple[str, int]
 
 class StaticRuntime:
     name = "static"
+    detaches = True
 
     def __init__(self, addresses: dict[str, Address] | dict[str, list[Address]]) -> None:
         self.addresses: dict[str, list[Address]] = {

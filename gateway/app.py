@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sqlite3
 from typing import Any
 
 from gateway.auth import Auth
 from gateway.config import Config
 from gateway.deploy import Deployer
+from gateway.diskspace import SpaceWatch, no_space, out_of_space
 from gateway.errors import BadRequest, HTTPError, UnknownHost, URITooLong
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
@@ -65,6 +67,7 @@ class Gateway:
         self.stats = RequestStats()
         self.access_log = open_access_log(config.access_log)
         self.observed = Observer(self.handle, self.stats, self.access_log)
+        self.space = SpaceWatch(config.data_dir, config.min_free_mb)
 
     def _make_runtime(self) -> Runtime:
         if self.config.runtime == "local":
@@ -114,6 +117,13 @@ class Gateway:
             await send_error(scope, send, err)
         except (ClientGone, CutConnection):
             return
+        except (OSError, sqlite3.Error) as exc:
+            if not out_of_space(exc):
+                raise
+            log.warning("out of storage space: %s", exc)
+            full = no_space()
+            self.counters.error(str(full.status))
+            await send_error(scope, send, full)
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:

@@ -126,13 +126,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Bearer token of the admin API; generated once and kept in <data_dir>/admin.token.",
     ),
     Setting("access_log", str, "", "JSON access log: '' (off), '-' (stdout) or a file path."),
-    # -- operator failure paths (unsent mail) --
+    # -- operator failure paths (unsent mail, free disk space) --
     Setting(
         "unsent_mail",
         str,
         "drop",
         "Mail without --smtp-host: 'drop' (log only that it was not sent) or 'log' (one line "
         "with its link: it is a live credential).",
+    ),
+    Setting(
+        "min_free_mb",
+        int,
+        256,
+        "Free MiB in --data-dir below which /readyz is not ready and a warning is logged.",
     ),
     Setting(
         "operators",
@@ -188,8 +194,9 @@ class Config:
     admin_socket: str = ""
     admin_token: str = ""
     access_log: str = ""
-    # -- operator failure paths (unsent mail) --
+    # -- operator failure paths (unsent mail, free disk space) --
     unsent_mail: str = "drop"
+    min_free_mb: int = 256
     operators: str = ""
     # Not a user setting: tests pass extra Datasette arguments (for example a plugins dir).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -248,6 +255,8 @@ class Config:
             value = getattr(self, name)
             if not value > 0 or value != value or value == float("inf"):  # NaN and inf too
                 raise ConfigError(f"{flag(name)} must be a positive number (got {value})")
+        if self.min_free_mb < 0:
+            raise ConfigError("--min-free-mb cannot be negative (0 turns the check off)")
         if self.retry_buffer < 0:
             raise ConfigError("--retry-buffer cannot be negative (0 turns replay off)")
 

@@ -17,6 +17,7 @@ GatewayError
     ├── URITooLong          414  request target longer than max_request_line
     ├── TooManyRequests     429  sign-in throttled (Retry-After)
     ├── ClientClosed        499  the client went away (logged, never sent)
+    ├── InsufficientStorage 507  the disk is full: nothing was written (Retry-After)
     ├── BadGateway          502  refused, reset before a response, bad response
     ├── Unavailable         503  no healthy target in time, maintenance (Retry-After)
     └── GatewayTimeout      504  connect/read timeout, drain timeout
@@ -110,6 +111,10 @@ class URITooLong(HTTPError):
 
 class TooManyRequests(HTTPError):
     status, title = 429, "Too many attempts"
+
+
+class InsufficientStorage(HTTPError):
+    status, title = 507, "Out of storage space"
 
 
 class ClientClosed(HTTPError):

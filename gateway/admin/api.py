@@ -64,6 +64,7 @@ def status_view(gw: Gateway) -> dict[str, Any]:
         "url": gw.config.base_url + "/",
         "runtime": gw.config.runtime,
         "ready": gw.fleet.ready,
+        "problems": [p for p in (gw.runtime.problem(), gw.space.problem()) if p],
         "teams": [team_view(gw, t.slug, t.state) for t in gw.store.teams()],
         "counters": {
             "requests": sum(st.count for st in gw.stats.teams.values()),

@@ -45,6 +45,8 @@ def print_live_status(config: Config) -> bool:
         return False
     ready = "ready" if s["ready"] else "loading routes"
     click.echo(f"gateway: running, {ready} ({s['url']})")
+    for problem in s.get("problems", []):
+        click.echo(f"  warning: {problem}")
     c = s["counters"]
     click.echo(f"  {c['requests']} request(s), {c['retries']} retr(y/ies), {c['drains']} drain(s)")
     for team in s["teams"]:

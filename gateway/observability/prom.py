@@ -29,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from gateway import native
+from gateway.diskspace import free_bytes
 from gateway.observability.failures import DENIED, UNKNOWN_HOST, UPSTREAM
 from gateway.observability.stats import BUCKETS
 from gateway.routing.target import State
@@ -64,6 +65,18 @@ class GatewayCollector(Collector):
             value=int(self.gw.fleet.ready and not self.gw.runtime.problem()),
         )
         yield build_info()
+        free = free_bytes(self.gw.config.data_dir)
+        if free is not None:
+            yield GaugeMetricFamily(
+                "gateway_data_dir_free_bytes",
+                "Bytes free for the gateway on the data directory's file system",
+                value=free,
+            )
+        yield GaugeMetricFamily(
+            "gateway_data_dir_low_space",
+            "1 while the data directory has less than min_free_mb free",
+            value=int(bool(self.gw.space.problem())),
+        )
         expiry = cert_expiry(self.gw.config.tls_cert)
         if expiry is not None:
             yield GaugeMetricFamily(

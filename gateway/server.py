@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway import logs, native
+from gateway import logs, native, sdnotify
 from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.listeners import (
@@ -129,8 +129,11 @@ class Restarter:
         self._busy = True
         try:
             lock_fd = self.lock.fd if self.lock else None
-            if not await hand_over(self.sockets.named, self._stop, lock_fd) and self.lock:
-                self.lock.claim()  # the successor may have written its PID before failing
+            sdnotify.reloading()
+            if not await hand_over(self.sockets.named, self._stop, lock_fd):
+                if self.lock:
+                    self.lock.claim()  # the successor may have written its PID before failing
+                sdnotify.ready()  # still the main process
         finally:
             self._busy = False
 
@@ -150,6 +153,7 @@ class Restarter:
                 break
             await asyncio.sleep(0.05)
         announce_ready()
+        sdnotify.ready()  # systemd: this process is the service's main PID now
 
 
 def build_listeners(

@@ -252,6 +252,24 @@ def _wait_ready(config: Config, store: Store, slug: str, timeout: float) -> None
     )
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("./data"),
+    envvar="GATEWAY_DATA_DIR",
+    show_default=True,
+    help="The data dir the supervised gateway serves (where its PID is found).",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def supervise(data_dir: Path, command: tuple[str, ...]) -> None:
+    """Run COMMAND (gateway serve ...) as a container's PID 1, so that `gateway restart`
+    hands over inside the container instead of ending it (gateway/supervisor.py)."""
+    from gateway.supervisor import supervise as run
+
+    sys.exit(run(list(command), data_dir.absolute()))
+
+
 @cli.group()
 def native() -> None:
     """The proxy's hot path compiled with mypyc (gateway/native.py)."""

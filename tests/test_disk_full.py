@@ -79,3 +79,43 @@ async def test_sign_in_on_a_full_disk_is_507_and_recovers(
         assert (await client.get(gw.url(None, "/-/gateway/readyz"))).status_code == 200
     r = await b.post("/login", {"email": "ann@example.org", "password": PASSWORD})
     assert r.status_code == 303, (r.status_code, r.text[:300])  # signed in
+
+
+def test_an_import_on_a_full_disk_ends_failed_and_leaves_no_spool(
+    config: Config, small_volume: Path
+) -> None:
+    import sys
+
+    from gateway.runtimes.base import prepare_team_dir
+    from gateway.store import open_store
+    from gateway.upload.jobs import Jobs
+    from gateway.upload.runner import Runner
+
+    cfg = config.replace(data_dir=small_volume / "data")
+    store = open_store(cfg.control_db)
+    store.create_team("alpha")
+    team_dir = cfg.teams_dir / "alpha"
+    prepare_team_dir(team_dir)
+    (team_dir / ".spool").mkdir()
+    spool = team_dir / ".spool" / "job1.upload"
+    spool.write_text("id,name\n" + "".join(f"{i},row {i}\n" for i in range(2000)))
+    jobs = Jobs(store)
+    size = spool.stat().st_size
+    jobs.create(job_id="job1", team="alpha", user_id=None, filename="t.csv",
+                spool_path=str(spool), size=size, auto=True, options={})  # fmt: skip
+    filler = small_volume / "filler"
+    fill(filler)  # the worker can write neither its progress nor its result
+    worker = subprocess.run(
+        [sys.executable, "-m", "gateway.upload.worker", str(cfg.control_db), "job1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert worker.returncode == 1, worker.stderr
+    assert not spool.exists()  # removed although the job's record could not be written
+    filler.unlink()
+    Runner(cfg, store).recover()  # the next start: the job ends, truthfully failed
+    job = jobs.get("job1")
+    assert job.state == "failed", job
+    assert list((team_dir / ".spool").glob("*.upload")) == []
+    store.close()

@@ -1,7 +1,7 @@
 """`gateway supervise` as the container's PID 1: a restart hands over inside it (the supervisor
 outlives the old gateway and adopts the successor), signals reach the gateway serving now,
-and no request is dropped. Here the supervisor is a child subreaper rather than PID 1 (the
-compose file's image, python:3.11-slim, cannot be pulled on this machine)."""
+and no request is dropped. Here the supervisor is a child subreaper rather than PID 1; as a
+container's PID 1 it is tested in tests/test_container_supervisor.py."""
 
 from __future__ import annotations
 

@@ -13,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sqlite3
 from typing import Any
 
 from gateway.auth import Auth
 from gateway.config import Config
 from gateway.deploy import Deployer
-from gateway.errors import BadRequest, HTTPError, NotFound, URITooLong
+from gateway.diskspace import SpaceWatch, no_space, out_of_space
+from gateway.errors import BadRequest, HTTPError, UnknownHost, URITooLong
 from gateway.filemodes import tighten
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
+from gateway.observability.failures import failure_kind
 from gateway.observability.observe import Observer
 from gateway.pages.site import build_site
 from gateway.responses import send_error
@@ -69,6 +72,7 @@ class Gateway:
         self.stats = RequestStats()
         self.access_log = open_access_log(config.access_log, config.trusted_proxy_set)
         self.observed = Observer(self.handle, self.stats, self.access_log)
+        self.space = SpaceWatch(config.data_dir, config.min_free_mb)
 
     def _make_runtime(self) -> Runtime:
         if self.config.runtime == "local":
@@ -103,7 +107,7 @@ class Gateway:
                 return
             service = self.table.lookup(host)
             if service is None:
-                raise NotFound(
+                raise UnknownHost(
                     f"There is no team at {host}. Teams live at <team>.{self.config.domain}."
                 )
             scope["team"] = service.name  # for metrics and the access log
@@ -114,10 +118,17 @@ class Gateway:
                 return
             await self.proxy(scope, receive, send, service, extra)
         except HTTPError as err:
-            self.counters.error(str(err.status))
+            self.counters.error(failure_kind(err))
             await send_error(scope, send, err)
         except (ClientGone, CutConnection):
             return
+        except (OSError, sqlite3.Error) as exc:
+            if not out_of_space(exc):
+                raise
+            log.warning("out of storage space: %s", exc)
+            full = no_space()
+            self.counters.error(str(full.status))
+            await send_error(scope, send, full)
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:

@@ -25,6 +25,12 @@ from gateway.slugs import validate_slug
 from gateway.store import Store, open_store
 
 
+class BadSetting(click.ClickException):
+    """A setting's error: one line naming the flag and the fix (no usage block), exit 2."""
+
+    exit_code = 2
+
+
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add one option per setting and hand the command a ``config`` built from them."""
 
@@ -34,7 +40,7 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             config = from_env({}, **overrides)
         except GatewayError as exc:
-            raise click.UsageError(str(exc)) from exc
+            raise BadSetting(str(exc)) from exc
         return func(config=config, **kwargs)
 
     for setting in reversed(SETTINGS):
@@ -137,11 +143,10 @@ def teams_create(config: Config, slug: str, wait: bool, force: bool) -> None:
 
     url = config.replace(public_url=running_base_url(config)).team_url(slug) + "/"
     click.echo(f"Created team {slug}; the running gateway is starting its instance...")
-    if wait and not _wait_for(store, slug, "healthy", timeout=60):
-        raise click.ClickException(
-            f"team {slug} was created but its instance is not healthy yet; "
-            "see `gateway teams list` or the status page"
-        )
+    if not wait:
+        click.echo(f"Starting: {url} (follow it with `gateway status`)")
+        return
+    _wait_ready(config, store, slug, timeout=60)
     click.echo(f"Ready: {url}")
 
 
@@ -150,23 +155,25 @@ def teams_create(config: Config, slug: str, wait: bool, force: bool) -> None:
 @config_options
 @run_cli
 def teams_list(config: Config, deleted: bool) -> None:
-    """List teams, their URLs and the state of their targets."""
-    store = open_store(config.control_db)
+    """List teams, their URLs and live states (the same as `gateway status`)."""
+    from gateway.admin.cli import print_live_teams
+    from gateway.admin.discovery import existing_store, running_base_url
+
     if deleted:
-        _list_archived(config, store)
+        _list_archived(config, existing_store(config))
         return
+    if print_live_teams(config):
+        return
+    store = existing_store(config)
+    config = config.replace(public_url=running_base_url(config))
     teams = store.teams()
     if not teams:
         click.echo("No teams yet. Create one: gateway teams create SLUG")
         return
-    states = _target_states(store)
     width = max(len(t.slug) for t in teams)
     for team in teams:
-        state = (
-            team.state
-            if team.state != "active"
-            else ", ".join(states.get(team.slug, [])) or "not running"
-        )
+        # No gateway runs: a target's last recorded state is history, not its state now.
+        state = team.state if team.state != "active" else "not running"
         click.echo(f"{team.slug:<{width}}  {state:<12}  {config.team_url(team.slug)}/")
 
 
@@ -229,10 +236,11 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
 def status(config: Config) -> None:
     """Print every team and the state of its targets (live from the admin API if running)."""
     from gateway.admin.cli import print_live_status
+    from gateway.admin.discovery import existing_store
 
     if print_live_status(config):
         return
-    store = open_store(config.control_db)
+    store = existing_store(config)
     running = gateway_running(config.data_dir)
     click.echo(f"gateway: {'running' if running else 'not running'} ({config.base_url}/)")
     for row in store.targets():
@@ -249,13 +257,45 @@ def _target_states(store: Store) -> dict[str, list[str]]:
     return out
 
 
-def _wait_for(store: Store, slug: str, state: str, timeout: float) -> bool:
+def _wait_ready(config: Config, store: Store, slug: str, timeout: float) -> None:
+    """Until the team's instance is healthy; at once with the reason when it cannot start."""
+    from gateway.admin.cli import team_errors
+
     deadline = time.monotonic() + timeout
+    asked = 0.0
     while time.monotonic() < deadline:
-        if state in _target_states(store).get(slug, []):
-            return True
+        if "healthy" in _target_states(store).get(slug, []):
+            return
+        if time.monotonic() - asked > 1.0:
+            asked = time.monotonic()
+            start_error, _ = team_errors(config, slug)
+            if start_error:
+                raise GatewayError(f"team {slug} was created but its instance {start_error}")
         time.sleep(0.1)
-    return False
+    _, last = team_errors(config, slug)
+    raise GatewayError(
+        f"team {slug} was created but its instance is not healthy after {timeout:.0f}s"
+        + (f" (last error: {last})" if last else "")
+        + "; see `gateway status`"
+    )
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("./data"),
+    envvar="GATEWAY_DATA_DIR",
+    show_default=True,
+    help="The data dir the supervised gateway serves (where its PID is found).",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def supervise(data_dir: Path, command: tuple[str, ...]) -> None:
+    """Run COMMAND (gateway serve ...) as a container's PID 1, so that `gateway restart`
+    hands over inside the container instead of ending it (gateway/supervisor.py)."""
+    from gateway.supervisor import supervise as run
+
+    sys.exit(run(list(command), data_dir.absolute()))
 
 
 @cli.group()

@@ -182,6 +182,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Bearer token of the admin API; generated once and kept in <data_dir>/admin.token.",
     ),
     Setting("access_log", str, "", "JSON access log: '' (off), '-' (stdout) or a file path."),
+    # -- operator failure paths (unsent mail, free disk space) --
+    Setting(
+        "unsent_mail",
+        str,
+        "drop",
+        "Mail without --smtp-host: 'drop' (log only that it was not sent) or 'log' (one line "
+        "with its link: it is a live credential).",
+    ),
+    Setting(
+        "min_free_mb",
+        int,
+        256,
+        "Free MiB in --data-dir below which /readyz is not ready and a warning is logged.",
+    ),
     Setting(
         "operators",
         str,
@@ -192,6 +206,12 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 RUNTIMES = ("local", "docker")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of setting ``name``: what an error message should name."""
+    return "--" + name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -243,27 +263,47 @@ class Config:
     admin_socket: str = ""
     admin_token: str = ""
     access_log: str = ""
+    # -- operator failure paths (unsent mail, free disk space) --
+    unsent_mail: str = "drop"
+    min_free_mb: int = 256
     operators: str = ""
     # Not a user setting: tests pass extra Datasette arguments (for example a plugins dir).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        """The one validation step: each error is one line naming the flag and the fix."""
         domain = self.domain.strip().lower().rstrip(".")
         if not domain or any(c in domain for c in "/:@ "):
             raise ConfigError(
-                f"invalid domain {self.domain!r}: give a bare host name like example.org"
+                f"--domain: invalid domain {self.domain!r}: give a bare host name like example.org"
             )
         object.__setattr__(self, "domain", domain)
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
         if self.runtime not in RUNTIMES:
             raise ConfigError(
-                f"unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}"
+                f"--runtime: unknown runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}"
             )
+        level = self.log_level.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ConfigError(
+                f"--log-level {self.log_level!r} is not a log level: choose one of "
+                f"{', '.join(LOG_LEVELS)}"
+            )
+        object.__setattr__(self, "log_level", level)
         for name in ("port", "admin_port", "redirect_port"):
             if not 0 <= getattr(self, name) < 65536:
-                raise ConfigError(f"{name} {getattr(self, name)} is out of range")
+                raise ConfigError(
+                    f"{flag(name)} {getattr(self, name)} is out of range: give a port 0-65535"
+                )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("give both --tls-cert and --tls-key (or neither)")
+        if self.unsent_mail not in ("drop", "log"):
+            raise ConfigError(f"--unsent-mail {self.unsent_mail!r}: choose 'drop' or 'log'")
+        if self.redirect_port and not self.tls_cert:
+            raise ConfigError(
+                "--redirect-port redirects plain HTTP to HTTPS: it needs --tls-cert and "
+                "--tls-key (or drop --redirect-port)"
+            )
         positive = (
             "hold_timeout",
             "connect_timeout",
@@ -287,10 +327,13 @@ class Config:
             "upload_max_bytes",
         )
         for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive (got {getattr(self, name)})")
+            value = getattr(self, name)
+            if not value > 0 or value != value or value == float("inf"):  # NaN and inf too
+                raise ConfigError(f"{flag(name)} must be a positive number (got {value})")
+        if self.min_free_mb < 0:
+            raise ConfigError("--min-free-mb cannot be negative (0 turns the check off)")
         if self.retry_buffer < 0:
-            raise ConfigError("retry_buffer cannot be negative (0 turns replay off)")
+            raise ConfigError("--retry-buffer cannot be negative (0 turns replay off)")
 
     @property
     def base_url(self) -> str:
@@ -331,7 +374,10 @@ def coerce(setting: Setting, raw: str) -> Any:
             return Path(raw)
         return setting.type(raw)
     except ValueError as exc:
-        raise ConfigError(f"GATEWAY_{setting.name.upper()}={raw!r}: {exc}") from exc
+        raise ConfigError(
+            f"GATEWAY_{setting.name.upper()}={raw!r} is not a valid {setting.type.__name__} "
+            f"(the variable of {flag(setting.name)})"
+        ) from exc
 
 
 def from_env(environ: dict[str, str] | None = None, **overrides: Any) -> Config:

@@ -52,6 +52,8 @@ class Deployer:
         self.fleet = fleet
         self.deploy_timeout = deploy_timeout
         self._locks: dict[str, asyncio.Lock] = {}
+        # Deploy outcomes as recorded (gateway_deploys_total{outcome} in /metrics).
+        self.outcomes: dict[str, int] = {"succeeded": 0, "failed": 0}
 
     # -- one team --------------------------------------------------------------------------
     async def deploy(
@@ -68,34 +70,36 @@ class Deployer:
             raise TeamNotFound(f"no running team {team!r}")
         started = time.monotonic()
         old_targets = list(service.targets())
-        if version and fleet.runtime.name == "local" and version != fleet.runtime.version():
-            # A refused deploy is a failed result like any other, never an exception that a
-            # streaming caller (the admin API) could lose.
-            reason = (
-                f"the local runtime runs the installed Datasette ({fleet.runtime.version()}); "
-                "--image applies to the docker runtime"
-            )
-            return DeployResult(team, False, "", version, reason)
         old_versions = {
             fleet.instances[t.id][0].version for t in old_targets if t.id in fleet.instances
         }
         from_version = ",".join(sorted(old_versions))
         to_version = version or fleet.runtime.version()
         deploy_id = self._record_start(team, rollout, from_version, to_version)
+        if version:
+            # Checked before anything starts: a foreign or missing image is refused at once,
+            # as a failed result (never an exception a streaming caller could lose).
+            try:
+                await fleet.runtime.check_version(version)
+            except GatewayError as exc:
+                return self._failed(deploy_id, team, from_version, to_version, str(exc), started)
 
         inst = store.add_instance(team, fleet.runtime.name, role="candidate", version=to_version)
         target = fleet.new_target(inst, service)
         try:
             await fleet.start_target(inst, target)
             await self._wait_healthy(target)
+            # The record says what really runs, as the runtime reads it back.
+            running = await fleet.runtime.running_version(inst)
         except (DeployFailed, Exception) as exc:
-            reason = str(exc) or exc.__class__.__name__
             await self._discard(inst.id, target)
-            self._record_end(deploy_id, "failed", reason)
-            log.warning("deploy of %s failed: %s", team, reason)
-            return DeployResult(
-                team, False, from_version, to_version, reason, seconds=time.monotonic() - started
-            )
+            reason = str(exc) or exc.__class__.__name__
+            return self._failed(deploy_id, team, from_version, to_version, reason, started)
+        if running != to_version:
+            to_version = running
+            with store.transaction() as conn:
+                conn.execute("UPDATE instances SET version = ? WHERE id = ?", [running, inst.id])
+                conn.execute("UPDATE deploys SET to_version = ? WHERE id = ?", [running, deploy_id])
 
         # Cut over: one synchronous step, so no request sees a half-swapped service.
         service.swap([target])
@@ -111,6 +115,7 @@ class Deployer:
         drained = sum(r.completed for r in results)
         cancelled = sum(r.cancelled for r in results)
         self._record_end(deploy_id, "succeeded", "", drained, cancelled)
+        self.outcomes["succeeded"] += 1
         log.info(
             "deployed %s %s -> %s (%d drained, %d cut)",
             team,
@@ -123,9 +128,19 @@ class Deployer:
             team, True, from_version, to_version, "", drained, cancelled, time.monotonic() - started
         )
 
+    def _failed(
+        self, deploy_id: int, team: str, src: str, dst: str, reason: str, started: float
+    ) -> DeployResult:
+        self._record_end(deploy_id, "failed", reason)
+        self.outcomes["failed"] += 1
+        log.warning("deploy of %s failed: %s", team, reason)
+        return DeployResult(team, False, src, dst, reason, seconds=time.monotonic() - started)
+
     async def _wait_healthy(self, target: Target) -> None:
         deadline = time.monotonic() + self.deploy_timeout
         while target.state is not State.HEALTHY:
+            if target.start_error:  # the runtime already knows it will never start
+                raise DeployFailed(target.start_error)
             if time.monotonic() > deadline:
                 detail = f": {target.last_error}" if target.last_error else ""
                 raise DeployFailed(

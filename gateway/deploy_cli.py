@@ -106,8 +106,10 @@ def register(cli: click.Group, config_options: Any, run_cli: Any) -> None:
     @run_cli
     def pause(config: Config, team: str, seconds: float) -> None:
         """Hold a team's new requests (for a single-writer swap) until resume."""
-        _post(config, f"/api/teams/{team}/pause?seconds={seconds}")
-        click.echo(f"{team}: paused; requests are held for up to {seconds:.0f}s")
+        done = _post(config, f"/api/teams/{team}/pause?seconds={seconds}")
+        applied = float(done["seconds"])
+        capped = f" (capped at the gateway's max_pause, {applied:g}s)" if applied < seconds else ""
+        click.echo(f"{team}: paused; requests are held for up to {applied:g}s{capped}")
 
     @cli.command()
     @click.option("--team", required=True, help="The team to resume.")

@@ -11,13 +11,15 @@ GatewayError
     │   └── SignInRequired  401 for API clients, a redirect to the apex login for browsers
     ├── SignInHandoff       303  a team host takes over the apex session (sets its cookie)
     ├── Forbidden           403  signed in, but not a member
-    ├── NotFound            404  unknown host or page
+    ├── NotFound            404  unknown page
+    │   └── UnknownHost     404  no team at this host
     ├── RequestTimeout      408  request head or body too slow (written by gateway/protocol.py)
     ├── PayloadTooLarge     413
     ├── URITooLong          414  request target longer than max_request_line
     ├── TooManyRequests     429  sign-in throttled (Retry-After)
     ├── HeaderFieldsTooLarge 431 request head over max_header_bytes or max_headers
     ├── ClientClosed        499  the client went away (logged, never sent)
+    ├── InsufficientStorage 507  the disk is full: nothing was written (Retry-After)
     ├── BadGateway          502  refused, reset before a response, bad response
     ├── Unavailable         503  no healthy target in time, maintenance (Retry-After)
     └── GatewayTimeout      504  connect/read timeout, drain timeout
@@ -101,6 +103,10 @@ class RequestTimeout(HTTPError):
     status, title = 408, "Request timeout"
 
 
+class UnknownHost(NotFound):
+    """No team at this host (counted apart from other 404s)."""
+
+
 class PayloadTooLarge(HTTPError):
     status, title = 413, "Payload too large"
 
@@ -115,6 +121,10 @@ class TooManyRequests(HTTPError):
 
 class HeaderFieldsTooLarge(HTTPError):
     status, title = 431, "Request header fields too large"
+
+
+class InsufficientStorage(HTTPError):
+    status, title = 507, "Out of storage space"
 
 
 class ClientClosed(HTTPError):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 from gateway import archive
 from gateway.config import Config
-from gateway.errors import TeamNotFound
+from gateway.errors import ConfigError, TeamNotFound
 from gateway.routing.health import HealthMonitor
 from gateway.routing.service import Service
 from gateway.routing.signature import RequestSigner
@@ -51,6 +52,8 @@ class Fleet:
         self.instances: dict[str, tuple[Instance, Target]] = {}
         self.drains: list[DrainResult] = []
         self.ready = False
+        # Instances that died behind the gateway's back (docker kill, a crashed process).
+        self.crashes = 0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -188,9 +191,14 @@ class Fleet:
         return service
 
     # -- pause, resume, maintenance --------------------------------------------------------------
-    def pause(self, slug: str, seconds: float) -> None:
-        """Hold the team's new requests (never sent, so safe for every method) until resume."""
-        self.require(slug).pause(min(seconds, self.config.max_pause))
+    def pause(self, slug: str, seconds: float) -> float:
+        """Hold the team's new requests (never sent, so safe for every method) until resume
+        or for ``seconds``, at most ``max_pause``: the one clamp. Returns the seconds applied."""
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ConfigError(f"seconds must be a positive number (got {seconds})")
+        applied = min(seconds, self.config.max_pause)
+        self.require(slug).pause(applied)
+        return applied
 
     def resume(self, slug: str) -> None:
         self.require(slug).resume()
@@ -209,5 +217,10 @@ class Fleet:
                 await self._task
         await self.health.close()
         for _, target in self.instances.values():
-            target.stop()
+            if self.runtime.detaches:
+                target.detach()
+                with contextlib.suppress(Exception):
+                    self.store.record_target(target.id, target.address, "detached")
+            else:
+                target.stop()
         await self.runtime.close()

@@ -68,6 +68,7 @@ class SnapshotSync:
         try:
             log.warning("instance %s: %s; draining its target now", inst.id, reason)
             self.recoveries += 1
+            fleet.crashes += 1
             await target.drain(fleet.config.drain_timeout)
             fleet.health.unwatch(target)
             service = fleet.services.get(inst.team)

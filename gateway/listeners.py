@@ -24,7 +24,8 @@ from gateway.errors import ConfigError
 from gateway.routing.table import normalize_host
 
 
-def bind_tcp(host: str, port: int) -> socket.socket:
+def bind_tcp(host: str, port: int, flag: str = "") -> socket.socket:
+    """Bind a listener; ``flag`` (``--port``, ``--admin-port``...) is named if it fails."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -32,7 +33,9 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        fix = f"; stop what listens there or choose another {flag}" if flag else ""
+        which = f" ({flag} {port})" if flag else ""
+        raise ConfigError(f"cannot listen on {host}:{port}{which}: {exc.strerror}{fix}") from exc
     sock.set_inheritable(True)
     return sock
 
@@ -138,6 +141,7 @@ def aux_config(app: Any, config: Config, **extra: Any) -> uvicorn.Config:
         proxy_headers=False,
         server_header=False,
         log_level=config.log_level,
+        log_config=None,  # gateway/logs.py configures logging once for every listener
         http="httptools",
         **extra,
     )

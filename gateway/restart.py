@@ -25,6 +25,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from gateway.lock import LOCK_FD_ENV
+
 log = logging.getLogger("gateway.restart")
 
 INHERIT_ENV = "GATEWAY_INHERIT_FDS"  # "public=7,admin=9": sockets handed over by a parent
@@ -75,18 +77,41 @@ def announce_ready() -> None:
             os.close(int(fd))
 
 
-async def hand_over(sockets: dict[str, socket.socket], stop: Callable[[], None]) -> bool:
-    """Start a successor with our sockets; call ``stop`` once it is ready. False if it failed."""
+# Flags whose values are secrets: the successor gets them through its environment instead,
+# so they never show in its command line (ps, /proc/N/cmdline, the restart log line).
+SECRET_FLAGS = {"--admin-token": "GATEWAY_ADMIN_TOKEN"}
+
+
+def successor_command(argv: list[str], env: dict[str, str]) -> list[str]:
+    """``argv`` without secret flags; their values move into ``env``."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name in SECRET_FLAGS:
+            env[SECRET_FLAGS[name]] = value if eq else next(args, "")
+            continue
+        out.append(arg)
+    return out
+
+
+async def hand_over(
+    sockets: dict[str, socket.socket], stop: Callable[[], None], lock_fd: int | None = None
+) -> bool:
+    """Start a successor with our sockets (and the data dir's lock, ``gateway/lock.py``);
+    call ``stop`` once it is ready. False if it failed."""
     read_fd, write_fd = os.pipe()
     env = dict(os.environ)
     env[INHERIT_ENV] = ",".join(f"{name}={s.fileno()}" for name, s in sockets.items())
     env[READY_ENV] = str(write_fd)
-    argv = [sys.executable, *sys.orig_argv[1:]]
+    fds = [write_fd, *(s.fileno() for s in sockets.values())]
+    if lock_fd is not None:
+        env[LOCK_FD_ENV] = str(lock_fd)
+        fds.append(lock_fd)
+    argv = successor_command([sys.executable, *sys.orig_argv[1:]], env)
     log.info("restart: starting a successor: %s", " ".join(argv))
     # Popen only forks and execs: it returns at once, so the event loop is not held up.
-    proc = subprocess.Popen(  # noqa: ASYNC220
-        argv, env=env, pass_fds=[write_fd, *(s.fileno() for s in sockets.values())]
-    )
+    proc = subprocess.Popen(argv, env=env, pass_fds=fds)  # noqa: ASYNC220
     os.close(write_fd)
     loop = asyncio.get_running_loop()
     try:

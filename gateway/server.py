@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway import native
+from gateway import logs, native, sdnotify
 from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.limits import ListenerConfig, ListenerLimits, raise_fd_limit
@@ -29,7 +29,8 @@ from gateway.listeners import (
     run_listeners,
     tls_options,
 )
-from gateway.lock import hold_running_lock
+from gateway.lock import DataDirLock, hold_running_lock
+from gateway.preflight import check_runtime
 from gateway.protocol import GatewayHttpProtocol
 from gateway.restart import Sockets, announce_ready, hand_over
 from gateway.tls import check_tls_files
@@ -54,6 +55,7 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
         proxy_headers=False,
         server_header=False,
         log_level=config.log_level,
+        log_config=None,  # the gateway's own format (gateway/logs.py): timestamps and PID
         timeout_graceful_shutdown=int(config.drain_timeout),
         # HSTS is added by uvicorn to each HTTPS response: no per-request work in the gateway.
         headers=hsts_headers(config),
@@ -62,13 +64,12 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
 
 
 def serve(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level)
     if config.tls:
         check_tls_files(config.tls_cert, config.tls_key)
     raise_fd_limit()  # every client and upstream connection is a file descriptor
-    with hold_running_lock(config.data_dir):
+    check_runtime(config)
+    with hold_running_lock(config.data_dir) as lock:
         app = create_app(config)
         sockets = Sockets()
         main, public, aux = build_listeners(app, config, sockets)
@@ -84,7 +85,9 @@ def serve(config: Config) -> None:
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(
-                    run_listeners(main, public, aux, restart=Restarter(app, main, aux, sockets))
+                    run_listeners(
+                        main, public, aux, restart=Restarter(app, main, aux, sockets, lock)
+                    )
                 )
         finally:
             from gateway.admin.discovery import unpublish
@@ -101,8 +104,10 @@ class Restarter:
         main: uvicorn.Server,
         aux: list[tuple[uvicorn.Server, list[socket.socket]]],
         sockets: Sockets,
+        lock: DataDirLock | None = None,
     ) -> None:
         self.app = app
+        self.lock = lock
         self.main = main
         self.aux = [server for server, _ in aux]
         self.sockets = sockets
@@ -112,6 +117,8 @@ class Restarter:
     def install(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.restart()))
+        if self.app.access_log is not None:  # logrotate: move the file, then SIGUSR1
+            loop.add_signal_handler(signal.SIGUSR1, self.app.access_log.reopen)
         self._spawn(self._announce_when_ready())
 
     def _spawn(self, coro: Any) -> None:
@@ -124,7 +131,12 @@ class Restarter:
             return
         self._busy = True
         try:
-            await hand_over(self.sockets.named, self._stop)
+            lock_fd = self.lock.fd if self.lock else None
+            sdnotify.reloading()
+            if not await hand_over(self.sockets.named, self._stop, lock_fd):
+                if self.lock:
+                    self.lock.claim()  # the successor may have written its PID before failing
+                sdnotify.ready()  # still the main process
         finally:
             self._busy = False
 
@@ -144,6 +156,7 @@ class Restarter:
                 break
             await asyncio.sleep(0.05)
         announce_ready()
+        sdnotify.ready()  # systemd: this process is the service's main PID now
 
 
 def build_listeners(
@@ -156,11 +169,13 @@ def build_listeners(
     from gateway.admin import admin_listener
 
     sockets = sockets or Sockets()
-    public = [sockets.get("public", lambda: bind_tcp(config.host, config.port))]
+    public = [sockets.get("public", lambda: bind_tcp(config.host, config.port, "--port"))]
     main = MainServer(uvicorn_config(app, config))
     aux: list[tuple[uvicorn.Server, list[socket.socket]]] = []
     if config.tls and config.redirect_port:
-        sock = sockets.get("redirect", lambda: bind_tcp(config.host, config.redirect_port))
+        sock = sockets.get(
+            "redirect", lambda: bind_tcp(config.host, config.redirect_port, "--redirect-port")
+        )
         # Public too: the same protocol and limits as the main listener (its own counts).
         redirect = ListenerConfig(
             RedirectToHTTPS(config),
@@ -170,6 +185,7 @@ def build_listeners(
             proxy_headers=False,
             server_header=False,
             log_level=config.log_level,
+            log_config=None,  # gateway/logs.py configures logging once for every listener
             http=GatewayHttpProtocol,
         )
         aux.append((AuxServer(redirect), [sock]))

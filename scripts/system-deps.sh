@@ -5,6 +5,7 @@
 #                           through Playwright, whose wheel downloads no browser
 #   libnss3-tools           certutil: the HTTPS journey through Traefik puts the dev CA in the
 #                           browser's own NSS database (real trust, no ignored errors)
+#   systemd                 systemd-analyze verifies the example unit (tests/test_service_manager.py)
 # It needs root for apt-get; without root it says what to install and carries on (the tests
 # that need a missing package then fail with that same message).
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(d
 command -v chromium >/dev/null || missing+=(chromium)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 command -v certutil >/dev/null || missing+=(libnss3-tools)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -49,11 +49,14 @@ async def test_routes_pause_resume_drain(config: Config) -> None:
             assert target["team"] == "alpha" and target["state"] == "healthy"
             assert (await admin.post("/api/teams/nope/pause")).status_code == 404
             assert (await admin.post("/api/teams/alpha/pause?seconds=abc")).status_code == 400
-            assert (await admin.post("/api/teams/alpha/pause?seconds=9999")).status_code == 400
+            for bad in ("0", "-1", "nan", "inf"):
+                r = await admin.post(f"/api/teams/alpha/pause?seconds={bad}")
+                assert r.status_code == 400 and "positive number" in r.json()["detail"], bad
 
             paused = await admin.post("/api/teams/alpha/pause?seconds=60")
             assert paused.json()["state"] == "paused"
             assert paused.json()["seconds"] == config.max_pause  # clamped by the setting
+            assert paused.json()["requested"] == 60  # and the answer says so
             held = asyncio.ensure_future(client.get(gw.url("alpha", "/-/versions.json")))
             await asyncio.sleep(0.5)
             assert not held.done()  # held at the gateway, never sent
@@ -97,8 +100,9 @@ async def test_dashboard_login_and_cookie_is_read_only(config: Config) -> None:
 async def test_cli_status_and_routes_use_the_admin_api(config: Config) -> None:
     args = ["--data-dir", str(config.data_dir), "--domain", config.domain]
     runner = CliRunner()
-    offline = runner.invoke(cli, ["routes", *args])
-    assert offline.exit_code == 0 and "not running" in offline.output
+    offline = runner.invoke(cli, ["routes", *args])  # no gateway has used this dir yet
+    assert offline.exit_code == 1 and "no gateway data in" in offline.output
+    assert not config.data_dir.exists()  # and asking created nothing
     async with run_edge(config, teams=("alpha",)) as gw:
         await gw.wait_healthy("alpha")
         # The CLI is synchronous: run it in a thread so this loop keeps serving the admin API.

@@ -58,7 +58,7 @@ def run(data_dir: Path, *args: str, input: str | None = None) -> tuple[int, str]
 def test_teams_create_list_and_errors(tmp_path: Path) -> None:
     data = tmp_path / "data"
     code, out = run(data, "teams", "list")
-    assert code == 0 and "No teams yet" in out
+    assert code == 1 and "no gateway data in" in out and not data.exists()  # nothing created
     code, out = run(data, "teams", "create", "alpha")
     assert code == 0, out
     assert "http://alpha.localhost:8000/" in out

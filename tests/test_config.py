@@ -59,8 +59,11 @@ def test_environment_variables_then_overrides() -> None:
         ({"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT"),
         ({"GATEWAY_DOMAIN": "http://x.org/"}, "invalid domain"),
         ({"GATEWAY_RUNTIME": "kubernetes"}, "unknown runtime"),
-        ({"GATEWAY_READ_TIMEOUT": "0"}, "read_timeout must be positive"),
-        ({"GATEWAY_PORT": "70000"}, "out of range"),
+        ({"GATEWAY_READ_TIMEOUT": "0"}, "--read-timeout must be a positive number"),
+        ({"GATEWAY_READ_TIMEOUT": "nan"}, "--read-timeout must be a positive number"),
+        ({"GATEWAY_PORT": "70000"}, "--port 70000 is out of range"),
+        ({"GATEWAY_LOG_LEVEL": "verbose"}, "--log-level 'verbose' is not a log level"),
+        ({"GATEWAY_REDIRECT_PORT": "8080"}, "--redirect-port .* needs --tls-cert"),
     ],
 )
 def test_bad_settings_give_clear_errors(env: dict[str, str], message: str) -> None:

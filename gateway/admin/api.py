@@ -4,7 +4,8 @@
     GET  /api/routes                  the live route table: host -> team, state, targets
     GET  /api/teams                   teams in the store, with their live state
     GET  /api/targets                 every routed target: state, in-flight, served
-    POST /api/teams/{slug}/pause      hold the team's new requests (?seconds=30, max 300)
+    POST /api/teams/{slug}/pause      hold the team's new requests (?seconds=30, at most
+                                      max_pause; the answer says the seconds applied)
     POST /api/teams/{slug}/resume     release held requests
     POST /api/targets/{id}/drain      drain a target, stop its instance, take it out of routing
     GET  /api/deploys                 recent deploys (the ``deploys`` table)
@@ -27,14 +28,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.deploy_api import deploy_routes
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, ConfigError, NotFound
 from gateway.observability.prom import exposition, make_registry
 from gateway.routing.target import Target
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-MAX_PAUSE = 300.0
 _EXTRA: list[BaseRoute] = []
 
 
@@ -64,6 +64,7 @@ def status_view(gw: Gateway) -> dict[str, Any]:
         "url": gw.config.base_url + "/",
         "runtime": gw.config.runtime,
         "ready": gw.fleet.ready,
+        "problems": [p for p in (gw.runtime.problem(), gw.space.problem()) if p],
         "teams": [team_view(gw, t.slug, t.state) for t in gw.store.teams()],
         "counters": {
             "requests": sum(st.count for st in gw.stats.teams.values()),
@@ -142,11 +143,19 @@ async def pause(request: Request) -> Response:
         seconds = float(raw)
     except ValueError as exc:
         raise BadRequest(f"seconds={raw!r} is not a number") from exc
-    if not 0 < seconds <= MAX_PAUSE:
-        raise BadRequest(f"seconds must be in (0, {MAX_PAUSE:.0f}]")
-    seconds = min(seconds, gw.config.max_pause)  # the fleet holds no longer than max_pause
-    gw.fleet.pause(service.name, seconds)
-    return JSONResponse({"team": service.name, "state": service.state(), "seconds": seconds})
+    try:
+        applied = gw.fleet.pause(service.name, seconds)
+    except ConfigError as exc:
+        raise BadRequest(str(exc)) from exc
+    return JSONResponse(
+        {
+            "team": service.name,
+            "state": service.state(),
+            "seconds": applied,
+            "requested": seconds,
+            "max_pause": gw.config.max_pause,
+        }
+    )
 
 
 async def resume(request: Request) -> Response:

@@ -45,6 +45,8 @@ def print_live_status(config: Config) -> bool:
         return False
     ready = "ready" if s["ready"] else "loading routes"
     click.echo(f"gateway: running, {ready} ({s['url']})")
+    for problem in s.get("problems", []):
+        click.echo(f"  warning: {problem}")
     c = s["counters"]
     click.echo(f"  {c['requests']} request(s), {c['retries']} retr(y/ies), {c['drains']} drain(s)")
     for team in s["teams"]:
@@ -54,7 +56,36 @@ def print_live_status(config: Config) -> bool:
                 f"  {t['id']:<24} {t['address']:<22} {t['state']:<10}"
                 f" in-flight {t['inflight']:<4} served {t['served']}"
             )
+            if t.get("last_error"):
+                click.echo(f"    last error: {t['last_error']}")
     return True
+
+
+def print_live_teams(config: Config) -> bool:
+    """``teams list`` from the running gateway: the same states and URLs as ``status``."""
+    try:
+        teams = admin_get(config, "/api/teams")["teams"]
+    except AdminUnavailable:
+        return False
+    if not teams:
+        click.echo("No teams yet. Create one: gateway teams create SLUG")
+        return True
+    width = max(len(t["slug"]) for t in teams)
+    for team in teams:
+        click.echo(f"{team['slug']:<{width}}  {team['state']:<12}  {team['url']}")
+    return True
+
+
+def team_errors(config: Config, slug: str) -> tuple[str, str]:
+    """From the running gateway: why ``slug``'s instance cannot start, and its last error."""
+    try:
+        teams = admin_get(config, "/api/teams")["teams"]
+    except (AdminUnavailable, httpx.HTTPError, KeyError, ValueError):
+        return "", ""
+    targets = [t for team in teams if team["slug"] == slug for t in team["targets"]]
+    start = next((str(t["start_error"]) for t in targets if t.get("start_error")), "")
+    last = next((str(t["last_error"]) for t in targets if t.get("last_error")), "")
+    return start, last
 
 
 def _routes(config: Config) -> None:
@@ -62,9 +93,9 @@ def _routes(config: Config) -> None:
     try:
         data = admin_get(config, "/api/routes")
     except AdminUnavailable:
-        from gateway.store import open_store
+        from gateway.admin.discovery import existing_store
 
-        store = open_store(config.control_db)
+        store = existing_store(config)
         click.echo("gateway: not running; routes the gateway will serve:")
         for team in store.teams():
             if team.state == "active":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.errors import GatewayError
 from gateway.store import Store
 
 TOKEN_FILE = "admin.token"
@@ -129,6 +130,23 @@ def running_base_url(config: Config) -> str:
         return config.base_url
     url = info.get("public_url")
     return str(url) if isinstance(url, str) and url else config.base_url
+
+
+class NoGatewayData(GatewayError):
+    pass
+
+
+def existing_store(config: Config) -> Store:
+    """The control store of ``config.data_dir`` for a command that only reads: never created
+    as a side effect (a CLI run from the wrong directory says so instead)."""
+    from gateway.store import open_store
+
+    if not config.control_db.exists():
+        raise NoGatewayData(
+            f"no gateway data in {config.data_dir}: give the --data-dir (or GATEWAY_DATA_DIR) "
+            "that `gateway serve` uses"
+        )
+    return open_store(config.control_db)
 
 
 def _write_private(path: Path, text: str) -> None:

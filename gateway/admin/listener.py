@@ -26,6 +26,8 @@ def admin_listener(
         sock = sockets.get("admin", lambda: bind_unix(config.admin_socket))
         publish(config, "", None, config.admin_socket)
     else:
-        sock = sockets.get("admin", lambda: bind_tcp(config.admin_host, config.admin_port))
+        sock = sockets.get(
+            "admin", lambda: bind_tcp(config.admin_host, config.admin_port, "--admin-port")
+        )
         publish(config, config.admin_host, sock.getsockname()[1], None)
     return AuxServer(aux_config(app, config)), [sock]

@@ -1,7 +1,9 @@
 """Liveness and readiness for an outer load balancer.
 
 ``livez``: the process and its event loop answer. ``readyz``: the route table is loaded
-(``fleet.ready``), so a request to a known team will be routed; 503 until then.
+(``fleet.ready``), the runtime can start instances (``Runtime.problem()``: the docker engine
+answers) and the data dir has ``min_free_mb`` free, so a request to a known team will be
+routed and saved; 503 with the reason otherwise.
 Served on the admin listener (``/livez``, ``/readyz``) and on the apex
 (``/-/gateway/livez``, ``/-/gateway/readyz``).
 """
@@ -23,9 +25,13 @@ def health_routes(gw: Gateway, prefix: str = "") -> list[Route]:
         return JSONResponse({"ok": True}, headers={"cache-control": "no-store"})
 
     async def readyz(request: Request) -> Response:
-        ready = bool(gw.fleet.ready)
+        problem = gw.runtime.problem() or gw.space.problem()
+        ready = bool(gw.fleet.ready) and not problem
+        body: dict[str, object] = {"ok": ready, "ready": ready, "teams": len(gw.fleet.services)}
+        if problem:
+            body["problem"] = problem
         return JSONResponse(
-            {"ok": ready, "ready": ready, "teams": len(gw.fleet.services)},
+            body,
             status_code=200 if ready else 503,
             headers={"cache-control": "no-store"},
         )

@@ -9,12 +9,17 @@ gateways in one process (tests, appliances) never share or clash.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
+import os
+import platform
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -23,6 +28,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway import native
+from gateway.diskspace import free_bytes
+from gateway.observability.failures import DENIED, UNKNOWN_HOST, UPSTREAM
 from gateway.observability.stats import BUCKETS
 from gateway.routing.target import State
 
@@ -52,8 +60,30 @@ class GatewayCollector(Collector):
             "gateway_login_failures", "Failed sign-in attempts", value=failures
         )
         yield GaugeMetricFamily(
-            "gateway_ready", "1 once the route table is loaded", value=int(self.gw.fleet.ready)
+            "gateway_ready",
+            "1 once the route table is loaded and the runtime works (/readyz)",
+            value=int(self.gw.fleet.ready and not self.gw.runtime.problem()),
         )
+        yield build_info()
+        free = free_bytes(self.gw.config.data_dir)
+        if free is not None:
+            yield GaugeMetricFamily(
+                "gateway_data_dir_free_bytes",
+                "Bytes free for the gateway on the data directory's file system",
+                value=free,
+            )
+        yield GaugeMetricFamily(
+            "gateway_data_dir_low_space",
+            "1 while the data directory has less than min_free_mb free",
+            value=int(bool(self.gw.space.problem())),
+        )
+        expiry = cert_expiry(self.gw.config.tls_cert)
+        if expiry is not None:
+            yield GaugeMetricFamily(
+                "gateway_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires (unix time)",
+                value=expiry,
+            )
 
     def _requests(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -91,11 +121,34 @@ class GatewayCollector(Collector):
         skipped.add_metric(["not_idempotent"], c.retry_skipped_method)
         yield skipped
         errors = CounterMetricFamily(
-            "gateway_proxy_errors", "Requests that ended in a gateway error", labels=["kind"]
+            "gateway_proxy_errors",
+            "Requests that ended in another gateway error (503, 400, 413...), by status",
+            labels=["kind"],
         )
+        denied = CounterMetricFamily(
+            "gateway_denied_requests", "Requests refused by auth, by status", labels=["status"]
+        )
+        upstream = CounterMetricFamily(
+            "gateway_upstream_failures",
+            "Failures talking to an instance (connect, connect_timeout, reset, read_timeout, "
+            "protocol, truncated, aborted)",
+            labels=["kind"],
+        )
+        for status in DENIED:
+            denied.add_metric([status], c.errors.get(status, 0))
+        for kind in sorted(UPSTREAM):
+            upstream.add_metric([kind], c.errors.get(kind, 0))
         for kind, n in sorted(c.errors.items()):
-            errors.add_metric([kind], n)
+            if kind not in UPSTREAM and kind not in DENIED and kind != UNKNOWN_HOST:
+                errors.add_metric([kind], n)
         yield errors
+        yield denied
+        yield upstream
+        yield CounterMetricFamily(
+            "gateway_unknown_host_requests",
+            "Requests for a host where no team lives (404)",
+            value=c.errors.get(UNKNOWN_HOST, 0),
+        )
         drains = self.gw.fleet.drains
         yield CounterMetricFamily("gateway_drains", "Targets drained", value=len(drains))
         yield CounterMetricFamily(
@@ -119,6 +172,38 @@ class GatewayCollector(Collector):
         yield states
         yield inflight
         yield GaugeMetricFamily("gateway_teams", "Teams routed", value=len(self.gw.fleet.services))
+        yield from self._teams()
+
+    def _teams(self) -> Iterator[Metric]:
+        fleet = self.gw.fleet
+        healthy = GaugeMetricFamily(
+            "gateway_team_healthy_targets", "Healthy targets of each team", labels=["team"]
+        )
+        paused = GaugeMetricFamily(
+            "gateway_team_paused", "1 while a team is paused", labels=["team"]
+        )
+        maintenance = GaugeMetricFamily(
+            "gateway_team_maintenance", "1 while a team shows its maintenance page", labels=["team"]
+        )
+        failures = CounterMetricFamily(
+            "gateway_health_check_failures", "Failed active health checks, by team", labels=["team"]
+        )
+        for slug, service in sorted(fleet.services.items()):
+            up = sum(t.state is State.HEALTHY for t in service.targets())
+            healthy.add_metric([slug], up)
+            paused.add_metric([slug], int(service.state() == "paused"))
+            maintenance.add_metric([slug], int(service.maintenance is not None))
+            failures.add_metric([slug], fleet.health.failures.get(slug, 0))
+        yield healthy
+        yield paused
+        yield maintenance
+        yield failures
+        yield CounterMetricFamily(
+            "gateway_instance_crashes",
+            "Instances that died or were killed behind the gateway's back (then restarted)",
+            # docker: the fleet's snapshot sync; local: the runtime's supervisor.
+            value=fleet.crashes + getattr(self.gw.runtime, "crashes", 0),
+        )
 
     def _store(self) -> Iterator[Metric]:
         deploys = CounterMetricFamily("gateway_deploys", "Deploys, by outcome", labels=["outcome"])
@@ -143,9 +228,52 @@ def _group_count(gw: Gateway, table: str, column: str) -> list[tuple[str, int]]:
     return []
 
 
+def build_info() -> Metric:
+    info = GaugeMetricFamily(
+        "gateway_build_info",
+        "The gateway's version, Python and hot path (value 1)",
+        labels=["version", "python", "hot_path"],
+    )
+    hot = "compiled" if native.in_use() else "python"
+    info.add_metric([_version(), platform.python_version(), hot], 1)
+    return info
+
+
+@functools.cache
+def _version() -> str:
+    try:
+        return importlib.metadata.version("gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=4)
+def _expiry(path: str, mtime: float) -> float | None:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return cert.not_valid_after_utc.timestamp()
+
+
+def cert_expiry(path: str) -> float | None:
+    """The certificate's notAfter, re-read only when the file changes (a renewal)."""
+    if not path:
+        return None
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return None
+    return _expiry(path, mtime)
+
+
 def make_registry(gw: Gateway) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(gw))
+    # process_* (CPU, memory, open fds, start time): what every Prometheus exporter has.
+    ProcessCollector(registry=registry)
     return registry
 
 

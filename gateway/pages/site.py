@@ -3,6 +3,8 @@ gateway/auth and gateway/admin) sign-in, the dashboard and the operator dashboar
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from gateway.admin.dashboard import apex_ops_routes
 from gateway.admin.discovery import token_matches
 from gateway.auth.operators import is_operator
 from gateway.auth.pages import auth_routes
+from gateway.diskspace import no_space, out_of_space
 from gateway.errors import Forbidden, HTTPError, Unauthorized
 from gateway.observability.health import health_routes
 from gateway.responses import error_body, wants_json
@@ -91,7 +94,18 @@ def build_site(gw: Gateway) -> Starlette:
             FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"}
         )
 
+    async def out_of_space_page(request: Request, exc: Exception) -> Response:
+        """A write that failed for space (a session row, a form): 507 and a page, never 500."""
+        if not out_of_space(exc):
+            raise exc
+        logging.getLogger("gateway").warning("out of storage space: %s", exc)
+        err = no_space()
+        body, ctype = error_body(dict(request.scope), err)
+        headers = {"retry-after": str(err.retry_after), "cache-control": "no-store"}
+        return Response(body, err.status, headers=headers, media_type=ctype.decode())
+
     return Starlette(
+        exception_handlers={OSError: out_of_space_page, sqlite3.Error: out_of_space_page},
         routes=[
             Route("/", home),
             Route("/-/gateway/status", status_page),
@@ -101,5 +115,5 @@ def build_site(gw: Gateway) -> Starlette:
             *apex_ops_routes(gw),  # the operator dashboard, for `operators` (gateway/admin)
             *auth_routes(gw, templates),  # register, login, dashboard, teams (gateway/auth)
             Mount("/-/gateway/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-        ]
+        ],
     )

@@ -51,6 +51,8 @@ class HealthMonitor:
         self.interval = interval
         self.timeout = timeout
         self._tasks: dict[Target, asyncio.Task[None]] = {}
+        # Failed checks by target id prefix (the team): gateway_health_check_failures_total.
+        self.failures: dict[str, int] = {}
 
     def watch(self, target: Target) -> None:
         if target not in self._tasks:
@@ -68,6 +70,9 @@ class HealthMonitor:
             while target.state is not State.STOPPED:
                 if target.state is not State.DRAINING:
                     ok, error = await check(target, self.timeout)
+                    if not ok:
+                        team = target.id.rsplit("-", 1)[0]
+                        self.failures[team] = self.failures.get(team, 0) + 1
                     target.report_health(ok, error)
                 target.pool.sweep()
                 starting = target.state is State.STARTING

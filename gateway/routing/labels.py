@@ -52,6 +52,9 @@ class Rejected:
     name: str
     reason: str
     forged: bool  # carries gateway labels but not this gateway's id
+    # Another gateway's own container (its name and instance label agree): expected on a
+    # shared engine, so not a warning.
+    other_gateway: bool = False
 
 
 @dataclass
@@ -110,7 +113,9 @@ def build_snapshot(containers: list[dict[str, Any]], gateway_id: str, domain: st
             continue  # not a gateway container at all
         cid, name = str(info.get("Id", "")), _name(info)
         if owner != gateway_id:
-            snap.rejected.append(Rejected(cid, name, f"managed-by {owner!r} is not us", True))
+            theirs = name == CONTAINER_PREFIX + str(labels.get("gateway.instance", ""))
+            reason = f"managed-by {owner!r} is not us"
+            snap.rejected.append(Rejected(cid, name, reason, not theirs, theirs))
             continue
         try:
             route = route_from_container(info, gateway_id, domain)

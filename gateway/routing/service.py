@@ -23,6 +23,7 @@ class Service:
         self.paused_until: float | None = None
         self.maintenance: str | None = None
         self._changed = asyncio.Event()
+        self._pause_timer: asyncio.TimerHandle | None = None
 
     def targets(self) -> list[Target]:
         return self.balancer.targets
@@ -30,16 +31,16 @@ class Service:
     def pick(self, exclude: Target | None = None) -> Target | None:
         if self.maintenance is not None:
             return None
-        if self.paused_until is not None:
-            if time.monotonic() < self.paused_until:
-                return None
-            self.paused_until = None
+        if self.paused_until is not None:  # until the pause's timer (or resume) ends it
+            return None
         return self.balancer.pick(exclude)
 
     async def wait_for_target(self, deadline: float) -> Target | None:
         """Hold until a healthy target appears, or the deadline passes.
 
-        While the service is paused, requests are held for the whole pause instead.
+        While the service is paused, requests are held for the whole pause instead, and no
+        longer: the pause's end wakes them (``pause``), in the order they arrived, before a
+        request that comes later can be picked.
         """
         while True:
             target = self.pick()
@@ -73,9 +74,20 @@ class Service:
         return old
 
     def pause(self, seconds: float) -> None:
+        """Hold new requests for ``seconds`` (already clamped by the fleet); a timer ends it."""
         self.paused_until = time.monotonic() + seconds
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+        self._pause_timer = asyncio.get_running_loop().call_later(seconds, self._pause_over)
+
+    def _pause_over(self) -> None:
+        self._pause_timer = None
+        self.resume()
 
     def resume(self) -> None:
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
         self.paused_until = None
         self.notify()
 

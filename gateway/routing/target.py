@@ -64,6 +64,9 @@ class Target:
         self.failures = 0
         self.last_check: float | None = None
         self.last_error = ""
+        # Set when the runtime could not start the instance at all (no such image, no engine):
+        # a deploy or `teams create` waiting for health stops at once with this reason.
+        self.start_error = ""
         self.pool = Pool(host, port, idle_timeout=idle_timeout, write_timeout=write_timeout)
         self._on_change = on_change
         self._idle = asyncio.Event()
@@ -105,10 +108,12 @@ class Target:
         if ok:
             self.failures = 0
             self.last_error = ""
+            self.start_error = ""
             self._set(State.HEALTHY)
             return
         self.failures += 1
-        self.last_error = error
+        # A failed start stays the reason: "cannot connect to :0" would only hide it.
+        self.last_error = self.start_error or error
         if (
             self.state is State.HEALTHY
             and self.failures < UNHEALTHY_AFTER
@@ -120,6 +125,13 @@ class Target:
             self._set(State.UNHEALTHY)
         # Idle connections to a failing target are likely dead; drop them now.
         self.pool.close_idle()
+
+    def fail_start(self, error: str) -> None:
+        """The runtime could not start the instance; the reason is kept for every caller."""
+        self.start_error = self.last_error = error
+        self.last_check = time.time()
+        if self._on_change is not None:
+            self._on_change(self)
 
     async def drain(self, timeout: float) -> DrainResult:
         """Take no new requests, let in-flight ones finish, then cut stragglers (504)."""
@@ -143,6 +155,14 @@ class Target:
         self.pool.close()
         self._set(State.STOPPED)
 
+    def detach(self) -> None:
+        """Stop routing to it at shutdown while its instance keeps running (a container that
+        the next gateway adopts): logged as what it is, not as a stop."""
+        self.pool.close()
+        if self.state is not State.STOPPED:
+            log.info("target %s %s -> detached (its instance keeps running)", self.id, self.state)
+            self.state = State.STOPPED
+
     def _set(self, state: State) -> None:
         if state is self.state:
             return
@@ -161,4 +181,5 @@ class Target:
             "connections": self.pool.connections(),
             "last_check": self.last_check,
             "last_error": self.last_error,
+            "start_error": self.start_error,
         }

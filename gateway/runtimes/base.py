@@ -12,6 +12,9 @@ from gateway.store.db import Instance
 
 class Runtime(Protocol):
     name: str
+    # True when instances outlive the gateway (containers, or addresses it never started):
+    # at shutdown their targets are detached, not stopped.
+    detaches: bool
 
     def version(self) -> str:
         """What a new instance runs (an image tag or a Datasette version)."""
@@ -19,6 +22,19 @@ class Runtime(Protocol):
 
     async def start(self, instance: Instance, target: Target) -> None:
         """Launch the instance and keep it running; ``target`` gets its address and health."""
+        ...
+
+    async def check_version(self, version: str) -> str:
+        """Before a deploy starts anything: what ``version`` would run, or RuntimeUnavailable
+        saying why it cannot (a missing or foreign image, another runtime's version)."""
+        ...
+
+    async def running_version(self, instance: Instance) -> str:
+        """What the instance really runs, read back from where it runs (the deploy record)."""
+        ...
+
+    def problem(self) -> str:
+        """Why the runtime cannot start instances now (no engine, no image), or ""."""
         ...
 
     async def stop(self, instance: Instance) -> None:

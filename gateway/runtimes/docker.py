@@ -43,6 +43,7 @@ def container_name(instance: Instance) -> str:
 
 class DockerRuntime:
     name = "docker"
+    detaches = True
 
     def __init__(
         self,
@@ -82,10 +83,49 @@ class DockerRuntime:
             host, port = await asyncio.to_thread(self.ensure, instance)
             target.pool.host, target.pool.port = host, port
         except Exception as exc:
-            # The target stays down; the next snapshot finds no container and retries.
+            # The target stays down; the next snapshot finds no container and retries. The
+            # reason is kept on the target, so a waiting deploy or CLI says it at once.
             log.error("cannot start %s: %s", instance.id, exc)
+            target.fail_start(f"cannot start {instance.id}: {_engine_message(exc)}")
         finally:
             self.started.add(instance.id)
+
+    async def check_version(self, version: str) -> str:
+        return await asyncio.to_thread(self.tenant_image, version)
+
+    def tenant_image(self, tag: str) -> str:
+        """``tag`` if it is a tenant image present on the engine; else why not, in one line."""
+        import docker.errors
+
+        repo = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
+        if repo != image.IMAGE_REPO:
+            raise RuntimeUnavailable(
+                f"{tag} is not a tenant image: deploys run {image.IMAGE_REPO}:<tag> images "
+                "built by `gateway image build` (or --dockerfile)"
+            )
+        try:
+            self.client.images.get(tag)
+        except docker.errors.ImageNotFound as exc:
+            raise RuntimeUnavailable(
+                f"no image {tag} on the Docker engine: build it (`gateway image build`) "
+                f"or list what exists (`docker images {image.IMAGE_REPO}`)"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise RuntimeUnavailable(f"the Docker engine cannot check {tag}: {exc}") from exc
+        return tag
+
+    def problem(self) -> str:
+        return self.provider.error
+
+    async def running_version(self, instance: Instance) -> str:
+        return await asyncio.to_thread(self.container_image, instance)
+
+    def container_image(self, instance: Instance) -> str:
+        """The image the instance's container runs, as the engine reports it."""
+        container = self.find(instance)
+        if container is None:
+            raise RuntimeUnavailable(f"the container of {instance.id} is gone")
+        return str((container.attrs.get("Config") or {}).get("Image") or container.image.id)
 
     async def stop(self, instance: Instance) -> None:
         await asyncio.to_thread(self.remove, instance)
@@ -111,7 +151,9 @@ class DockerRuntime:
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: a concurrent provision won the name
                     self._image, self._network_ok = None, False  # look them up afresh
-                    raise RuntimeUnavailable(f"cannot create {instance.id}: {exc}") from exc
+                    raise RuntimeUnavailable(
+                        f"cannot create {instance.id}: {_engine_message(exc)}"
+                    ) from exc
                 container = self.client.containers.get(container_name(instance))
         if container.status == "paused":  # paused behind our back: a hang, from our side
             container.unpause()
@@ -180,7 +222,12 @@ class DockerRuntime:
         """
         team = validate_slug(instance.team)
         # A deploy may pin an instance to a given build of our image; otherwise the current one.
-        pinned = instance.version.startswith(image.IMAGE_REPO + ":")
+        # The current recipe's tag resolves like any new instance (the Dockerfile build when the
+        # registry-free one is absent, else the message saying to run `gateway image build`).
+        pinned = (
+            instance.version.startswith(image.IMAGE_REPO + ":")
+            and instance.version != self.version()
+        )
         tag = instance.version if pinned else self.image()
         memory = f"{self.config.instance_memory_mb}m"
         host_config = self.client.api.create_host_config(
@@ -272,6 +319,14 @@ class DockerRuntime:
                 pass
             time.sleep(0.1)
         return False
+
+
+def _engine_message(exc: Exception) -> str:
+    """The engine's own words (``No such image: ...``), not the SDK's wrapping."""
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, str) and explanation:
+        return explanation
+    return str(exc)
 
 
 def published(attrs: dict[str, Any]) -> tuple[str, int] | None:

@@ -45,6 +45,8 @@ class DockerProvider:
         self._logged: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stream: Any = None
+        # Why the engine cannot be followed now ("" once a snapshot succeeds): /readyz says it.
+        self.error = "docker engine: not connected yet"
 
     def start(self, apply: Apply) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(apply), name="docker-events")
@@ -70,6 +72,7 @@ class DockerProvider:
             except Exception as exc:
                 if self.snapshots > before:  # it was connected: start the backoff afresh
                     backoff = 0.5
+                self.error = f"docker engine unreachable: {exc}"
                 log.warning("docker engine: %s; reconnecting in %.1fs", exc, backoff)
             finally:
                 self._close_stream()
@@ -131,9 +134,15 @@ class DockerProvider:
             key = (rejected.container, rejected.reason)
             if key not in self._logged:  # once per container and reason, not every re-list
                 self._logged.add(key)
+                if rejected.other_gateway:
+                    log.debug(
+                        "container %s is another gateway's: %s", rejected.name, rejected.reason
+                    )
+                    continue
                 kind = "forged labels" if rejected.forged else "bad labels"
                 log.warning("ignoring container %s (%s): %s", rejected.name, kind, rejected.reason)
         self.snapshots += 1
+        self.error = ""
         return snap
 
     def _close_stream(self) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import datasette
 
 from gateway.config import Config
+from gateway.errors import RuntimeUnavailable
 from gateway.routing.target import State, Target
 from gateway.store.db import Instance, Store
 
@@ -59,6 +60,7 @@ class _Supervised:
 
 
 class LocalRuntime:
+    detaches = False
     name = "local"
 
     def __init__(self, config: Config, store: Store, secret_for: SecretFn) -> None:
@@ -66,9 +68,24 @@ class LocalRuntime:
         self.store = store
         self.secret_for = secret_for
         self._running: dict[str, _Supervised] = {}
+        self.crashes = 0  # instances that exited on their own (gateway_instance_crashes_total)
 
     def version(self) -> str:
         return f"datasette-{datasette.__version__}"
+
+    async def check_version(self, version: str) -> str:
+        if version != self.version():
+            raise RuntimeUnavailable(
+                f"the local runtime runs the installed Datasette ({self.version()}); "
+                "--image applies to the docker runtime"
+            )
+        return version
+
+    async def running_version(self, instance: Instance) -> str:
+        return self.version()
+
+    def problem(self) -> str:
+        return ""
 
     def team_dir(self, team: str) -> Path:
         return self.config.teams_dir / team
@@ -117,6 +134,7 @@ class LocalRuntime:
                 code = await sup.process.wait()
                 if sup.stopping:
                     return
+                self.crashes += 1
                 log.warning(
                     "instance %s exited with %s; restarting in %.1fs",
                     sup.instance.id,

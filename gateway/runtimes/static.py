@@ -7,6 +7,7 @@ its instances take them in the order they are started (one target each).
 
 from __future__ import annotations
 
+from gateway.errors import RuntimeUnavailable
 from gateway.routing.target import Target
 from gateway.store.db import Instance
 
@@ -15,6 +16,7 @@ Address = tuple[str, int]
 
 class StaticRuntime:
     name = "static"
+    detaches = True
 
     def __init__(self, addresses: dict[str, Address] | dict[str, list[Address]]) -> None:
         self.addresses: dict[str, list[Address]] = {
@@ -35,6 +37,19 @@ class StaticRuntime:
             self._count[instance.team] = taken + 1
             address = self._given[instance.id] = choices[taken % len(choices)]
         target.pool.host, target.pool.port = address
+
+    async def check_version(self, version: str) -> str:
+        if version != self.version():
+            raise RuntimeUnavailable(
+                f"the static runtime runs what is already there; cannot deploy {version!r}"
+            )
+        return version
+
+    async def running_version(self, instance: Instance) -> str:
+        return self.version()
+
+    def problem(self) -> str:
+        return ""
 
     async def stop(self, instance: Instance) -> None:
         return None

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from gateway.diskspace import no_space, out_of_space
 from gateway.errors import BadRequest, ClientClosed, PayloadTooLarge
 
 MAX_PARTS = 32
@@ -184,6 +185,8 @@ async def receive_upload(
     except BaseException as exc:
         collector.close()
         collector.upload.discard()
+        if out_of_space(exc):
+            raise no_space() from exc
         if isinstance(exc, ValueError | OSError) and not isinstance(exc, BadRequest):
             raise BadRequest(f"The upload could not be read: {exc}") from None
         raise

@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from gateway.diskspace import out_of_space
 from gateway.store import open_store
 from gateway.upload import importer
 from gateway.upload.analyze import analyze
@@ -96,13 +97,15 @@ class Worker:
                 with contextlib.suppress(Exception):
                     importer.drop_staging(conn, job.staging_table)
                 conn.close()
+                # The import is over, published or not: its spool is never needed again, so
+                # it goes now, before any record is written (a full disk may refuse that).
+                remove_spool(job)
             # Inside the lock: the times show that imports into one database never overlap.
             result.update(import_started=started, import_finished=time.time())
         finally:
             os.close(fd)
         self.jobs.update(job.id, state="done", result=result, bytes_done=job.size,
                          rows_done=result["rows"], pid=None)  # fmt: skip
-        remove_spool(job)
 
 
 def remove_spool(job: Job) -> None:
@@ -122,20 +125,35 @@ def main(argv: list[str]) -> int:
     control_db, job_id = Path(argv[0]), argv[1]
     store = open_store(control_db)
     jobs = Jobs(store)
+    spool = jobs.get(job_id)  # read before anything is written: it works on a full disk too
     try:
         jobs.update(job_id, pid=os.getpid())  # cleared again when this run hands the job on
         Worker(jobs, job_id).run()
     except ImportFailed as exc:
-        jobs.fail(job_id, str(exc))
-        remove_spool(jobs.get(job_id))
-    except Exception:
+        _end_failed(jobs, spool, str(exc))
+    except Exception as exc:
         traceback.print_exc()
-        jobs.fail(job_id, "The import failed because of an internal error; it was logged.")
-        remove_spool(jobs.get(job_id))
+        message = (
+            "The import stopped: the server is out of storage space."
+            if out_of_space(exc)
+            else "The import failed because of an internal error; it was logged."
+        )
+        _end_failed(jobs, spool, message)
         return 1
     finally:
         store.close()
     return 0
+
+
+def _end_failed(jobs: Jobs, job: Job, message: str) -> None:
+    """Record the failure if the control store still takes writes; remove the spool anyway
+    (a job whose record cannot be written is failed at the next start, truthfully)."""
+    try:
+        jobs.fail(job.id, message)
+    except Exception:
+        traceback.print_exc()
+    finally:
+        remove_spool(job)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.protocol import GatewayHttpProtocol
 from gateway.runtimes.base import Runtime
+from tests.docker_guard import pytest_runtest_setup  # noqa: F401 (the Docker guard hook)
 
 
 def free_socket() -> socket.socket:
@@ -130,39 +130,6 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
             await asyncio.wait_for(task, 30)
 
 
-def docker_available() -> bool:
-    import docker
-
-    try:
-        client = docker.from_env()
-    except Exception:
-        return False
-    try:
-        client.ping()
-        return True
-    except Exception:
-        return False
-    finally:
-        client.close()  # an unclosed engine socket is a ResourceWarning, and warnings are errors
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Docker tests skip visibly without an engine, unless CI demands one."""
-    if docker_available():
-        return
-    if os.environ.get("GATEWAY_REQUIRE_DOCKER") == "1":
-        for item in items:
-            if "docker" in item.keywords:
-                item.add_marker(pytest.mark.usefixtures("_require_docker"))
-        return
-    skip = pytest.mark.skip(
-        reason="no reachable Docker engine (set GATEWAY_REQUIRE_DOCKER=1 to fail)"
-    )
-    for item in items:
-        if "docker" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def docker_image() -> str:
     """The tenant image, built once per run (.ci/run builds it first; then this only checks)."""
@@ -170,8 +137,3 @@ def docker_image() -> str:
 
     tag, _ = image.build(progress=lambda line: print(line, flush=True))
     return tag
-
-
-@pytest.fixture
-def _require_docker() -> None:
-    pytest.fail("GATEWAY_REQUIRE_DOCKER=1 but no Docker engine is reachable")

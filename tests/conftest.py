@@ -7,7 +7,6 @@ read counters) while real HTTP flows over loopback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from gateway.config import Config
 from gateway.protocol import GatewayHttpProtocol
 from gateway.runtimes.base import Runtime
 from tests.docker_guard import pytest_runtest_setup  # noqa: F401 (the Docker guard hook)
+from tests.shutdown import ShutdownFailed, stop_server
 
 
 def free_socket() -> socket.socket:
@@ -124,10 +124,14 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
         return Running(app, port, config)
 
     yield start
+    failures = []
     for server, task in servers:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30)
+        try:
+            await stop_server(server, task, 30)
+        except ShutdownFailed as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture(scope="session")

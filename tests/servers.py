@@ -32,6 +32,7 @@ from gateway.runtimes.static import StaticRuntime
 from gateway.store import open_store
 from gateway.store.db import Store
 from tests.conftest import LoopbackTransport, Running, StartGateway, free_socket
+from tests.shutdown import stop_server
 
 Address = tuple[str, int]
 
@@ -455,10 +456,8 @@ class UvicornUpstream:
 
     async def close(self) -> None:
         if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 10)
-            self._server = None
+            server, self._server = self._server, None
+            await stop_server(server, self._task, 10)
 
 
 async def start_protocol_server(

@@ -24,6 +24,8 @@ async def stop_server(server: uvicorn.Server, task: asyncio.Future[Any], timeout
     except TimeoutError as exc:
         raise ShutdownFailed(f"the server did not stop within {timeout}s") from exc
     lifespan = getattr(server, "lifespan", None)
-    # uvicorn's own (misspelt) flag: the app's lifespan raised, at startup or shutdown.
-    if getattr(lifespan, "shutdown_failed", False) or getattr(lifespan, "error_occured", False):
+    # uvicorn's flags: the app's lifespan raised, at startup or shutdown (older uvicorn spelt
+    # the second one "error_occured").
+    flags = ("shutdown_failed", "error_occurred", "error_occured")
+    if any(getattr(lifespan, flag, False) for flag in flags):
         raise ShutdownFailed("the app's lifespan shutdown failed (see the log above)")

@@ -249,18 +249,3 @@ async def test_pause_holds_requests_until_resume_and_maintenance_answers_503(
         late = await asyncio.wait_for(held, 10)
         assert late.status_code == 503, late.text
         assert "Down for a moment." in late.text
-
-
-async def test_rollback_and_resumable_rollout(config: Config, start_gateway: StartGateway) -> None:
-    gw = await start_gateway(config.replace(deploy_timeout=60), teams=("alpha", "beta", "gamma"))
-    for slug in ("alpha", "beta", "gamma"):
-        await gw.wait_healthy(slug)
-    deployer = gw.app.deployer
-    rollout, results = await deployer.deploy_all(parallel=2)
-    assert sorted(r.team for r in results) == ["alpha", "beta", "gamma"]
-    assert all(r.ok for r in results)
-    # Resuming a finished rollout has nothing left to do.
-    again, rest = await deployer.deploy_all(rollout=rollout)
-    assert again == rollout and rest == []
-    rolled = await deployer.rollback("alpha")
-    assert rolled.ok and rolled.to_version == results[0].from_version

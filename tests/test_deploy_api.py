@@ -74,9 +74,12 @@ async def test_deploy_api_streams_a_rollout_and_maintenance_round_trips(
     async with admin(gw) as client:
         r = await client.post("/api/deploy", json={"all": True})
         events = ndjson(r)
-        assert events[0] == {"event": "start", "teams": ["alpha", "beta"]}
+        rollout = events[0]["rollout"]
+        # The rollout is named at the start, so a client cut off mid-rollout can resume it.
+        assert events[0] == {"event": "start", "teams": ["alpha", "beta"], "rollout": rollout}
         assert sorted(e["team"] for e in events if e["event"] == "done") == ["alpha", "beta"]  # type: ignore[type-var]
-        assert events[-1]["ok"] is True and str(events[-1]["rollout"]).startswith("r-")
+        assert events[-1]["ok"] is True and str(rollout).startswith("r-")
+        assert events[-1]["rollout"] == rollout
         r = await client.post("/api/teams/alpha/maintenance", json={"message": "Back soon"})
         assert r.status_code == 200
         assert gw.app.fleet.service("alpha").maintenance == "Back soon"  # type: ignore[union-attr]

@@ -234,7 +234,10 @@ class RawUpstream:
                     return
                 answered += 1
                 body_out = json.dumps({"ok": True, "method": method, "n": len(body)}).encode()
-                writer.write(response(body=body_out))
+                answer = response(body=body_out)
+                if method == "HEAD":  # the same head, no body
+                    answer = answer[: answer.index(b"\r\n\r\n") + 4]
+                writer.write(answer)
                 await writer.drain()
         except ConnectionError:
             return

@@ -3,6 +3,7 @@
 #   debootstrap             the docker runtime's tenant image is built without a registry
 #   chromium, a DejaVu font the browser tests (tests/e2e, upload, auth) drive the system Chromium
 #                           through Playwright, whose wheel downloads no browser
+#   apache2-utils           ab, run by tests/load/test_load_tools.py (tests/load/ab.sh)
 # It needs root for apt-get; without root it says what to install and carries on (the tests
 # that need a missing package then fail with that same message).
 set -euo pipefail
@@ -12,6 +13,7 @@ missing=()
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v chromium >/dev/null || missing+=(chromium)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+command -v ab >/dev/null || missing+=(apache2-utils)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -291,6 +291,7 @@ class UpstreamState:
         self.paths: list[str] = []
         self.gate = asyncio.Event()  # /gate requests wait until the test opens it
         self.gated = 0  # /gate requests that arrived
+        self.trickling = 0  # /trickle answers begun (100 of 1000 bytes sent, then nothing)
 
 
 def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
@@ -336,6 +337,12 @@ def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
                 n -= len(piece)
                 await send({"type": "http.response.body", "body": piece, "more_body": n > 0})
             return
+        if path == "/trickle":  # a straggler mid-body: the head and a tenth of the body
+            head = [(b"content-type", b"text/plain"), (b"content-length", b"1000")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": b"t" * 100, "more_body": True})
+            state.trickling += 1
+            await asyncio.Event().wait()  # never more (until the connection goes)
         # Everything else reads the whole request body (counting it, holding at most 1 KiB).
         size, kept = 0, b""
         more = True

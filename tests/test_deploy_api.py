@@ -11,6 +11,7 @@ from gateway.admin import build_admin_app
 from gateway.cli import cli
 from gateway.config import Config
 from tests.conftest import Running, StartGateway
+from tests.edge import run_edge
 
 TOKEN = "test-admin-token"
 
@@ -65,26 +66,32 @@ async def test_a_refused_image_is_a_failed_deploy_not_a_silent_success(
     assert gw.app.fleet.service("alpha").targets() == before  # type: ignore[union-attr]
 
 
-async def test_deploy_api_streams_a_rollout_and_maintenance_round_trips(
-    config: Config, start_gateway: StartGateway
-) -> None:
-    gw = await start_gateway(config.replace(deploy_timeout=60), teams=("alpha", "beta"))
-    await gw.wait_healthy("alpha")
-    await gw.wait_healthy("beta")
-    async with admin(gw) as client:
-        r = await client.post("/api/deploy", json={"all": True})
-        events = ndjson(r)
-        rollout = events[0]["rollout"]
-        # The rollout is named at the start, so a client cut off mid-rollout can resume it.
-        assert events[0] == {"event": "start", "teams": ["alpha", "beta"], "rollout": rollout}
-        assert sorted(e["team"] for e in events if e["event"] == "done") == ["alpha", "beta"]  # type: ignore[type-var]
-        assert events[-1]["ok"] is True and str(rollout).startswith("r-")
-        assert events[-1]["rollout"] == rollout
-        r = await client.post("/api/teams/alpha/maintenance", json={"message": "Back soon"})
-        assert r.status_code == 200
-        assert gw.app.fleet.service("alpha").maintenance == "Back soon"  # type: ignore[union-attr]
-        r = await client.post("/api/teams/alpha/maintenance", json={"message": None})
-        assert gw.app.fleet.service("alpha").maintenance is None  # type: ignore[union-attr]
+async def test_deploy_api_streams_a_rollout_and_maintenance_round_trips(config: Config) -> None:
+    """Over the real admin listener (not an in-process transport, which would buffer the
+    stream): the start line arrives while the rollout is still running."""
+    async with run_edge(config.replace(deploy_timeout=60), teams=("alpha", "beta")) as edge:
+        await edge.wait_healthy("alpha")
+        await edge.wait_healthy("beta")
+        async with edge.admin() as client:
+            async with client.stream("POST", "/api/deploy", json={"all": True}) as r:
+                assert r.status_code == 200
+                lines = r.aiter_lines()
+                start = json.loads(await anext(lines))
+                running = [d["status"] for d in edge.app.deployer.history()]
+                assert "running" in running or running == [], running  # not finished yet
+                events = [start] + [json.loads(line) async for line in lines if line]
+            rollout = start["rollout"]
+            # The rollout is named at the start, so a client cut off mid-rollout can resume it.
+            assert start == {"event": "start", "teams": ["alpha", "beta"], "rollout": rollout}
+            done = sorted(str(e["team"]) for e in events if e["event"] == "done")
+            assert done == ["alpha", "beta"]
+            assert events[-1]["ok"] is True and str(rollout).startswith("r-")
+            assert events[-1]["rollout"] == rollout
+            r = await client.post("/api/teams/alpha/maintenance", json={"message": "Back soon"})
+            assert r.status_code == 200
+            assert edge.app.fleet.service("alpha").maintenance == "Back soon"  # type: ignore[union-attr]
+            r = await client.post("/api/teams/alpha/maintenance", json={"message": None})
+            assert edge.app.fleet.service("alpha").maintenance is None  # type: ignore[union-attr]
 
 
 def test_deploy_cli_without_a_gateway_or_with_bad_flags_says_what_to_do(config: Config) -> None:

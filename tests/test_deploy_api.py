@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -105,3 +106,19 @@ def test_deploy_cli_without_a_gateway_or_with_bad_flags_says_what_to_do(config: 
     assert r.exit_code == 2 and "--message TEXT or --off" in r.output
     for command in ("deploy", "rollback", "pause", "resume", "maintenance", "restart"):
         assert runner.invoke(cli, [command, "--help"]).exit_code == 0
+
+
+async def test_the_cli_exits_non_zero_when_a_deploy_never_gets_healthy(config: Config) -> None:
+    """README: a new target that never gets healthy is removed, and the command exits non-zero
+    with the reason (the real CLI against the real admin listener)."""
+    async with run_edge(config.replace(deploy_timeout=3), teams=("alpha",)) as edge:
+        await edge.wait_healthy("alpha")
+        # Datasette refuses an unknown setting: the candidate keeps exiting, never healthy.
+        edge.app.config.extra["datasette_args"] = ["--setting", "no_such_setting", "1"]
+        args = ["deploy", "--team", "alpha", "--data-dir", str(edge.config.data_dir)]
+        r = await asyncio.to_thread(CliRunner().invoke, cli, args)
+        edge.app.config.extra.pop("datasette_args")
+        assert r.exit_code == 1, r.output
+        assert "FAILED alpha" in r.output and "did not become healthy" in r.output, r.output
+        assert "some deploys failed; the old instances keep serving" in r.output
+        assert edge.app.fleet.service("alpha").state() == "up"  # type: ignore[union-attr]

@@ -11,8 +11,10 @@ from click.testing import CliRunner
 from gateway.admin import build_admin_app
 from gateway.cli import cli
 from gateway.config import Config
+from gateway.routing.target import State
 from tests.conftest import Running, StartGateway
-from tests.edge import run_edge
+from tests.edge import Edge, run_edge
+from tests.servers import wait_for
 
 TOKEN = "test-admin-token"
 
@@ -122,3 +124,25 @@ async def test_the_cli_exits_non_zero_when_a_deploy_never_gets_healthy(config: C
         assert "FAILED alpha" in r.output and "did not become healthy" in r.output, r.output
         assert "some deploys failed; the old instances keep serving" in r.output
         assert edge.app.fleet.service("alpha").state() == "up"  # type: ignore[union-attr]
+
+
+async def test_the_maintenance_page_survives_a_gateway_restart(config: Config) -> None:
+    """README: `gateway maintenance` is kept across restarts (persisted in the control store)."""
+    async with run_edge(config, teams=("alpha",)) as edge:
+        await edge.wait_healthy("alpha")
+        async with edge.admin() as client:
+            r = await client.post("/api/teams/alpha/maintenance", json={"message": "Back at 5"})
+            assert r.status_code == 200
+    async with run_edge(config) as edge:  # a new gateway process's worth, on the same data
+        # Its target is up, so the 503 is the maintenance page, not "no healthy instance".
+        await wait_for(lambda: healthy(edge, "alpha"), timeout=60)
+        assert edge.app.fleet.service("alpha").maintenance == "Back at 5"  # type: ignore[union-attr]
+        async with edge.client() as client:
+            page = await client.get(edge.url("alpha", "/"))
+        assert page.status_code == 503 and "Back at 5" in page.text
+        assert page.headers["retry-after"]
+
+
+def healthy(edge: Edge, team: str) -> bool:
+    service = edge.app.fleet.service(team)
+    return service is not None and any(t.state is State.HEALTHY for t in service.targets())

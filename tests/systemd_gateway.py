@@ -145,6 +145,8 @@ class SystemdGateway:
 
     def stop(self) -> None:
         """SIGTERM to this gateway and to a successor it handed over to; waits for both."""
+        if self.proc is None:
+            return
         pids = {self.pid}
         if (succ := self.published_pid()) is not None:
             pids.add(succ)

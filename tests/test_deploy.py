@@ -233,9 +233,11 @@ async def test_pause_holds_requests_until_resume_and_maintenance_answers_503(
     await gw.wait_healthy("alpha")
     gw.app.fleet.pause("alpha", 20)
     async with gw.client(headers=bearer(gw, "alpha")) as client:
+        (target,) = gw.app.fleet.service("alpha").targets()  # type: ignore[union-attr]
+        seen, served = gw.app.counters.requests, target.served
         held = asyncio.create_task(client.post(gw.url("alpha", "/-/health")))
-        await asyncio.sleep(0.5)
-        assert not held.done()
+        await until(lambda: gw.app.counters.requests == seen + 1)  # it reached the proxy...
+        assert not held.done() and target.served == served  # ...and was held there
         gw.app.fleet.resume("alpha")
         response = await asyncio.wait_for(held, 10)
         assert response.status_code in (200, 405)  # reached Datasette: never sent while paused

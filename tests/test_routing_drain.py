@@ -34,9 +34,10 @@ async def test_request_is_held_until_a_target_turns_healthy(
     up = UvicornUpstream()
     try:
         async with gw.client() as client:
+            seen = gw.app.counters.requests
             request = asyncio.ensure_future(client.post(gw.url("alpha", "/echo"), content=b"hi"))
-            await asyncio.sleep(0.5)
-            assert not request.done()  # held, not refused
+            await wait_for(lambda: gw.app.counters.requests == seen + 1)  # at the proxy...
+            assert not request.done()  # ...held, not refused
             assert target.state is State.STARTING
             await up.start(port)
             r = await request

@@ -183,14 +183,8 @@ class Deployer:
     ) -> tuple[str, list[DeployResult]]:
         """Roll through every team, ``parallel`` at a time. Passing an earlier ``rollout`` id
         resumes it: teams that already succeeded in it are skipped."""
-        rollout = rollout or f"r-{int(time.time())}-{secrets.token_hex(3)}"
-        done = {
-            r["team"]
-            for r in self.fleet.store.query(
-                "SELECT team FROM deploys WHERE rollout = ? AND status = 'succeeded'", [rollout]
-            )
-        }
-        teams = [t for t in sorted(self.fleet.services) if t not in done]
+        rollout = rollout or new_rollout_id()
+        teams = self.pending(rollout)
         gate = asyncio.Semaphore(max(1, parallel))
         results: list[DeployResult] = []
 
@@ -203,6 +197,16 @@ class Deployer:
 
         await asyncio.gather(*(one(t) for t in teams))
         return rollout, results
+
+    def pending(self, rollout: str) -> list[str]:
+        """The teams a rollout has still to deploy: all but those it already succeeded on."""
+        done = {
+            r["team"]
+            for r in self.fleet.store.query(
+                "SELECT team FROM deploys WHERE rollout = ? AND status = 'succeeded'", [rollout]
+            )
+        }
+        return [t for t in sorted(self.fleet.services) if t not in done]
 
     # -- the deploys table ---------------------------------------------------------------------
     def _record_start(self, team: str, rollout: str | None, src: str, dst: str) -> int:
@@ -232,3 +236,7 @@ class Deployer:
         else:
             rows = self.fleet.store.query("SELECT * FROM deploys ORDER BY id DESC LIMIT ?", [limit])
         return [dict(r) for r in rows]
+
+
+def new_rollout_id() -> str:
+    return f"r-{int(time.time())}-{secrets.token_hex(3)}"

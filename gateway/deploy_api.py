@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from gateway.deploy import DeployResult
+from gateway.deploy import DeployResult, new_rollout_id
 from gateway.errors import BadRequest, GatewayError, HTTPError, NotFound, TeamNotFound
 
 if TYPE_CHECKING:
@@ -47,8 +47,12 @@ async def deploy(request: Request) -> Response:
     gw = _gw(request)
     body = await _body(request)
     image = body.get("image") or None
+    rollout: str | None = None
     if body.get("all"):
-        teams = sorted(gw.fleet.services)
+        # The id is known before the first deploy, so a client cut off mid-rollout can resume
+        # it; a resumed rollout lists only the teams it has left.
+        rollout = str(body.get("rollout") or new_rollout_id())
+        teams = gw.deployer.pending(rollout)
     elif isinstance(body.get("team"), str):
         gw.fleet.require(body["team"])
         teams = [body["team"]]
@@ -62,18 +66,17 @@ async def deploy(request: Request) -> Response:
         if body.get("all"):
             job = asyncio.ensure_future(
                 gw.deployer.deploy_all(
-                    image, parallel=parallel, rollout=body.get("rollout"), on_done=queue.put_nowait
+                    image, parallel=parallel, rollout=rollout, on_done=queue.put_nowait
                 )
             )
         else:
             job = asyncio.ensure_future(_one(gw, teams[0], image, queue))
         job.add_done_callback(lambda _: queue.put_nowait(None))
-        yield _line({"event": "start", "teams": teams})
+        yield _line({"event": "start", "teams": teams, "rollout": rollout})
         results: list[DeployResult] = []
         while (result := await queue.get()) is not None:
             results.append(result)
             yield _line({"event": "done", **result.as_dict()})
-        rollout = job.result()[0] if body.get("all") else None
         yield _line(
             {
                 "event": "summary",

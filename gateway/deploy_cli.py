@@ -177,6 +177,8 @@ def _stream_deploy(config: Config, body: dict[str, Any]) -> dict[str, Any]:
         start = json.loads(next(lines))
         teams = start["teams"]
         click.echo(f"deploying {len(teams)} team(s): {', '.join(teams)}")
+        if start.get("rollout"):
+            click.echo(f"rollout {start['rollout']} (if cut off: --resume {start['rollout']})")
         with click.progressbar(length=len(teams), label="deploy", show_pos=True) as bar:
             for line in lines:
                 event = json.loads(line)

@@ -6,6 +6,7 @@
 #   libnss3-tools           certutil: the HTTPS journey through Traefik puts the dev CA in the
 #                           browser's own NSS database (real trust, no ignored errors)
 #   systemd                 systemd-analyze verifies the example unit (tests/test_service_manager.py)
+#   apache2-utils           ab, run by tests/load/test_load_tools.py (tests/load/ab.sh)
 # It needs root for apt-get; without root it says what to install and carries on (the tests
 # that need a missing package then fail with that same message).
 set -euo pipefail
@@ -17,6 +18,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 command -v certutil >/dev/null || missing+=(libnss3-tools)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v ab >/dev/null || missing+=(apache2-utils)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -7,8 +7,6 @@ read counters) while real HTTP flows over loopback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +21,8 @@ from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.protocol import GatewayHttpProtocol
 from gateway.runtimes.base import Runtime
+from tests.docker_guard import pytest_runtest_setup  # noqa: F401 (the Docker guard hook)
+from tests.shutdown import ShutdownFailed, stop_server
 
 
 def free_socket() -> socket.socket:
@@ -126,43 +126,14 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
         return Running(app, port, config)
 
     yield start
+    failures = []
     for server, task in servers:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30)
-
-
-def docker_available() -> bool:
-    import docker
-
-    try:
-        client = docker.from_env()
-    except Exception:
-        return False
-    try:
-        client.ping()
-        return True
-    except Exception:
-        return False
-    finally:
-        client.close()  # an unclosed engine socket is a ResourceWarning, and warnings are errors
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Docker tests skip visibly without an engine, unless CI demands one."""
-    if docker_available():
-        return
-    if os.environ.get("GATEWAY_REQUIRE_DOCKER") == "1":
-        for item in items:
-            if "docker" in item.keywords:
-                item.add_marker(pytest.mark.usefixtures("_require_docker"))
-        return
-    skip = pytest.mark.skip(
-        reason="no reachable Docker engine (set GATEWAY_REQUIRE_DOCKER=1 to fail)"
-    )
-    for item in items:
-        if "docker" in item.keywords:
-            item.add_marker(skip)
+        try:
+            await stop_server(server, task, 30)
+        except ShutdownFailed as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture(scope="session")
@@ -172,8 +143,3 @@ def docker_image() -> str:
 
     tag, _ = image.build(progress=lambda line: print(line, flush=True))
     return tag
-
-
-@pytest.fixture
-def _require_docker() -> None:
-    pytest.fail("GATEWAY_REQUIRE_DOCKER=1 but no Docker engine is reachable")

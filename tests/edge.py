@@ -19,6 +19,7 @@ from gateway.config import Config
 from gateway.listeners import run_listeners
 from gateway.lock import hold_running_lock
 from gateway.server import build_listeners
+from tests.shutdown import stop_server
 
 
 def free_port() -> int:
@@ -94,7 +95,7 @@ async def run_edge(config: Config, teams: tuple[str, ...] = ()) -> AsyncIterator
         assert found is not None
         yield Edge(app, config, found.url, found.token)
     finally:
-        main.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 30)
-        lock.__exit__(None, None, None)
+        try:
+            await stop_server(main, task, 30)
+        finally:
+            lock.__exit__(None, None, None)

@@ -32,6 +32,7 @@ from gateway.runtimes.static import StaticRuntime
 from gateway.store import open_store
 from gateway.store.db import Store
 from tests.conftest import LoopbackTransport, Running, StartGateway, free_socket
+from tests.shutdown import stop_server
 
 Address = tuple[str, int]
 
@@ -233,7 +234,10 @@ class RawUpstream:
                     return
                 answered += 1
                 body_out = json.dumps({"ok": True, "method": method, "n": len(body)}).encode()
-                writer.write(response(body=body_out))
+                answer = response(body=body_out)
+                if method == "HEAD":  # the same head, no body
+                    answer = answer[: answer.index(b"\r\n\r\n") + 4]
+                writer.write(answer)
                 await writer.drain()
         except ConnectionError:
             return
@@ -288,6 +292,7 @@ class UpstreamState:
         self.gate = asyncio.Event()  # /gate requests wait until the test opens it
         self.gated = 0  # /gate requests that arrived
         self.body_disconnected = 0  # requests whose body ended in a disconnect
+        self.trickling = 0  # /trickle answers begun (100 of 1000 bytes sent, then nothing)
 
 
 def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
@@ -333,6 +338,12 @@ def echo_app(state: UpstreamState) -> Callable[..., Awaitable[None]]:
                 n -= len(piece)
                 await send({"type": "http.response.body", "body": piece, "more_body": n > 0})
             return
+        if path == "/trickle":  # a straggler mid-body: the head and a tenth of the body
+            head = [(b"content-type", b"text/plain"), (b"content-length", b"1000")]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": b"t" * 100, "more_body": True})
+            state.trickling += 1
+            await asyncio.Event().wait()  # never more (until the connection goes)
         # Everything else reads the whole request body (counting it, holding at most 1 KiB).
         size, kept = 0, b""
         more = True
@@ -464,10 +475,8 @@ class UvicornUpstream:
 
     async def close(self) -> None:
         if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 10)
-            self._server = None
+            server, self._server = self._server, None
+            await stop_server(server, self._task, 10)
 
 
 async def start_protocol_server(

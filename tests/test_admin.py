@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from gateway.cli import cli
 from gateway.config import Config
 from tests.edge import run_edge
+from tests.servers import wait_for
 
 
 async def test_token_is_required_and_health_is_open(config: Config) -> None:
@@ -57,9 +58,11 @@ async def test_routes_pause_resume_drain(config: Config) -> None:
             assert paused.json()["state"] == "paused"
             assert paused.json()["seconds"] == config.max_pause  # clamped by the setting
             assert paused.json()["requested"] == 60  # and the answer says so
+            (live,) = gw.app.fleet.service("alpha").targets()  # type: ignore[union-attr]
+            seen, served = gw.app.counters.requests, live.served
             held = asyncio.ensure_future(client.get(gw.url("alpha", "/-/versions.json")))
-            await asyncio.sleep(0.5)
-            assert not held.done()  # held at the gateway, never sent
+            await wait_for(lambda: gw.app.counters.requests == seen + 1)  # at the proxy...
+            assert not held.done() and live.served == served  # ...held, never sent
             resumed = await admin.post("/api/teams/alpha/resume")
             assert resumed.json()["state"] == "up"
             assert (await asyncio.wait_for(held, 30)).status_code == 200

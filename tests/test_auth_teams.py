@@ -193,6 +193,51 @@ async def test_invite_works_once_and_owner_removes_member(site: Running, browser
     assert r.status_code == 400 and "at least one owner" in r.text
 
 
+async def test_an_invitation_expires_after_seven_days(site: Running, browsers: Make) -> None:
+    """docs/auth.md: an invitation link is signed, valid 7 days, single use. Past 7 days it is
+    refused, whether the signature or the store's record says so, and nobody joins."""
+    from gateway.auth import accounts
+
+    ann, bob = browsers(site), browsers(site)
+    await ann.login("ann@example.org")
+    await bob.login("bob@example.org")
+    store = site.app.store
+    ann_id = store.query("SELECT id FROM users WHERE email='ann@example.org'")[0][0]
+    week = 7 * 86400
+
+    class Old(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - week - 60  # signed just over 7 days ago
+
+    def link(invite_id: str, signer: type[TimestampSigner] = TimestampSigner) -> str:
+        keys_ = keys.load_keys(store)
+        serializer = URLSafeTimedSerializer(keys_, salt=keys.SALTS["invite"], signer=signer)
+        return f"/invite/{serializer.dumps(invite_id)}"
+
+    # A fresh record, but a signature older than 7 days.
+    stale_signature = accounts.create_invite(store, "alpha", ann_id)
+    (row,) = store.query("SELECT * FROM invites WHERE id = ?", [stale_signature])
+    assert row["expires_at"] - row["created_at"] == week
+    r = await bob.post(link(stale_signature, Old), {}, page="/dashboard")
+    assert r.status_code == 400 and "expired" in r.text
+    # A fresh signature, but a record past its 7 days (as the store holds it a week later).
+    stale_record = accounts.create_invite(store, "alpha", ann_id)
+    with store.transaction() as conn:
+        conn.execute(
+            "UPDATE invites SET created_at = created_at - ?, expires_at = expires_at - ?"
+            " WHERE id = ?",
+            [week + 60, week + 60, stale_record],
+        )
+    r = await bob.post(link(stale_record), {}, page="/dashboard")
+    assert r.status_code == 400 and "expired" in r.text
+    assert (await bob.get(site.url("alpha", "/echo"))).status_code == 403  # never joined
+    # The same invitation, fresh on both counts, works: the refusals were the expiry.
+    fresh = accounts.create_invite(store, "alpha", ann_id)
+    r = await bob.post(link(fresh), {})
+    assert r.status_code == 303
+    assert (await bob.get(site.url("alpha", "/echo"))).status_code == 200
+
+
 async def test_cli_membership_changes_apply_on_the_next_request(
     site: Running, browsers: Make
 ) -> None:

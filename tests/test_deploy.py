@@ -99,19 +99,27 @@ async def test_deploy_cuts_over_with_no_failed_request(
     fleet = gw.app.fleet
     (old,) = fleet.service("alpha").targets()
     old_pid = gw.app.runtime.pid(old.id)  # type: ignore[attr-defined]
+    # Longer than a candidate takes to get healthy here, so it spans the cut-over.
+    n = await calibrated_rows(gw, "alpha", 8.0)
     stop = asyncio.Event()
     seen: dict[str, list[object]] = {"ok": [], "bad": []}
     loaders = [asyncio.create_task(load(gw, "alpha", stop, seen)) for _ in range(4)]
-    await asyncio.sleep(0.3)
+    served_before = old.served
+    await until(lambda: old.served >= served_before + 20)  # the load flows to the old target
+    # And one request certainly in flight on the old target across the cut-over and the drain.
+    query = asyncio.create_task(slow_query(gw, bearer(gw, "alpha"), n))
+    await until(lambda: old.inflight > 0)
     result = await gw.app.deployer.deploy("alpha")
-    await asyncio.sleep(0.3)
+    assert query.done(), "the deploy returned before the old target drained"
+    (new,) = fleet.service("alpha").targets()
+    await until(lambda: new.served >= 20)  # the load goes on, to the new target
     stop.set()
     await asyncio.gather(*loaders)
 
     assert result.ok, result.reason
     assert seen["bad"] == []
-    assert len(seen["ok"]) > 10
-    (new,) = fleet.service("alpha").targets()
+    assert result.drained >= 1  # the drain waited for what was in flight
+    assert query.done() and (await query).status_code == 200
     assert new is not old and new.state is State.HEALTHY
     assert old.state is State.STOPPED
     assert old.pool.connections() == 0  # no pooled connection to the old target remains
@@ -225,9 +233,11 @@ async def test_pause_holds_requests_until_resume_and_maintenance_answers_503(
     await gw.wait_healthy("alpha")
     gw.app.fleet.pause("alpha", 20)
     async with gw.client(headers=bearer(gw, "alpha")) as client:
+        (target,) = gw.app.fleet.service("alpha").targets()  # type: ignore[union-attr]
+        seen, served = gw.app.counters.requests, target.served
         held = asyncio.create_task(client.post(gw.url("alpha", "/-/health")))
-        await asyncio.sleep(0.5)
-        assert not held.done()
+        await until(lambda: gw.app.counters.requests == seen + 1)  # it reached the proxy...
+        assert not held.done() and target.served == served  # ...and was held there
         gw.app.fleet.resume("alpha")
         response = await asyncio.wait_for(held, 10)
         assert response.status_code in (200, 405)  # reached Datasette: never sent while paused
@@ -242,25 +252,13 @@ async def test_pause_holds_requests_until_resume_and_maintenance_answers_503(
 
         # Maintenance that begins while a request is held answers it too, once released.
         gw.app.fleet.pause("alpha", 20)
+        (target,) = gw.app.fleet.service("alpha").targets()  # type: ignore[union-attr]
+        served, seen = target.served, gw.app.counters.requests
         held = asyncio.create_task(client.get(gw.url("alpha", "/")))
-        await asyncio.sleep(0.5)
+        await until(lambda: gw.app.counters.requests == seen + 1)  # it reached the proxy...
+        assert not held.done() and target.served == served and target.inflight == 0  # ...held
         gw.app.fleet.set_maintenance("alpha", "Down for a moment.")
         gw.app.fleet.resume("alpha")
         late = await asyncio.wait_for(held, 10)
         assert late.status_code == 503, late.text
         assert "Down for a moment." in late.text
-
-
-async def test_rollback_and_resumable_rollout(config: Config, start_gateway: StartGateway) -> None:
-    gw = await start_gateway(config.replace(deploy_timeout=60), teams=("alpha", "beta", "gamma"))
-    for slug in ("alpha", "beta", "gamma"):
-        await gw.wait_healthy(slug)
-    deployer = gw.app.deployer
-    rollout, results = await deployer.deploy_all(parallel=2)
-    assert sorted(r.team for r in results) == ["alpha", "beta", "gamma"]
-    assert all(r.ok for r in results)
-    # Resuming a finished rollout has nothing left to do.
-    again, rest = await deployer.deploy_all(rollout=rollout)
-    assert again == rollout and rest == []
-    rolled = await deployer.rollback("alpha")
-    assert rolled.ok and rolled.to_version == results[0].from_version

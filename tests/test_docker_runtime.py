@@ -18,10 +18,12 @@ import uvicorn
 
 from gateway.app import Gateway, create_app
 from gateway.config import Config
+from gateway.protocol import GatewayHttpProtocol
 from gateway.routing.target import State
 from gateway.runtimes import image
 from gateway.store import open_store
 from tests.conftest import Running, free_socket
+from tests.shutdown import stop_server
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -85,7 +87,14 @@ async def serve(cfg: Config) -> AsyncIterator[Running]:
     cfg = cfg.replace(port=sock.getsockname()[1])
     app = create_app(cfg)
     server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="on", log_level="warning", loop="none", http="httptools")
+        uvicorn.Config(
+            app,
+            lifespan="on",
+            log_level="warning",
+            loop="none",
+            http=GatewayHttpProtocol,  # the production protocol (gateway/server.py)
+            proxy_headers=False,
+        )
     )
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -95,8 +104,7 @@ async def serve(cfg: Config) -> AsyncIterator[Running]:
     try:
         yield Running(app, cfg.port, cfg)
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 60)
+        await stop_server(server, task, 60)
 
 
 def container_of(app: Gateway, team: str) -> Any:
@@ -181,8 +189,12 @@ def assert_hardened(attrs: dict[str, Any], cfg: Config, team: str, gateway_id: s
     assert len(mounts) == 1, mounts
     assert mounts[0]["Type"] == "bind" and mounts[0]["Destination"] == "/data"
     assert mounts[0]["Source"] == str(cfg.teams_dir / team)
+    # Exactly the one Datasette port, published on loopback only (a loop over an empty
+    # mapping would prove nothing).
+    assert list(host["PortBindings"]) == ["8001/tcp"], host["PortBindings"]
+    assert list(attrs["NetworkSettings"]["Ports"]) == ["8001/tcp"], attrs["NetworkSettings"]
     for bindings in host["PortBindings"].values():
-        assert all(b["HostIp"] == "127.0.0.1" for b in bindings)
+        assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
     for bindings in attrs["NetworkSettings"]["Ports"].values():
         assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
     labels = conf["Labels"]

@@ -99,10 +99,28 @@ def test_missing_or_broken_builds_fall_back(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_native_status_says_which_hot_path_a_gateway_would_run():
-    r = CliRunner().invoke(cli, ["native", "status"])
-    assert r.exit_code == 0, r.output
-    assert f"hot path: {native.check()[1]}" in r.output
-    assert "gateway.routing.proxy" in r.output
+    """Checked against what a fresh process really imports, not the function the CLI calls."""
+
+    def fresh(code: str, **env: str) -> str:
+        environ = {**os.environ, **env}
+        if "GATEWAY_NATIVE" not in env:
+            environ.pop("GATEWAY_NATIVE", None)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    status = "from click.testing import CliRunner; from gateway.cli import cli; "
+    status += "print(CliRunner().invoke(cli, ['native', 'status']).output)"
+    where = "import gateway, gateway.routing.proxy as p; print(p.__file__)"
+    said, loaded = fresh(status), fresh(where).strip()
+    compiled = not loaded.endswith(".py")
+    assert ("hot path: compiled" in said) == compiled, (said, loaded)
+    assert "gateway.routing.proxy" in said
+    off = fresh(status, GATEWAY_NATIVE="0")
+    assert "hot path: off (GATEWAY_NATIVE=0): pure Python" in off
+    assert fresh(where, GATEWAY_NATIVE="0").strip().endswith(".py")
 
 
 def test_a_build_without_a_compiler_names_it_and_leaves_the_build_alone(

@@ -34,9 +34,10 @@ async def test_request_is_held_until_a_target_turns_healthy(
     up = UvicornUpstream()
     try:
         async with gw.client() as client:
+            seen = gw.app.counters.requests
             request = asyncio.ensure_future(client.post(gw.url("alpha", "/echo"), content=b"hi"))
-            await asyncio.sleep(0.5)
-            assert not request.done()  # held, not refused
+            await wait_for(lambda: gw.app.counters.requests == seen + 1)  # at the proxy...
+            assert not request.done()  # ...held, not refused
             assert target.state is State.STARTING
             await up.start(port)
             r = await request
@@ -122,6 +123,38 @@ async def test_deleting_a_team_drains_and_the_straggler_gets_504(
         assert counters["drains"] == 1
         assert counters["drain_cancelled"] == 1
         assert [t.slug for t in gw.app.store.teams()] == []
+    finally:
+        await up.close()
+
+
+async def test_a_straggler_mid_body_is_cut_at_the_drain_timeout(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    """docs/reliability.md: at the drain timeout, stragglers already sending their body are cut
+    (the client sees a truncated body, never a clean end), and the stop proceeds."""
+    up = await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(
+            start_gateway, config.replace(drain_timeout=0.5), {"alpha": [up.address]}
+        )
+        target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
+        async with gw.client() as client, client.stream("GET", gw.url("alpha", "/trickle")) as r:
+            assert r.status_code == 200 and r.headers["content-length"] == "1000"
+            await wait_for(lambda: up.state.trickling == 1)
+            other = open_store(config.control_db)  # as `gateway teams delete` does
+            try:
+                other.set_team_state("alpha", "deleting")
+            finally:
+                other.close()
+            got = b""
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                async for chunk in r.aiter_bytes():
+                    got += chunk
+        assert got == b"t" * 100  # what was sent before the cut, and nothing pretending more
+        await wait_for(lambda: gw.app.fleet.service("alpha") is None)
+        assert target.inflight == 0 and target.state is State.STOPPED
+        counters = await status_counters(gw)
+        assert counters["drain_cancelled"] == 1
     finally:
         await up.close()
 

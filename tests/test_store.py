@@ -47,6 +47,9 @@ def test_an_old_store_is_upgraded_in_place(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(m, "MIGRATIONS", MIGRATIONS[:1])  # the store as the first release left it
     store = open_store(path)
+    # It really is the old store: only the first migration ran (a patch that did not reach
+    # open_store would make this test upgrade nothing).
+    assert versions(store.conn) == [MIGRATIONS[0][0]]
     store.create_team("alpha")
     store.close()
     monkeypatch.undo()

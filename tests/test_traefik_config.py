@@ -18,13 +18,15 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import from_env
+from gateway.config import Config, from_env
 from gateway.edge.traefik_config import EdgeConfigError, check_upgradable
+from gateway.server import uvicorn_config
 
 CERTS = Path(__file__).resolve().parent.parent / "certs"
 UPLOAD_BYTES = 1024**3
 SLOW_LINK = 10e6 / 8  # bytes/s: a 1 GiB upload must survive a 10 Mbit/s link
-UVICORN_KEEPALIVE = 5.0
+# The gateway's own keep-alive, read from the uvicorn settings it runs with (not a copy).
+UVICORN_KEEPALIVE = float(uvicorn_config(None, Config()).timeout_keep_alive)
 
 
 def load() -> dict[str, Any]:
@@ -115,7 +117,9 @@ def problems(files: dict[str, Any]) -> list[str]:
     if seconds(fwd["responseHeaderTimeout"]) <= config.read_timeout:
         out.append("responseHeaderTimeout must exceed the gateway's read_timeout")
     if seconds(fwd["idleConnTimeout"]) >= UVICORN_KEEPALIVE:
-        out.append("idleConnTimeout must be below the gateway's 5 s keep-alive")
+        out.append(
+            f"idleConnTimeout must be below the gateway's {UVICORN_KEEPALIVE:g} s keep-alive"
+        )
 
     # In-place upgrades (gateway edge upgrade): shared ports, and a container stop that
     # waits for in-flight requests (graceTimeOut) rather than killing them.

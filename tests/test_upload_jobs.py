@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -272,3 +274,68 @@ async def test_discard_and_the_cap_on_open_jobs(member: Member, monkeypatch):
     await member.wait(second, ("ready",))
     assert len(spool_files(member)) == 1  # only the second upload's file is left
     assert (await member.post(b"a\n3\n")).status_code == 202
+
+
+def upload_workers() -> list[int]:
+    """Live (not zombie) worker processes this test's gateway started, read from /proc."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == me and fields[0] != "Z" and b"gateway.upload.worker" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+async def test_at_most_max_workers_run_at_once(roomy: Member):
+    """The real cap (runner.MAX_WORKERS, not patched): with every running worker frozen, the
+    other jobs stay queued with no process; released, they all finish."""
+    from gateway.upload.runner import MAX_WORKERS
+
+    jobs = roomy.running.app.upload.jobs
+    posted = [
+        (await roomy.post(big_csv(2_000), auto="1", table=f"w{i}")).json()["jobs"][0]
+        for i in range(MAX_WORKERS + 2)
+    ]
+    frozen: set[int] = set()
+    try:
+        for _ in range(6000):  # bounded: 60 s
+            for job in posted:
+                pid = jobs.get(job["id"]).pid
+                if pid and pid not in frozen and jobs.get(job["id"]).state != "done":
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
+                        frozen.add(pid)
+            if len(frozen) >= MAX_WORKERS:
+                break
+            await asyncio.sleep(0.01)
+        assert len(frozen) == MAX_WORKERS, frozen
+        # The slots are held by frozen workers: no further worker can start, however long.
+        assert sorted(upload_workers()) == sorted(frozen)
+        waiting = [j for j in posted if jobs.get(j["id"]).pid is None]
+        states = {jobs.get(j["id"]).state for j in waiting}
+        assert len(waiting) == 2 and states <= {"analyzing", "queued"}, states
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    done = [await roomy.wait(j, ("done", "failed")) for j in posted]
+    assert [d["state"] for d in done] == ["done"] * len(posted), done
+
+
+async def test_the_real_cap_on_open_jobs(roomy: Member):
+    """views.MAX_OPEN_JOBS as shipped (the other test patches it to 2)."""
+    from gateway.upload.views import MAX_OPEN_JOBS
+
+    for i in range(MAX_OPEN_JOBS):
+        r = await roomy.post(b"a\n%d\n" % i)
+        assert r.status_code == 202, (i, r.text)
+    r = await roomy.post(b"a\n-1\n")
+    assert r.status_code == 400, r.text
+    assert f"already has {MAX_OPEN_JOBS} uploads" in r.json()["detail"]

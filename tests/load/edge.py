@@ -149,7 +149,7 @@ async def scenario(
         )
         await asyncio.sleep(warmup)
         run.marks["ops_start"] = time.monotonic()
-        await base.operate(data_dir, port, deploys, run)
+        await base.operate(data_dir, port, deploys, run, proc)
         traefik_pid = await upgrade_traefik(traefik, tmp, run)
         run.marks["ops_end"] = time.monotonic()
         base.say("operations done; cooling down")

@@ -1,10 +1,14 @@
-"""The same traffic mix as scenario.py, for locust (an optional tool: `pip install locust`).
+"""The same traffic mix as scenario.py, for locust (`pip install -e '.[load]'`).
 
-    LOAD_TEAMS=loada:TOKEN,loadb:TOKEN PORT=8000 \
-        locust -f tests/load/locustfile.py --headless -u 50 -r 10 -t 60s --host http://127.0.0.1:8000
+Prepare the teams first: each needs an ``events`` table, the writable canned query
+``add_event`` (the POSTs fail with 500 without it) and a token. One command does it and prints
+the exact gateway, locust and ab command lines:
+
+    python -m tests.load.prep --data-dir load-data --port 8000
 
 Run `gateway deploy --all` or `gateway restart` in another terminal while it runs; locust's
-failure table must stay empty.
+failure table must stay empty (and it exits 1 otherwise). tests/load/test_load_tools.py runs
+a short headless form with a deploy in the middle.
 """
 
 from __future__ import annotations

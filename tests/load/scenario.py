@@ -70,7 +70,9 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
     ops: list[tuple[str, int, float]] = field(default_factory=list)
-    client_retries: int = 0  # idempotent GETs resent after a keep-alive close before any byte
+    # GETs resent after the server closed a reused keep-alive connection before any response
+    # byte (allowed by RFC 9112 section 9.3.1; reported apart, bounded at 0 in CI).
+    reused_resends: int = 0
     client_waits: int = 0  # requests that waited for a free slot (the machine was saturated)
 
 
@@ -162,23 +164,32 @@ async def wait_ready(data_dir: Path, port: int, timeout: float = 60) -> None:
 async def get(
     client: httpx.AsyncClient, url: str, headers: dict[str, str], params: dict[str, str], run: Run
 ) -> httpx.Response:
-    """A GET sent as browsers and HTTP/1.1 clients send it (RFC 9112 section 9.3.1): when a
-    keep-alive connection is closed by the server before ANY response byte (the unavoidable
-    race of closing an idle connection, e.g. an old gateway process handing over), the
-    idempotent request goes once more on a new connection. A failure after the response began
-    is never retried, so a cut or truncated answer still counts as a failure. Retries are
-    counted and reported."""
+    """A GET sent as an HTTP/1.1 client may send it (RFC 9112 section 9.3.1): only when a
+    REUSED keep-alive connection is closed by the server before any response byte (the race
+    of closing an idle connection) may the idempotent request go once more, on a new
+    connection. Such a resend is counted apart (``reused_resends``; CI bounds it at 0). A
+    failure on a fresh connection, or after the response began, is never resent: it is a
+    failed request."""
     for attempt in (1, 2):
+        opened = False
         started = False
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            nonlocal opened
+            if event.startswith("connection.connect_tcp."):
+                opened = True
+
         try:
-            async with client.stream("GET", url, headers=headers, params=params) as r:
+            async with client.stream(
+                "GET", url, headers=headers, params=params, extensions={"trace": trace}
+            ) as r:
                 started = True
                 await r.aread()
                 return r
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            if started or attempt == 2:
+            if started or opened or attempt == 2:
                 raise
-            run.client_retries += 1
+            run.reused_resends += 1
     raise AssertionError("unreachable")
 
 
@@ -247,7 +258,9 @@ async def drive(
         await asyncio.gather(*pending)
 
 
-async def operate(data_dir: Path, port: int, deploys: int, run: Run) -> None:
+async def operate(
+    data_dir: Path, port: int, deploys: int, run: Run, old: subprocess.Popen[bytes]
+) -> None:
     async def op(name: str, *args: str) -> None:
         t0 = time.monotonic()
         done = await asyncio.to_thread(cli, data_dir, port, *args)
@@ -260,7 +273,15 @@ async def operate(data_dir: Path, port: int, deploys: int, run: Run) -> None:
         await op(f"deploy {TEAMS[0]} #{i + 1}", "deploy", "--team", TEAMS[0])
     await op("deploy --all", "deploy", "--all")
     await op("gateway restart", "restart")
-    await asyncio.sleep(2)  # the old process drains while the new one serves
+    # The old process drains its in-flight requests while the successor serves; the
+    # operations end once it has exited (its exit status is checked like a command's).
+    t0 = time.monotonic()
+    try:
+        code = await asyncio.to_thread(old.wait, 120)
+    except subprocess.TimeoutExpired:
+        code = -1
+    run.ops.append(("old gateway exited", code, time.monotonic() - t0))
+    say(f"the old gateway exited with {code} in {time.monotonic() - t0:.1f}s")
 
 
 def say(message: str) -> None:
@@ -307,12 +328,30 @@ def summarize(run: Run, posts: dict[str, int]) -> dict[str, Any]:
         "rate": round(len(run.samples) / duration, 1),
         "failed_gets": sum(1 for s in run.samples if s.kind != "post" and s.outcome != "ok"),
         "failures_by_kind": dict(failures),
-        "client_retries": run.client_retries,
+        "failures": sum(1 for s in run.samples if s.outcome != "ok"),
+        "failed_posts": sum(1 for s in run.samples if s.kind == "post" and s.outcome != "ok"),
+        "reused_resends": run.reused_resends,
         "client_waits": run.client_waits,
         "posts": posts,
         "phases": table,
         "ops": [{"op": n, "rc": rc, "seconds": round(t, 1)} for n, rc, t in run.ops],
     }
+
+
+def verdict(r: dict[str, Any], *, max_resends: int = 0) -> list[str]:
+    """What broke the promise "0 failed requests": empty when the run proved it."""
+    problems = []
+    if bad_ops := [op for op in r["ops"] if op["rc"] != 0]:
+        problems.append(f"operations failed: {bad_ops}")
+    if r["failures"]:
+        problems.append(f"{r['failures']} failed requests: {r['failures_by_kind']}")
+    if set(r["posts"]) != {"applied once"}:
+        problems.append(f"POSTs not all applied exactly once: {r['posts']}")
+    if r["reused_resends"] > max_resends:
+        problems.append(f"{r['reused_resends']} GETs resent on a reused connection")
+    if not all(p["requests"] > 0 for p in r["phases"].values()):
+        problems.append(f"a phase saw no request: {r['phases']}")
+    return problems
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -321,8 +360,11 @@ def print_report(r: dict[str, Any]) -> None:
     for name, p in r["phases"].items():
         print(f"{name:<8} {p['requests']:>9} {p['failures']:>9} {p['p50_ms']:>8} {p['p99_ms']:>8}")
     print("failures by kind:", r["failures_by_kind"] or "none")
+    print(f"failed POSTs: {r['failed_posts']}")
     print(
-        "GETs resent by the client after a keep-alive close before any byte:", r["client_retries"]
+        "GETs resent after the server closed a reused keep-alive connection before any byte "
+        "(RFC 9112 9.3.1):",
+        r["reused_resends"],
     )
     print(
         f"requests that waited for one of the client's {MAX_IN_FLIGHT} slots "
@@ -353,7 +395,7 @@ async def scenario(
         load = asyncio.create_task(drive(port, tokens, rate, stop, run, max_requests=100_000))
         await asyncio.sleep(warmup)
         run.marks["ops_start"] = time.monotonic()
-        await operate(data_dir, port, deploys, run)
+        await operate(data_dir, port, deploys, run, proc)
         run.marks["ops_end"] = time.monotonic()
         say("operations done; cooling down")
         await asyncio.sleep(cooldown)
@@ -402,6 +444,12 @@ def main() -> None:
         action="store_true",
         help="through the real Traefik, plus a Traefik upgrade under load (tests/load/edge.py)",
     )
+    parser.add_argument(
+        "--max-resends",
+        type=int,
+        default=0,
+        help="GET resends on a reused connection to tolerate (RFC 9112 9.3.1); CI: 0",
+    )
     args = parser.parse_args()
     if args.short:
         kw = {"warmup": 8.0, "cooldown": 8.0, "deploys": args.deploys or 10}
@@ -414,11 +462,10 @@ def main() -> None:
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    ok = report["failed_gets"] == 0 and set(report["posts"]) <= {
-        "applied once",
-        "failed, never applied",
-    }
-    sys.exit(0 if ok else 1)
+    problems = verdict(report, max_resends=args.max_resends)
+    for problem in problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
 
 
 if __name__ == "__main__":

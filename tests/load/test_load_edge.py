@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.load.edge import scenario
-from tests.load.scenario import print_report
+from tests.load.scenario import print_report, verdict
 
 
 @pytest.mark.slow
@@ -14,9 +14,11 @@ from tests.load.scenario import print_report
 async def test_deploys_restart_and_a_traefik_upgrade_fail_no_request_through_traefik() -> None:
     report = await scenario(rate=120.0, warmup=8.0, cooldown=8.0, deploys=10)
     print_report(report)
-    assert [op["op"] for op in report["ops"]][-1] == "traefik upgrade"
-    assert [op["rc"] for op in report["ops"]] == [0] * 13, report["ops"]
-    assert report["failed_gets"] == 0, report["failures_by_kind"]
-    assert set(report["posts"]) <= {"applied once", "failed, never applied"}, report["posts"]
-    assert report["posts"].get("applied once", 0) > 0
-    assert all(p["requests"] > 0 for p in report["phases"].values())
+    ops = [op["op"] for op in report["ops"]]
+    assert ops[-3:] == ["gateway restart", "old gateway exited", "traefik upgrade"], ops
+    assert len(ops) == 14, ops
+    # 0 failed requests and every POST applied exactly once. A retiring Traefik closes its
+    # idle keep-alive client connections (Go's Server.Shutdown), so a GET may race that close
+    # on a reused connection and be resent as RFC 9112 9.3.1 allows: counted, and bounded.
+    assert verdict(report, max_resends=3) == []
+    assert report["posts"]["applied once"] > 0

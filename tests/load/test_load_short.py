@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.load.scenario import print_report, scenario
+from tests.load.scenario import print_report, scenario, verdict
 
 
 @pytest.mark.slow
@@ -15,9 +15,10 @@ from tests.load.scenario import print_report, scenario
 async def test_deploys_and_a_gateway_restart_fail_no_request_under_load() -> None:
     report = await scenario(rate=120.0, warmup=8.0, cooldown=8.0, deploys=10)
     print_report(report)
-    assert [op["rc"] for op in report["ops"]] == [0] * 12, report["ops"]
-    assert report["failed_gets"] == 0, report["failures_by_kind"]
-    # Every POST was applied exactly once when it succeeded, and never when it failed.
-    assert set(report["posts"]) <= {"applied once", "failed, never applied"}, report["posts"]
-    assert report["posts"].get("applied once", 0) > 0
-    assert all(p["requests"] > 0 for p in report["phases"].values())
+    ops = [op["op"] for op in report["ops"]]
+    assert ops[-3:] == ["deploy --all", "gateway restart", "old gateway exited"], ops
+    assert len(ops) == 13, ops
+    # Zero failed requests: every GET and every POST succeeded (a POST applied exactly once),
+    # no GET needed a resend, and every phase (before, during, after the operations) had load.
+    assert verdict(report, max_resends=0) == []
+    assert report["posts"]["applied once"] > 0

@@ -1,0 +1,174 @@
+"""An import running when its gateway dies for real (SIGKILL of a `gateway serve` process): the
+worker dies with it (PR_SET_PDEATHSIG), and the next gateway on the same data fails the job and
+leaves no half table; or, during a `gateway restart`, the successor's sweep does, once the
+predecessor's worker dies. (tests/test_upload_jobs.py covers a killed worker under a live
+gateway.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.systemd_gateway import SystemdGateway, alive, prepare_team
+from tests.upload_support import staging_tables
+
+pytestmark = pytest.mark.slow
+
+
+def until(condition: Callable[[], object], timeout: float = 90, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached in {timeout}s")
+        time.sleep(0.01)
+
+
+def big_csv(rows: int) -> bytes:
+    lines = [b"id,code,amount,label"]
+    lines += [b"%d,%05d,%d.25,row %d" % (i, i % 1000, i, i) for i in range(rows)]
+    return b"\n".join(lines) + b"\n"
+
+
+def start_import(gw: SystemdGateway, token: str, data_dir: Path) -> tuple[str, int]:
+    """A big import under way (its first batch in the staging table): (job id, worker pid)."""
+    headers = {
+        "host": f"alpha.localhost:{gw.port}",
+        "authorization": f"Bearer {token}",
+        "accept": "application/json",
+    }
+    r = httpx.post(
+        f"http://127.0.0.1:{gw.port}/-/upload-csv",
+        headers=headers,
+        data={"auto": "1", "table": "half"},
+        files={"file": ("big.csv", big_csv(300_000), "text/csv")},
+        timeout=60,
+    )
+    assert r.status_code == 202, r.text
+    job_id = str(r.json()["jobs"][0]["id"])
+    until(
+        lambda: (
+            (row := job_row(data_dir, job_id))["state"] == "importing"
+            and row["rows_done"] > 0
+            and row["pid"]
+        ),
+        what="the import is under way",
+    )
+    return job_id, int(job_row(data_dir, job_id)["pid"])
+
+
+def no_half_table(data_dir: Path) -> None:
+    db = sqlite3.connect(data_dir / "teams" / "alpha" / "data.db")
+    try:
+        assert staging_tables(db) == []
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
+        assert "half" not in tables, tables
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+
+
+def job_row(data_dir: Path, job_id: str) -> sqlite3.Row:
+    db = sqlite3.connect(f"file:{data_dir / 'control.db'}?mode=ro", uri=True, timeout=10)
+    db.row_factory = sqlite3.Row
+    try:
+        row: sqlite3.Row = db.execute("SELECT * FROM import_jobs WHERE id = ?", [job_id]).fetchone()
+        return row
+    finally:
+        db.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_gateway_takes_its_worker_along_and_the_next_one_cleans_up(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    token = prepare_team(data_dir, "alpha")
+    first = SystemdGateway(data_dir)
+    second = SystemdGateway(data_dir)
+
+    def client(gw: SystemdGateway) -> httpx.Client:
+        headers = {
+            "host": f"alpha.localhost:{gw.port}",
+            "authorization": f"Bearer {token}",
+            "accept": "application/json",
+        }
+        return httpx.Client(base_url=f"http://127.0.0.1:{gw.port}", headers=headers, timeout=60)
+
+    def answers(gw: SystemdGateway) -> bool:
+        try:
+            with client(gw) as c:
+                return c.get("/data.json").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        first.start()
+        until(lambda: answers(first), what="the first gateway serves alpha")
+        job_id, worker = start_import(first, token, data_dir)
+        os.kill(first.pid, signal.SIGKILL)
+        assert first.proc is not None and first.proc.wait(30) == -signal.SIGKILL
+        until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
+
+        second.start()
+        until(lambda: answers(second), what="the next gateway serves alpha")
+        with client(second) as c:
+            job = c.get(f"/-/upload-csv/jobs/{job_id}.json").json()
+        assert job["state"] == "failed" and "restart" in job["error"], job
+        no_half_table(data_dir)
+    finally:
+        second.stop()
+        if first.proc is not None and first.proc.poll() is None:
+            first.stop()
+
+
+@pytest.mark.timeout(300)
+def test_the_successor_sweeps_a_job_whose_predecessor_died_mid_restart(tmp_path: Path) -> None:
+    """`gateway restart` while an import runs: the successor leaves the live worker alone at
+    start; when the predecessor then dies unrecorded (SIGKILL) its worker dies with it, and the
+    successor's sweep (every 5 s) fails the job and drops its staging table."""
+    data_dir = tmp_path / "data"
+    token = prepare_team(data_dir, "alpha")
+    gw = SystemdGateway(data_dir)
+
+    def answers() -> bool:
+        headers = {"host": f"alpha.localhost:{gw.port}", "authorization": f"Bearer {token}"}
+        try:
+            r = httpx.get(f"http://127.0.0.1:{gw.port}/data.json", headers=headers, timeout=10)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    try:
+        gw.start()
+        until(answers, what="the gateway serves alpha")
+        job_id, worker = start_import(gw, token, data_dir)
+        os.kill(gw.pid, signal.SIGHUP)  # `gateway restart`
+        until(lambda: "restart: starting a successor" in gw.log(), what="a successor starts")
+        os.kill(gw.pid, signal.SIGSTOP)  # the predecessor stops acting (and accepting) here
+        try:
+            until(
+                lambda: (pid := gw.published_pid()) is not None and pid != gw.pid and answers(),
+                what="the successor serves (only it can answer now)",
+            )
+            assert job_row(data_dir, job_id)["state"] == "importing"  # left alone at start
+            assert alive(worker)
+        finally:
+            os.kill(gw.pid, signal.SIGKILL)
+        assert gw.proc is not None and gw.proc.wait(30) == -signal.SIGKILL
+        until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
+        until(
+            lambda: job_row(data_dir, job_id)["state"] == "failed",
+            timeout=60,
+            what="the successor's sweep fails the job",
+        )
+        assert "stopped" in str(job_row(data_dir, job_id)["error"])
+        no_half_table(data_dir)
+    finally:
+        gw.stop()

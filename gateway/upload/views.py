@@ -22,12 +22,14 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from gateway.responses import wants_json
 from gateway.upload.columns import check_table_name, table_name_from_file
+from gateway.upload.encodings import COMMON as COMMON_ENCODINGS
+from gateway.upload.encodings import check as check_encoding
 from gateway.upload.errors import ImportFailed
 from gateway.upload.jobs import Job, Jobs, new_id
 from gateway.upload.options import resolve
 from gateway.upload.receive import receive_upload, remove_quietly
 from gateway.upload.runner import Runner
-from gateway.upload.sniff import check_delimiter, check_encoding
+from gateway.upload.sniff import check_delimiter
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -51,6 +53,7 @@ class UploadApp:
             autoescape=select_autoescape(["html"]),
         )
         self.env.globals["default_table"] = table_name_from_file
+        self.env.globals["encodings"] = COMMON_ENCODINGS
 
     async def __call__(
         self, scope: dict[str, Any], receive: Any, send: Any, service: Service

@@ -145,6 +145,8 @@ def routes(web: Web) -> list[Route]:
 
     async def logout(request: Request) -> Response:
         session = web.session(request)
+        if request.method == "GET":  # a plain link (Datasette's menu) asks first: no GET effects
+            return web.render(request, "auth_logout.html", {}, session)
         await web.form(request, session)
         if session is not None:
             auth.sessions.revoke(session.id_hash)
@@ -250,7 +252,7 @@ def routes(web: Web) -> list[Route]:
         Route("/register", page(web, register), methods=both),
         Route("/login", page(web, login), methods=both),
         Route("/-/sso", page(web, sso)),
-        Route("/logout", page(web, logout), methods=["POST"]),
+        Route("/logout", page(web, logout), methods=both),
         Route("/logout-everywhere", page(web, logout_everywhere), methods=["POST"]),
         Route("/password", page(web, change_password), methods=both),
         Route("/reset", page(web, reset_request), methods=both),

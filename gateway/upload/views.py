@@ -74,7 +74,7 @@ class UploadApp:
         if rest in ("", "/"):
             if method == "POST":
                 return await self.upload(scope, receive, team, user)
-            return self.index(team)
+            return self.index(team, request)
         if rest == "/jobs.json" and method != "POST":
             base = self.config.team_url(team)
             return JSONResponse({"jobs": [j.public(base) for j in self.jobs.for_team(team)]})
@@ -120,10 +120,14 @@ class UploadApp:
         html = self.env.get_template(template).render(**context)
         return HTMLResponse(html, status, headers={"cache-control": "no-store"})
 
-    def index(self, team: str) -> Response:
+    def index(self, team: str, request: Request) -> Response:
         jobs = self.jobs.for_team(team)
         return self.render(
-            "upload.html", team=team, jobs=jobs, max_bytes=self.config.upload_max_bytes
+            "upload.html",
+            team=team,
+            jobs=jobs,
+            max_bytes=self.config.upload_max_bytes,
+            target=_target(request),
         )
 
     def static(self, name: str) -> Response:
@@ -231,6 +235,17 @@ class UploadApp:
             )
         context = self.job_context(job, team)
         return self.render("upload_job.html", 400, job=job, form_error=message, **context)
+
+
+def _target(request: Request) -> dict[str, str] | None:
+    """``?table=t&mode=append|replace`` (Datasette's table actions): the table to import into."""
+    table, mode = request.query_params.get("table", ""), request.query_params.get("mode", "")
+    if mode not in ("append", "replace"):
+        return None
+    try:
+        return {"table": check_table_name(table), "mode": mode}
+    except ImportFailed:
+        return None
 
 
 def _not_allowed() -> Response:

@@ -53,7 +53,9 @@
     row.append(el("span", { class: "status" }, "uploading"));
     panel.append(row);
     const data = new FormData();
-    ["encoding", "delimiter"].forEach((name) => data.append(name, form.elements[name].value));
+    ["encoding", "delimiter", "table", "mode"].forEach((name) => {
+      if (form.elements[name]) data.append(name, form.elements[name].value);
+    });
     data.append("file", file, file.name);
     const xhr = new XMLHttpRequest();
     xhr.open("POST", form.action);

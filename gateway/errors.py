@@ -12,6 +12,7 @@ GatewayError
     ├── SignInHandoff       303  a team host takes over the apex session (sets its cookie)
     ├── Forbidden           403  signed in, but not a member
     ├── NotFound            404  unknown host or page
+    ├── MethodNotAllowed    405  a page that does not take this method
     ├── PayloadTooLarge     413
     ├── URITooLong          414  request target longer than max_request_line
     ├── TooManyRequests     429  sign-in throttled (Retry-After)
@@ -95,6 +96,10 @@ class NotFound(HTTPError):
     status, title = 404, "Not found"
 
 
+class MethodNotAllowed(HTTPError):
+    status, title = 405, "Method not allowed"
+
+
 class PayloadTooLarge(HTTPError):
     status, title = 413, "Payload too large"
 
@@ -121,3 +126,14 @@ class Unavailable(HTTPError):
 
 class GatewayTimeout(HTTPError):
     status, title = 504, "Gateway timeout"
+
+
+def for_status(status: int, detail: str = "") -> HTTPError:
+    """A library's error (Starlette's 404, 405, a form's size limit) as the gateway's own, so
+    it gets the same page or JSON as every other error."""
+    for cls in HTTPError.__subclasses__():
+        if cls.status == status and cls is not SignInHandoff:
+            return cls(detail)
+    err = HTTPError(detail)
+    err.status = status
+    return err

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -16,9 +17,9 @@ from starlette.templating import Jinja2Templates
 
 from gateway.admin.dashboard import apex_ops_routes
 from gateway.auth.pages import auth_routes
-from gateway.errors import Forbidden, HTTPError, Unauthorized
+from gateway.errors import Forbidden, HTTPError, Unauthorized, for_status
 from gateway.observability.health import health_routes
-from gateway.responses import error_body, wants_json
+from gateway.responses import APEX_LINKS, error_body, wants_json
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -65,6 +66,28 @@ def operator_check(gw: Gateway, request: Request) -> Response | None:
     return Response(body, err.status, media_type=ctype.decode())
 
 
+def apex_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown path, wrong method, a form field over its size limit)
+    answered as the gateway's: the product's page for people, JSON for API clients."""
+    assert isinstance(exc, HTTPException)
+    detail = str(exc.detail)
+    if exc.status_code == 404:
+        detail = f"There is no page at {request.url.path}."
+    elif exc.status_code == 405:
+        detail = f"This page does not take {request.method} requests."
+    elif "exceeded maximum size" in detail:
+        detail = (
+            "A form field was far larger than any name, email or password can be "
+            f"({detail.split('size of ')[-1].rstrip('.')} at most), so the form was refused. "
+            "Check what was pasted into it and try again."
+        )
+    err = for_status(exc.status_code, detail)
+    scope = dict(request.scope)
+    body, ctype = error_body(scope, err, APEX_LINKS)
+    headers = {**(exc.headers or {}), "cache-control": "no-store"}
+    return Response(body, err.status, headers=headers, media_type=ctype.decode())
+
+
 def build_site(gw: Gateway) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -100,5 +123,6 @@ def build_site(gw: Gateway) -> Starlette:
             *apex_ops_routes(gw),  # the operator dashboard, for `operators` (gateway/admin)
             *auth_routes(gw, templates),  # register, login, dashboard, teams (gateway/auth)
             Mount("/-/gateway/static", StaticFiles(directory=str(HERE / "static")), name="static"),
-        ]
+        ],
+        exception_handlers={HTTPException: apex_error},
     )

@@ -21,7 +21,8 @@ def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) ->
     mode = (form.get("mode") or "new").strip().lower()
     if mode not in MODES:
         raise ImportFailed(f"Unknown mode {mode!r}: choose new, append or replace.")
-    table = check_table_name(form.get("table") or table_name_from_file(filename))
+    # No table field: named after the file (the API's default). A field left empty: refused.
+    table = check_table_name(form["table"] if "table" in form else table_name_from_file(filename))
     columns = analysis["columns"]
     names = [c["name"] for c in columns]
     types: dict[str, str] = {}

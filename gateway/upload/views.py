@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -158,7 +160,7 @@ class UploadApp:
         }
         auto = upload.fields.get("auto", "").lower() in ("1", "true", "on", "yes")
         try:  # refuse a bad name or option now, not after the file was analysed
-            if fields.get("table"):
+            if "table" in fields:
                 check_table_name(fields["table"])
             if fields.get("encoding"):
                 check_encoding(fields["encoding"])
@@ -191,7 +193,12 @@ class UploadApp:
     async def confirm(
         self, scope: dict[str, Any], request: Request, job: Job, team: str
     ) -> Response:
-        form = {k: str(v) for k, v in (await request.form(max_files=0, max_fields=2200)).items()}
+        try:
+            raw = await request.form(max_files=0, max_fields=2200)
+        except (HTTPException, MultiPartException) as exc:  # a field over 1 MB, too many fields
+            why = exc.detail if isinstance(exc, HTTPException) else exc.message
+            raise BadRequest(f"This form could not be read: {why}") from None
+        form = {k: str(v) for k, v in raw.items()}
         action = form.get("action", "import")
         if action == "discard":
             if not self.jobs.transition(job.id, "ready", "failed", error="Discarded.", pid=None):

@@ -59,7 +59,15 @@ def routes(web: Web) -> list[Route]:
         session = signed_in(request)
         if isinstance(session, Response):
             return session
-        teams = [team_info(slug) | {"role": role} for slug, role in sorted(session.teams.items())]
+        teams = [
+            team_info(slug)
+            | {
+                "role": role,
+                "home": await gw.upload.summary(slug),
+                "members": accounts.members(gw.store, slug),
+            }
+            for slug, role in sorted(session.teams.items())
+        ]
         ctx = {"teams": teams, "changed": request.query_params.get("changed") == "1"}
         return web.render(request, "dashboard.html", ctx, session)
 

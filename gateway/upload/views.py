@@ -12,6 +12,7 @@ Every answer has an HTML and a JSON form; errors are raised as ``HTTPError`` and
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from gateway.upload.columns import check_table_name, table_name_from_file
 from gateway.upload.encodings import COMMON as COMMON_ENCODINGS
 from gateway.upload.encodings import check as check_encoding
 from gateway.upload.errors import ImportFailed
+from gateway.upload.inventory import Inventories
 from gateway.upload.jobs import Job, Jobs, new_id
 from gateway.upload.options import resolve
 from gateway.upload.receive import receive_upload, remove_quietly
@@ -42,6 +44,8 @@ PAGES = Path(__file__).resolve().parent.parent / "pages"
 STATIC = {"upload.js": "text/javascript", "upload.css": "text/css"}
 PREFIX = "/-/upload-csv"
 MAX_OPEN_JOBS = 20
+DASHBOARD_TABLES = 100  # the largest tables named on the dashboard; Datasette lists them all
+DASHBOARD_IMPORTS = 5
 UPLOAD_FIELDS = ("encoding", "delimiter", "table", "mode", "pk", "empty_null")
 
 
@@ -50,6 +54,7 @@ class UploadApp:
         self.config = config
         self.jobs = Jobs(store)
         self.runner = Runner(config, store)
+        self.inventories = Inventories()
         self.env = Environment(
             loader=FileSystemLoader(str(PAGES / "templates")),
             autoescape=select_autoescape(["html"]),
@@ -91,6 +96,27 @@ class UploadApp:
                 return JSONResponse(job.public(self.config.team_url(team)))
             return self.render("upload_job.html", job=job, **self.job_context(job, team))
         raise NotFound("There is no such upload page.")
+
+    async def summary(self, team: str, tables: int = DASHBOARD_TABLES) -> dict[str, Any]:
+        """A team's home on the dashboard: its largest tables, storage and last imports."""
+        from datasette.utils import tilde_encode
+
+        db = self.config.teams_dir / team / "data.db"
+        inventory = await asyncio.to_thread(self.inventories.get, db)
+        base = self.config.team_url(team)
+        shown = [
+            {"name": t.name, "rows": t.rows, "size": human_bytes(t.bytes),
+             "url": f"{base}/data/{tilde_encode(t.name)}"}
+            for t in inventory.largest(tables)
+        ]  # fmt: skip
+        return {
+            "tables": shown,
+            "table_count": len(inventory.tables),
+            "disk": human_bytes(inventory.disk_bytes),
+            "error": inventory.error,
+            "database_url": f"{base}/data",
+            "imports": [j.public(base) for j in self.jobs.for_team(team, DASHBOARD_IMPORTS)],
+        }
 
     # -- checks ---------------------------------------------------------------------------
     def member(self, scope: dict[str, Any]) -> dict[str, Any]:
@@ -242,6 +268,17 @@ class UploadApp:
             )
         context = self.job_context(job, team)
         return self.render("upload_job.html", 400, job=job, form_error=message, **context)
+
+
+def human_bytes(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KB", "MB", "GB"):
+        size /= 1000
+        if size < 1000:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1000:.1f} TB"
 
 
 def _target(request: Request) -> dict[str, str] | None:

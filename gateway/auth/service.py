@@ -185,14 +185,13 @@ class Auth:
 
     def _around(self, session: Session, slug: str) -> dict[str, Any]:
         """The service around Datasette, for its menu (gateway/instance/gateway_menu.py)."""
-        cfg = self.config
-        others = sorted(s for s in session.teams if s != slug)[:MENU_TEAMS]
+        # Compact: it travels on every request. Team URLs are derived from the apex exactly as
+        # Config.team_url does (scheme://<slug>.<apex host and port>).
         return {
-            "apex": cfg.base_url,
-            "team": cfg.team_url(slug),
+            "apex": self.config.base_url,
             "slug": slug,
             "role": session.teams.get(slug, "member"),
-            "teams": {s: cfg.team_url(s) for s in others},
+            "teams": sorted(s for s in session.teams if s != slug)[:MENU_TEAMS],
         }
 
     def _sign_actor(

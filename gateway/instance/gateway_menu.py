@@ -5,9 +5,10 @@
 * ``prepare_jinja2_environment``: ``<html lang="en">`` on every Datasette page.
 
 Everything comes from the signed actor (``gateway_plugin.actor_from_request`` verified it): the
-gateway adds ``actor["gateway"]`` with the public URLs, the member's role and their other teams
-(gateway/auth/service.py). No actor, or an API token's actor without it (an anonymous reader of
-a public team, a script), means no links: nothing here is offered to someone who cannot use it.
+gateway adds ``actor["gateway"]`` with the apex URL, this team's slug, the member's role and
+their other teams (gateway/auth/service.py). No actor (an anonymous reader of a public team), or
+an API token's actor without it (a script), means no links: nothing is offered to someone who
+cannot use it.
 """
 
 from urllib.parse import urlencode
@@ -22,9 +23,15 @@ UPLOAD_DATABASE = "data"
 
 def _info(actor):
     info = (actor or {}).get("gateway")
-    if not isinstance(info, dict) or not info.get("apex") or not info.get("team"):
+    if not isinstance(info, dict) or not info.get("apex") or not info.get("slug"):
         return None
-    return info
+    return {**info, "team": team_url(info["apex"], info["slug"])}
+
+
+def team_url(apex, slug):
+    """As the gateway's Config.team_url: the team's host is <slug>.<apex host>."""
+    scheme, _, rest = apex.partition("://")
+    return f"{scheme}://{slug}.{rest}"
 
 
 @hookimpl
@@ -42,8 +49,8 @@ def menu_links(datasette, actor, request):
             "label": "Members and API tokens" if owner else "Your API tokens",
         },
     ]
-    for other, url in sorted((info.get("teams") or {}).items()):
-        links.append({"href": url + "/", "label": f"Team {other}"})
+    for other in info.get("teams") or []:
+        links.append({"href": team_url(apex, other) + "/", "label": f"Team {other}"})
     links.append({"href": apex + "/logout", "label": "Sign out"})
     return links
 

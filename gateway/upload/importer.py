@@ -91,7 +91,7 @@ def run_import(
                     for row in batch:
                         row[i] = float(row[i]) if row[i] else None  # type: ignore[call-overload]
                 conn.executemany(insert, batch)
-            table = _publish(conn, staging, options, [c[0] for c in columns])
+            table, replaced = _publish(conn, staging, options, [c[0] for c in columns])
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
@@ -100,6 +100,8 @@ def run_import(
             raise
         return {
             "table": table,
+            "mode": options["mode"],
+            "replaced_rows": replaced,
             "rows": rows.rows,
             "ragged": {"count": rows.ragged, "lines": rows.ragged_lines},
             "extra_column": rows.extra,
@@ -145,6 +147,17 @@ def _table_columns(conn: sqlite3.Connection, table: str) -> dict[str, str] | Non
     return {name.casefold(): declared.upper() for name, declared in info}
 
 
+def check_target(conn: sqlite3.Connection, options: dict[str, Any]) -> int | None:
+    """Before any work: refuse a choice the import would refuse (the review page asks again).
+    Returns the rows the named table holds now, or None when there is no such table."""
+    table = options["table"]
+    if options["mode"] == "append":
+        _check_append(conn, table, options["types"])
+    elif _table_columns(conn, table) is None:
+        return None
+    return int(conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
+
+
 def _check_append(conn: sqlite3.Connection, table: str, types: dict[str, str]) -> None:
     existing = _table_columns(conn, table)
     if existing is None:
@@ -165,21 +178,24 @@ def _check_append(conn: sqlite3.Connection, table: str, types: dict[str, str]) -
 
 def _publish(
     conn: sqlite3.Connection, staging: str, options: dict[str, Any], names: list[str]
-) -> str:
-    """Make the filled staging table live; runs inside the import's transaction."""
+) -> tuple[str, int | None]:
+    """Make the filled staging table live; runs inside the import's transaction.
+    Returns the table's name and, for a replace, how many rows the old table held."""
     table, mode = options["table"], options["mode"]
+    replaced: int | None = None
     if mode == "append":
         cols = ", ".join(quote(n) for n in names)
         conn.execute(f"INSERT INTO {quote(table)} ({cols}) SELECT {cols} FROM {quote(staging)}")
         drop_staging(conn, staging)
-        return table
+        return table, None
     if mode == "replace":
         if _table_columns(conn, table) is not None:
+            replaced = int(conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
             conn.execute(f"DROP TABLE {quote(table)}")
     else:
         table = _free_name(conn, table)
     conn.execute(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")
-    return table
+    return table, replaced
 
 
 def _free_name(conn: sqlite3.Connection, table: str) -> str:

@@ -13,6 +13,7 @@ Every answer has an HTML and a JSON form; errors are raised as ``HTTPError`` and
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from gateway.upload.columns import check_table_name, table_name_from_file
 from gateway.upload.encodings import COMMON as COMMON_ENCODINGS
 from gateway.upload.encodings import check as check_encoding
 from gateway.upload.errors import ImportFailed
+from gateway.upload.importer import check_target
 from gateway.upload.inventory import Inventories
 from gateway.upload.jobs import Job, Jobs, new_id
 from gateway.upload.options import resolve
@@ -101,8 +103,7 @@ class UploadApp:
         """A team's home on the dashboard: its largest tables, storage and last imports."""
         from datasette.utils import tilde_encode
 
-        db = self.config.teams_dir / team / "data.db"
-        inventory = await asyncio.to_thread(self.inventories.get, db)
+        inventory = await asyncio.to_thread(self.inventories.get, self._db(team))
         base = self.config.team_url(team)
         shown = [
             {"name": t.name, "rows": t.rows, "size": human_bytes(t.bytes),
@@ -167,7 +168,30 @@ class UploadApp:
     def job_context(self, job: Job, team: str) -> dict[str, Any]:
         data = job.public(self.config.team_url(team))
         table_url = (data["result"] or {}).get("table_url")
-        return {"team": team, "table_url": table_url, "data": data}
+        context = {"team": team, "table_url": table_url, "data": data}
+        if job.state == "ready":  # offer the existing tables, and warn when a name is taken
+            inventory = self.inventories.get(self._db(team))
+            context["existing"] = [t.name for t in inventory.tables]
+        if job.state == "queued":
+            context["waiting"] = any(
+                j.state == "importing" and j.id != job.id for j in self.jobs.for_team(team)
+            )
+        return context
+
+    def _db(self, team: str) -> Path:
+        return self.config.teams_dir / team / "data.db"
+
+    def _existing_rows(self, team: str, options: dict[str, Any]) -> int | None:
+        db = self._db(team)
+        if not db.exists():
+            if options["mode"] == "append":
+                raise ImportFailed(f"There is no table {options['table']!r} to append to.")
+            return None
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return check_target(conn, options)
+        finally:
+            conn.close()
 
     # -- actions --------------------------------------------------------------------------
     async def upload(
@@ -252,8 +276,23 @@ class UploadApp:
                 )
             try:
                 options = resolve(form, job.analysis, job.filename)
+                # The choice is checked against the database now: a mistake is fixed here,
+                # with the spooled file kept, instead of failing the job after the upload.
+                existing = await asyncio.to_thread(self._existing_rows, team, options)
             except ImportFailed as exc:
                 return self.invalid(scope, job, team, str(exc))
+            if (
+                options["mode"] == "replace"
+                and existing is not None
+                and form.get("confirm_replace") != "1"
+                and not wants_json(scope)
+            ):
+                replace = {"table": options["table"], "old": existing, "new": job.analysis["rows"]}
+                context = self.job_context(job, team)
+                fields = {k: v for k, v in form.items() if k not in ("action", "confirm_replace")}
+                return self.render(
+                    "upload_job.html", job=job, confirm=replace, fields=fields, **context
+                )
             if not self.jobs.transition(job.id, "ready", "queued", options=options, error=None):
                 raise BadRequest("This job was already confirmed.")
         self.runner.start(job.id)

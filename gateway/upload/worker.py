@@ -126,8 +126,16 @@ def main(argv: list[str]) -> int:
         jobs.update(job_id, pid=os.getpid())  # cleared again when this run hands the job on
         Worker(jobs, job_id).run()
     except ImportFailed as exc:
-        jobs.fail(job_id, str(exc))
-        remove_spool(jobs.get(job_id))
+        job = jobs.get(job_id)
+        if job.state in ("queued", "importing") and not job.auto and job.analysis:
+            # The file was fine; the choices on the review page were not (an append whose
+            # columns clash, a primary key with repeats). Back to review, the spool kept.
+            rows = job.analysis.get("rows", 0)
+            jobs.update(job_id, state="ready", error=str(exc), pid=None, bytes_done=job.size,
+                        rows_done=rows)  # fmt: skip
+        else:
+            jobs.fail(job_id, str(exc))
+            remove_spool(job)
     except Exception:
         traceback.print_exc()
         jobs.fail(job_id, "The import failed because of an internal error; it was logged.")

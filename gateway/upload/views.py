@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,9 @@ class UploadApp:
         )
         self.env.globals["default_table"] = table_name_from_file
         self.env.globals["encodings"] = COMMON_ENCODINGS
+        self.env.filters["timestamp"] = lambda t: time.strftime(
+            "%Y-%m-%d %H:%M UTC", time.gmtime(t)
+        )
 
     async def __call__(
         self, scope: dict[str, Any], receive: Any, send: Any, service: Service

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import accounts, handoff
+from gateway.auth import accounts, handoff, invites
 from gateway.auth.passwords import policy_error
 from gateway.auth.sessions import Session
 from gateway.auth.web import Web, page
@@ -57,7 +57,11 @@ def routes(web: Web) -> list[Route]:
     # -- register ---------------------------------------------------------------------------
     async def register(request: Request) -> Response:
         session = web.session(request)
-        ctx: dict[str, object] = {"email": "", "team": "", "error": None}
+        # Through an invitation: join that team and create none (gateway/auth/invites.py).
+        token = request.query_params.get("invite", "")
+        invite = invites.pending(gw, token) if token else None
+        ctx: dict[str, object] = {"email": "", "team": "", "error": None, "invite": invite,
+                                  "invite_token": token}  # fmt: skip
         if request.method == "POST":
             form = await web.form(request, session)
             ctx.update(email=_s(form, "email"), team=_s(form, "team"))
@@ -65,7 +69,11 @@ def routes(web: Web) -> list[Route]:
             try:
                 throttled(_s(form, "email"), request)
                 email = accounts.normalize_email(_s(form, "email"))
-                slug = validate_slug(_s(form, "team"))
+                if token and invite is None:
+                    raise accounts.AccountError(
+                        "This invitation link has expired or was already used; ask for a new one."
+                    )
+                slug = invite.team if invite else validate_slug(_s(form, "team"))
                 why = policy_error(password, email)
                 if why:
                     raise accounts.AccountError(why)
@@ -78,7 +86,9 @@ def routes(web: Web) -> list[Route]:
                         "We could not create an account with these details. If you already "
                         "have an account, sign in or reset your password."
                     )
-                user = accounts.create_user(gw.store, email, hashed, team=slug)
+                user = accounts.create_user(gw.store, email, hashed, team=None if invite else slug)
+                if invite:
+                    accounts.use_invite(gw.store, invite.id, user.id)
             except (accounts.AccountError, GatewayError) as err:
                 if isinstance(err, TooManyRequests):
                     raise
@@ -86,7 +96,9 @@ def routes(web: Web) -> list[Route]:
                 return web.render(request, "auth_register.html", ctx, session, status=400)
             auth.changed()
             await gw.fleet.reconcile()  # the running fleet starts the team's instance now
-            return await sign_in(user.id, False, session, "/dashboard")
+            return await sign_in(
+                user.id, False, session, f"/teams/{slug}" if invite else "/dashboard"
+            )
         return web.render(request, "auth_register.html", ctx, session)
 
     # -- login / logout -----------------------------------------------------------------------

@@ -5,17 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from itsdangerous import BadData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import accounts
+from gateway.auth import accounts, invites
 from gateway.auth.sessions import Session
 from gateway.auth.web import Web, page
 from gateway.errors import BadRequest, Forbidden, NotFound, TeamNotFound
-
-INVITE_MAX_AGE = accounts.INVITE_LIFETIME
 
 
 def _s(form: Any, key: str) -> str:
@@ -131,25 +128,22 @@ def routes(web: Web) -> list[Route]:
         raise NotFound("No such action.")
 
     async def invite(request: Request) -> Response:
-        session = signed_in(request)
-        if isinstance(session, Response):
-            return session
+        session = web.session(request)
         token = request.path_params["token"]
-        try:
-            invite_id = auth.signers["invite"].loads(token, max_age=INVITE_MAX_AGE)
-        except (BadData, UnicodeError, ValueError):
-            invite_id = None
-        rows = gw.store.query("SELECT * FROM invites WHERE id = ?", [str(invite_id)])
-        row = rows[0] if rows else None
-        if row is None or row["used_at"] is not None or row["expires_at"] < time.time():
-            ctx = {"invalid": True, "team": None}
+        found = invites.pending(gw, token)
+        if found is None:
+            ctx: dict[str, Any] = {"invalid": True, "team": None}
             return web.render(request, "auth_invite.html", ctx, session, status=400)
         if request.method == "POST":
+            if session is None:
+                return web.redirect(auth.login_url(request.url.path))
             await web.form(request, session)
-            slug = accounts.use_invite(gw.store, row["id"], session.user_id)
+            slug = accounts.use_invite(gw.store, found.id, session.user_id)
             auth.changed()
             return web.redirect(f"/teams/{slug}")
-        ctx = {"invalid": False, "team": row["team"], "role": row["role"]}
+        # Signed out: name the team and the inviter, and offer both ways in, keeping the link.
+        ctx = {"invalid": False, "team": found.team, "role": found.role,
+               "inviter": found.inviter, "token": token}  # fmt: skip
         return web.render(request, "auth_invite.html", ctx, session)
 
     async def team_get(request: Request) -> Response:

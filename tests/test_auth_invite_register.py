@@ -80,3 +80,23 @@ async def test_the_sign_in_page_of_an_invitation_keeps_it_for_a_new_account(
     r = await browsers(site).get(site.url(None, f"/login?next={path}"))
     token = path.removeprefix("/invite/")
     assert f'href="/register?invite={token}"' in r.text
+
+
+async def test_front_page_sign_out_everywhere_and_new_token_say_what_is_true(
+    site: Running, browsers
+):
+    b = browsers(site)
+    home = await b.get(site.url(None, "/"))
+    assert f"<code>http://&lt;team&gt;.localhost:{site.port}/</code>" in home.text
+    await b.login("ann@example.org")
+    r = await b.post("/teams/alpha/token", {"name": "laptop"}, page="/teams/alpha")
+    page = r.text
+    # The new token comes first, above the fold, with a copy button.
+    assert page.index('id="new-token"') < page.index('id="members"')
+    assert "navigator.clipboard.writeText" in page
+    # Removing someone or leaving asks first.
+    assert 'onsubmit="return confirm(' in page and "lose access" in page
+    r = await b.post("/logout-everywhere", {}, page="/password")
+    assert r.status_code == 303 and r.headers["location"] == "/login?everywhere=1"
+    r = await b.get(site.url(None, r.headers["location"]))
+    assert "You are signed out on every device and browser" in r.text

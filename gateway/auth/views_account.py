@@ -169,7 +169,7 @@ def routes(web: Web) -> list[Route]:
         await web.form(request, session)
         if session is not None:
             auth.sessions.revoke_user(session.user_id)
-        return web.redirect("/login", auth.clear_cookie())
+        return web.redirect("/login?everywhere=1", auth.clear_cookie())
 
     # -- change password ----------------------------------------------------------------------
     async def change_password(request: Request) -> Response:

@@ -95,7 +95,11 @@ def build_site(gw: Gateway) -> Starlette:
         session = gw.auth.session_from_cookies(dict(request.cookies))
         if session is not None:
             return RedirectResponse("/dashboard", status_code=303)
-        return templates.TemplateResponse(request, "home.html", {"domain": gw.config.domain})
+        # The address a team really gets (scheme and port included), not an assumed https.
+        example = gw.config.team_url("TEAM").replace("TEAM", "<team>", 1) + "/"
+        return templates.TemplateResponse(
+            request, "home.html", {"domain": gw.config.domain, "team_address": example}
+        )
 
     async def status_page(request: Request) -> Response:
         if (refused := operator_check(gw, request)) is not None:

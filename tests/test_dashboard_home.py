@@ -101,3 +101,41 @@ async def test_dashboard_with_1000_tables_lists_the_largest_and_counts_all(runni
     assert r.text.count("<tr><td><a href=") == 100
     assert all(f">{t.name}</a>" in r.text for t in read(db).largest(100))
     assert ">t0000</a>" not in r.text and "not counted" not in r.text
+
+
+async def test_owners_rename_and_delete_a_table_after_a_confirmation(running: Running):
+    db = running.config.teams_dir / "alpha" / "data.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE people (name TEXT)")
+        conn.executemany("INSERT INTO people VALUES (?)", [("x",)] * 5400)
+        conn.execute("CREATE TABLE other (v)")
+    make_user(running, "own@example.org", {"alpha": "owner"})
+    make_user(running, "mem@example.org", {"alpha": "member"})
+    owner, member = Browser(running), Browser(running)
+    try:
+        await owner.login("own@example.org")
+        await member.login("mem@example.org")
+        dash = await owner.get(running.url(None, "/dashboard"))
+        assert 'href="/teams/alpha/table?name=people">Rename or delete' in dash.text
+        assert "Rename or delete" not in (await member.get(running.url(None, "/dashboard"))).text
+        page = await owner.get(running.url(None, "/teams/alpha/table?name=people"))
+        assert "Delete people and its 5,400 rows" in page.text  # the page is the confirmation
+        r = await member.post("/teams/alpha/delete-table", {"table": "people"}, page="/dashboard")
+        assert r.status_code == 403
+        form = {"table": "people", "new_name": "other"}
+        r = await owner.post("/teams/alpha/rename-table", form, page="/dashboard")
+        assert r.status_code == 400 and "is taken" in r.text
+        form["new_name"] = "sqlite_x"
+        r = await owner.post("/teams/alpha/rename-table", form, page="/dashboard")
+        assert r.status_code == 400 and "reserved" in r.text
+        form["new_name"] = "staff"
+        r = await owner.post("/teams/alpha/rename-table", form, page="/dashboard")
+        assert r.status_code == 303
+        r = await owner.post("/teams/alpha/delete-table", {"table": "staff"}, page="/dashboard")
+        assert r.status_code == 303
+        with sqlite3.connect(db) as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+        assert names == ["other"]
+    finally:
+        await owner.close()
+        await member.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -13,6 +14,8 @@ from gateway.auth import accounts, invites
 from gateway.auth.sessions import Session
 from gateway.auth.web import Web, page
 from gateway.errors import BadRequest, Forbidden, NotFound, TeamNotFound
+from gateway.upload import tables
+from gateway.upload.errors import ImportFailed
 
 
 def _s(form: Any, key: str) -> str:
@@ -120,6 +123,19 @@ def routes(web: Web) -> list[Route]:
             role_in(session, slug)
             auth.tokens.revoke(slug, _s(form, "token_id"))
             return web.redirect(back)
+        if action in ("delete-table", "rename-table"):
+            role_in(session, slug, "owner")
+            team_dir = gw.config.teams_dir / slug
+            try:
+                if action == "delete-table":
+                    await asyncio.to_thread(tables.delete_table, team_dir, _s(form, "table"))
+                else:
+                    await asyncio.to_thread(
+                        tables.rename_table, team_dir, _s(form, "table"), _s(form, "new_name")
+                    )
+            except ImportFailed as exc:
+                raise BadRequest(str(exc)) from None
+            return web.redirect(f"/dashboard#team-{slug}")
         if action == "public":
             role_in(session, slug, "owner")
             accounts.set_public(gw.store, slug, _s(form, "public") == "1")
@@ -146,12 +162,28 @@ def routes(web: Web) -> list[Route]:
                "inviter": found.inviter, "token": token}  # fmt: skip
         return web.render(request, "auth_invite.html", ctx, session)
 
+    async def table_page(request: Request) -> Response:
+        """Rename or delete one table (owners): this page is the confirmation, with counts."""
+        session = signed_in(request)
+        if isinstance(session, Response):
+            return session
+        slug = request.path_params["slug"]
+        role_in(session, slug, "owner")
+        name = request.query_params.get("name", "")
+        try:
+            rows = await asyncio.to_thread(tables.count_rows, gw.config.teams_dir / slug, name)
+        except ImportFailed as exc:
+            raise NotFound(str(exc)) from None
+        ctx = {"team": team_info(slug), "table": name, "rows": rows}
+        return web.render(request, "auth_table.html", ctx, session)
+
     async def team_get(request: Request) -> Response:
         return await team_page(request)
 
     return [
         Route("/dashboard", page(web, dashboard)),
         Route("/teams/{slug}", page(web, team_get)),
+        Route("/teams/{slug}/table", page(web, table_page)),
         Route("/teams/{slug}/{action}", page(web, team_action), methods=["POST"]),
         Route("/invite/{token}", page(web, invite), methods=["GET", "POST"]),
     ]

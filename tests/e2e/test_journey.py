@@ -169,7 +169,7 @@ async def test_journey(
     await page.get_by_role("button", name="Import").click()
     link = page.locator("#table-link")
     await link.wait_for(timeout=READY)
-    await expect(page.locator("#job")).to_contain_text(f"Imported {len(ROWS)} rows")
+    await expect(page.locator("#job")).to_contain_text(f"Imported {len(ROWS):,} rows")
     await check_page(page, watch, "import done")
     await shots.take(page, "imported")
 

@@ -68,7 +68,8 @@ async def test_every_page_fits_a_phone_and_passes_axe(
     base, alpha = gw.config.base_url, gw.config.team_url("alpha")
     signed_out = [f"{base}/", f"{base}/login", f"{base}/register", f"{base}/reset", f"{base}/x"]
     signed_in = [
-        f"{base}/dashboard", f"{base}/teams/alpha", f"{base}/password", f"{base}/logout",
+        f"{base}/dashboard", f"{base}/teams/alpha", f"{base}/teams/alpha/table?name=towns",
+        f"{base}/password", f"{base}/logout",
         f"{base}/-/gateway/status", f"{alpha}/-/upload-csv", review, done,
     ]  # fmt: skip
     problems: list[str] = []

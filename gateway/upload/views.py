@@ -100,7 +100,8 @@ class UploadApp:
                 return await self.confirm(scope, request, job, team)
             if as_json:
                 return JSONResponse(job.public(self.config.team_url(team)))
-            return self.render("upload_job.html", job=job, **self.job_context(job, team))
+            context = await self.job_context(job, team)
+            return self.render("upload_job.html", job=job, **context)
         raise NotFound("There is no such upload page.")
 
     async def summary(self, team: str, tables: int = DASHBOARD_TABLES) -> dict[str, Any]:
@@ -169,12 +170,13 @@ class UploadApp:
         body = (PAGES / "static" / name).read_bytes()
         return Response(body, media_type=STATIC[name], headers={"cache-control": "max-age=300"})
 
-    def job_context(self, job: Job, team: str) -> dict[str, Any]:
+    async def job_context(self, job: Job, team: str) -> dict[str, Any]:
         data = job.public(self.config.team_url(team))
         table_url = (data["result"] or {}).get("table_url")
         context = {"team": team, "table_url": table_url, "data": data}
         if job.state == "ready":  # offer the existing tables, and warn when a name is taken
-            inventory = self.inventories.get(self._db(team))
+            # In a thread: a cold read of a large database must not hold the event loop.
+            inventory = await asyncio.to_thread(self.inventories.get, self._db(team))
             context["existing"] = [t.name for t in inventory.tables]
         if job.state == "queued":
             context["waiting"] = any(
@@ -284,7 +286,7 @@ class UploadApp:
                 # with the spooled file kept, instead of failing the job after the upload.
                 existing = await asyncio.to_thread(self._existing_rows, team, options)
             except ImportFailed as exc:
-                return self.invalid(scope, job, team, str(exc))
+                return await self.invalid(scope, job, team, str(exc))
             if (
                 options["mode"] == "replace"
                 and existing is not None
@@ -292,7 +294,7 @@ class UploadApp:
                 and not wants_json(scope)
             ):
                 replace = {"table": options["table"], "old": existing, "new": job.analysis["rows"]}
-                context = self.job_context(job, team)
+                context = await self.job_context(job, team)
                 fields = {k: v for k, v in form.items() if k not in ("action", "confirm_replace")}
                 return self.render(
                     "upload_job.html", job=job, confirm=replace, fields=fields, **context
@@ -304,12 +306,12 @@ class UploadApp:
             return JSONResponse(self.jobs.get(job.id).public(self.config.team_url(team)), 202)
         return RedirectResponse(f"{PREFIX}/jobs/{job.id}", 303)
 
-    def invalid(self, scope: dict[str, Any], job: Job, team: str, message: str) -> Response:
+    async def invalid(self, scope: dict[str, Any], job: Job, team: str, message: str) -> Response:
         if wants_json(scope):
             return JSONResponse(
                 {"ok": False, "status": 400, "error": "Invalid options", "detail": message}, 400
             )
-        context = self.job_context(job, team)
+        context = await self.job_context(job, team)
         return self.render("upload_job.html", 400, job=job, form_error=message, **context)
 
 

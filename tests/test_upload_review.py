@@ -83,3 +83,30 @@ async def test_replace_asks_with_row_counts_and_says_what_it_removed(member: Mem
     assert "Replaced the 5,400 rows of" in page and "the old rows were removed" in page
     with member.db() as conn:
         assert conn.execute("SELECT count(*), min(a) FROM figures").fetchone() == (1200, 2)
+
+
+async def test_columns_can_be_renamed_and_dropped_on_the_review_page(member: Member):
+    csv = b"Name,Internal id,Amount (EUR),junk\nZoe,x1,12,a\nAli,x2,7,b,overflow\n"
+    job = await ready(member, csv, "money.csv")
+    r = await confirm(member, job, table="money", **{"name.0": "name", "name.0x": ""})
+    assert r.status_code == 303  # a case-only rename; unknown fields are ignored
+    done = await member.wait(job, ("done", "failed"))
+    assert done["state"] == "done"
+    job = await ready(member, csv, "money.csv")
+    bad = {"table": "money2", "name.0": "amount", "name.2": "Amount"}
+    r = await confirm(member, job, **bad)
+    assert r.status_code == 400 and "Two columns would be called 'Amount'" in r.text.replace(
+        "&#39;", "'"
+    )
+    r = await confirm(member, job, table="money2", pk="Internal id", **{"drop.1": "1"})
+    assert r.status_code == 400 and "a column you chose to drop" in r.text
+    form = {"table": "money2", "name.2": "amount_eur", "drop.1": "1", "drop.3": "1"}
+    r = await confirm(member, job, **form)
+    assert r.status_code == 303
+    done = await member.wait(job, ("done", "failed"))
+    assert done["state"] == "done", done
+    with member.db() as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(money2)")]
+        rows = conn.execute("SELECT * FROM money2 ORDER BY rowid").fetchall()
+    assert cols == ["Name", "amount_eur", "_extra"]
+    assert rows == [("Zoe", 12, None), ("Ali", 7, '["overflow"]')]

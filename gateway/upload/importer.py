@@ -65,12 +65,18 @@ def run_import(
     staging: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    types: dict[str, str] = options["types"]
+    rename: dict[str, str] = options.get("rename") or {}
+    dropped = set(options.get("drop") or ())
     with Rows(path, analysis["encoding"], analysis["delimiter"]) as rows:
         names = rows.read_header(with_extra=analysis.get("long_rows", 0) > 0)
         if names != [c["name"] for c in analysis["columns"]]:
             raise ImportFailed("The file changed since it was analysed; upload it again.")
-        columns = [(n, types[n]) for n in names]
+        # Columns the user dropped are left out; the rest go in under their chosen names.
+        keep = [i for i, n in enumerate(names) if n not in dropped]
+        types = {rename.get(n, n): options["types"][n] for n in names if n not in dropped}
+        columns = [(rename.get(names[i], names[i]), options["types"][names[i]]) for i in keep]
+        pk = options.get("pk")
+        pk = rename.get(pk, pk) if pk else None
         if rows.extra:
             columns.append((rows.extra, TEXT))
         insert = _insert_sql(staging, columns, options.get("empty_null", False))
@@ -83,8 +89,11 @@ def run_import(
             # Created, filled and published inside one transaction: see the module's docstring.
             if options["mode"] == "append":
                 _check_append(conn, options["table"], types)
-            _create_staging(conn, staging, columns, options.get("pk"))
+            _create_staging(conn, staging, columns, pk)
             for batch in rows.batches(progress):
+                if dropped:
+                    tail = len(names)  # the extra cells (if any) follow the header's cells
+                    batch = [[r[i] for i in keep] + r[tail:] for r in batch]
                 if rows.extra:
                     batch = [r if len(r) == width else [*r, None] for r in batch]  # type: ignore[list-item]
                 for i in reals:

@@ -212,7 +212,9 @@ class UploadApp:
             )
         upload = await receive_upload(scope, receive, spool_dir, self.config.upload_max_bytes)
         fields = {
-            k: v for k, v in upload.fields.items() if k in UPLOAD_FIELDS or k.startswith("type.")
+            k: v
+            for k, v in upload.fields.items()
+            if k in UPLOAD_FIELDS or k.startswith(("type.", "name.", "drop."))
         }
         auto = upload.fields.get("auto", "").lower() in ("1", "true", "on", "yes")
         try:  # refuse a bad name or option now, not after the file was analysed

@@ -13,6 +13,7 @@ GatewayError
     ├── Forbidden           403  signed in, but not a member
     ├── NotFound            404  unknown page
     │   └── UnknownHost     404  no team at this host
+    ├── MethodNotAllowed    405  a page that does not take this method
     ├── RequestTimeout      408  request head or body too slow (written by gateway/protocol.py)
     ├── PayloadTooLarge     413
     ├── URITooLong          414  request target longer than max_request_line
@@ -99,6 +100,10 @@ class NotFound(HTTPError):
     status, title = 404, "Not found"
 
 
+class MethodNotAllowed(HTTPError):
+    status, title = 405, "Method not allowed"
+
+
 class RequestTimeout(HTTPError):
     status, title = 408, "Request timeout"
 
@@ -141,3 +146,14 @@ class Unavailable(HTTPError):
 
 class GatewayTimeout(HTTPError):
     status, title = 504, "Gateway timeout"
+
+
+def for_status(status: int, detail: str = "") -> HTTPError:
+    """A library's error (Starlette's 404, 405, a form's size limit) as the gateway's own, so
+    it gets the same page or JSON as every other error."""
+    for cls in HTTPError.__subclasses__():
+        if cls.status == status and cls is not SignInHandoff:
+            return cls(detail)
+    err = HTTPError(detail)
+    err.status = status
+    return err

@@ -8,6 +8,9 @@ from typing import Any
 
 from gateway.errors import HTTPError, SignInHandoff, SignInRequired
 
+# Where an apex error page sends people on.
+APEX_LINKS = (("/", "Front page"), ("/dashboard", "Your dashboard"))
+
 
 def wants_json(scope: dict[str, Any]) -> bool:
     accept = b""
@@ -38,12 +41,18 @@ def is_api_client(scope: dict[str, Any]) -> bool:
     return wants_json(scope)
 
 
-def error_body(scope: dict[str, Any], err: HTTPError) -> tuple[bytes, bytes]:
+def error_body(
+    scope: dict[str, Any], err: HTTPError, links: tuple[tuple[str, str], ...] = ()
+) -> tuple[bytes, bytes]:
+    """The answer to ``err``: JSON for API clients, else a page (with ``links`` onward)."""
     if is_api_client(scope):
         payload = {"ok": False, "status": err.status, "error": err.title, "detail": err.detail}
         return json.dumps(payload).encode(), b"application/json"
     title = html.escape(f"{err.status} {err.title}")
     detail = html.escape(err.detail)
+    if links:
+        onward = " · ".join(f'<a href="{html.escape(u)}">{html.escape(t)}</a>' for u, t in links)
+        detail += f"</p><p>{onward}"
     page = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

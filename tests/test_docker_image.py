@@ -45,6 +45,9 @@ def test_dockerfile_runs_the_same_command_as_the_registry_free_build() -> None:
 def test_the_plugin_is_baked_in_as_a_plugins_dir() -> None:
     assert image.CMD[image.CMD.index("--plugins-dir") + 1] == image.PLUGINS_DIR
     assert image.PLUGIN.name == "gateway_plugin.py" and image.PLUGIN.exists()
+    # The image carries every plugin the local runtime's --plugins-dir holds.
+    local = {p.name for p in image.PLUGIN.parent.glob("gateway_*.py")}
+    assert {p.name for p in image.PLUGINS} == local and all(p.exists() for p in image.PLUGINS)
 
 
 # docker-py leaks the socket of a failed connection; collect it here, not in a later test.

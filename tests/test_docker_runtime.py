@@ -377,3 +377,22 @@ async def test_a_member_is_the_actor_inside_the_container(docker_config: Config)
             )
         assert r.status_code == 200, r.text
         assert r.json()["actor"]["email"] == "ada@example.org"
+
+
+async def test_the_container_carries_the_menu_plugin(docker_config: Config) -> None:
+    """gateway_menu.py is baked into the image too: Datasette's menu leads to the gateway."""
+    from gateway.auth import accounts
+
+    store = open_store(docker_config.control_db)
+    user = accounts.create_user(store, "ada@example.org", "not-a-real-hash", team="alpha")
+    store.close()
+    async with serve(docker_config) as running:
+        await running.wait_healthy("alpha", 90)
+        cookie, _ = running.app.auth.sessions.create(user.id)
+        headers = {"cookie": f"{running.app.auth.cookie_name}={cookie}"}
+        async with running.client(headers=headers) as client:
+            r = await client.get(running.url("alpha", "/"))
+        assert r.status_code == 200, r.text
+        assert '<html lang="en">' in r.text
+        upload = running.config.team_url("alpha") + "/-/upload-csv"
+        assert f'<a href="{upload}">Upload CSV</a>' in r.text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.upload import importer, sniff
+from gateway.upload import encodings, importer, sniff
 from gateway.upload.analyze import analyze
 from gateway.upload.columns import (
     INTEGER,
@@ -85,13 +85,16 @@ def test_quote_escapes_double_quotes():
     [
         (b"a,b\n1,2\n", "utf-8"),
         (b"\xef\xbb\xbfa,b\n", "utf-8-sig"),
-        ("a,b\nRené,1\n".encode("cp1252"), "cp1252"),
-        (b"a,b\n\x81\xe9,1\n", "latin-1"),
+        ("name,city\nRené,Zürich\nFrançois,Genève\n".encode("cp1252"), "cp1252"),
         ("a,b\n".encode("utf-16"), "utf-16"),
+        ("a,b\n".encode("utf-16-be"), "utf-16-be"),
+        ("a,b\n".encode("utf-32"), "utf-32"),
     ],
 )
-def test_guess_encoding(sample: bytes, encoding: str):
-    assert sniff.guess_encoding(sample) == encoding
+def test_guess_encoding(tmp_path: Path, sample: bytes, encoding: str):
+    path = tmp_path / "f.csv"
+    path.write_bytes(sample)
+    assert encodings.detect(path).encoding == encoding
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,10 @@ def create_user(
             team is not None
             and conn.execute("SELECT 1 FROM teams WHERE slug = ?", [team]).fetchone()
         ):
-            raise AccountError(f"the team name {team!r} is taken; please choose another")
+            raise AccountError(
+                f"the team name {team!r} is taken; please choose another. To join that team, "
+                "ask one of its owners for an invitation link."
+            )
         conn.execute(
             "INSERT INTO users (id, email, password_hash, created_at, operator, email_verified)"
             " VALUES (?, ?, ?, ?, ?, ?)",

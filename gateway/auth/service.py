@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 READ_ONLY = frozenset({"GET", "HEAD"})
 ACTOR_SALT = "gateway-actor"  # gateway/instance/gateway_plugin.py verifies with this salt
+MENU_TEAMS = 20  # other teams named in Datasette's menu (the actor travels on every request)
 VERSION_EVERY = 0.001  # seconds between data_version checks (see _check_version)
 
 
@@ -188,14 +189,30 @@ class Auth:
         cached = session.actors.get(slug)
         if cached is not None and cached[0] > now:
             return cached[1]
-        value = self._sign_actor(slug, session.user_id, session.email)
+        value = self._sign_actor(slug, session.user_id, session.email, self._around(session, slug))
         session.actors[slug] = (now + ACTOR_TTL, value)
         return value
 
-    def _sign_actor(self, slug: str, user_id: str, email: str) -> bytes:
+    def _around(self, session: Session, slug: str) -> dict[str, Any]:
+        """The service around Datasette, for its menu (gateway/instance/gateway_menu.py)."""
+        # Compact: it travels on every request. Team URLs are derived from the apex exactly as
+        # Config.team_url does (scheme://<slug>.<apex host and port>).
+        return {
+            "apex": self.config.base_url,
+            "slug": slug,
+            "role": session.teams.get(slug, "member"),
+            "teams": sorted(s for s in session.teams if s != slug)[:MENU_TEAMS],
+        }
+
+    def _sign_actor(
+        self, slug: str, user_id: str, email: str, around: dict[str, Any] | None = None
+    ) -> bytes:
         signer = self._actor_signers.get(slug)
         if signer is None:
             signer = URLSafeTimedSerializer(self.gw.instance_secret(slug), salt=ACTOR_SALT)
             self._actor_signers[slug] = signer
         # "display": Datasette's navigation shows it, so people see their email, not an id.
-        return signer.dumps({"id": user_id, "email": email, "display": email}).encode()
+        actor: dict[str, Any] = {"id": user_id, "email": email, "display": email}
+        if around is not None:
+            actor["gateway"] = around
+        return signer.dumps(actor).encode()

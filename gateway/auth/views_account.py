@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import accounts, handoff
+from gateway.auth import accounts, handoff, invites
 from gateway.auth.passwords import policy_error
 from gateway.auth.sessions import Session
 from gateway.auth.signups import sign_ups_closed
@@ -32,7 +32,8 @@ CLOSED = (
 )
 TAKEN = (
     "We could not create an account with these details. If you already have an account, "
-    "sign in or reset your password; otherwise the team name may be taken, so try another."
+    "sign in or reset your password; otherwise the team name may be taken: try another, or, "
+    "to join that team, ask one of its owners for an invitation link."
 )
 
 
@@ -66,7 +67,11 @@ def routes(web: Web) -> list[Route]:
     # -- register ---------------------------------------------------------------------------
     async def register(request: Request) -> Response:
         session = web.session(request)
-        ctx: dict[str, object] = {"email": "", "team": "", "error": None}
+        # Through an invitation: join that team and create none (gateway/auth/invites.py).
+        token = request.query_params.get("invite", "")
+        invite = invites.pending(gw, token) if token else None
+        ctx: dict[str, object] = {"email": "", "team": "", "error": None, "invite": invite,
+                                  "invite_token": token}  # fmt: skip
         if request.method == "POST":
             form = await web.form(request, session)
             ctx.update(email=_s(form, "email"), team=_s(form, "team"))
@@ -75,11 +80,15 @@ def routes(web: Web) -> list[Route]:
             try:
                 throttled(_s(form, "email"), request)
                 auth.signups.check(ip)  # 429: this network's or the hour's sign-ups are spent
-                if sign_ups_closed(len(gw.store.teams()), gw.config.max_teams):
+                if not token and sign_ups_closed(len(gw.store.teams()), gw.config.max_teams):
                     ctx["error"] = CLOSED
                     return web.render(request, "auth_register.html", ctx, session, status=503)
                 email = accounts.normalize_email(_s(form, "email"))
-                slug = validate_slug(_s(form, "team"))
+                if token and invite is None:
+                    raise accounts.AccountError(
+                        "This invitation link has expired or was already used; ask for a new one."
+                    )
+                slug = invite.team if invite else validate_slug(_s(form, "team"))
                 why = policy_error(password, email)
                 if why:
                     raise accounts.AccountError(why)
@@ -87,13 +96,19 @@ def routes(web: Web) -> list[Route]:
                 # always, one failure counted, one body (docs/auth.md, "enumeration").
                 hashed = await auth.passwords.hash(password)
                 known = accounts.user_by_email(gw.store, email) is not None
-                if known or gw.store.query("SELECT 1 FROM teams WHERE slug = ?", [slug]):
+                # (An invitation's team exists by design: only a new team's name can be taken.)
+                taken = not invite and gw.store.query("SELECT 1 FROM teams WHERE slug = ?", [slug])
+                if known or taken:
                     auth.throttle.failed(email, web.ip(request))
                     raise accounts.AccountError(TAKEN)
                 try:
-                    user = accounts.create_user(gw.store, email, hashed, team=slug)
+                    user = accounts.create_user(
+                        gw.store, email, hashed, team=None if invite else slug
+                    )
                 except accounts.AccountError as err:  # taken in the meantime: same answer
                     raise accounts.AccountError(TAKEN) from err
+                if invite:
+                    accounts.use_invite(gw.store, invite.id, user.id)
             except (accounts.AccountError, GatewayError) as err:
                 if isinstance(err, TooManyRequests):
                     raise
@@ -102,7 +117,9 @@ def routes(web: Web) -> list[Route]:
             auth.signups.record(ip)
             auth.changed()
             await gw.fleet.reconcile()  # the running fleet starts the team's instance now
-            return await sign_in(user.id, False, session, "/dashboard")
+            return await sign_in(
+                user.id, False, session, f"/teams/{slug}" if invite else "/dashboard"
+            )
         return web.render(request, "auth_register.html", ctx, session)
 
     # -- login / logout -----------------------------------------------------------------------
@@ -161,6 +178,8 @@ def routes(web: Web) -> list[Route]:
 
     async def logout(request: Request) -> Response:
         session = web.session(request)
+        if request.method == "GET":  # a plain link (Datasette's menu) asks first: no GET effects
+            return web.render(request, "auth_logout.html", {}, session)
         await web.form(request, session)
         if session is not None:
             auth.sessions.revoke(session.id_hash)
@@ -171,7 +190,7 @@ def routes(web: Web) -> list[Route]:
         await web.form(request, session)
         if session is not None:
             auth.sessions.revoke_user(session.user_id)
-        return web.redirect("/login", auth.clear_cookie())
+        return web.redirect("/login?everywhere=1", auth.clear_cookie())
 
     # -- change password ----------------------------------------------------------------------
     async def change_password(request: Request) -> Response:
@@ -266,7 +285,7 @@ def routes(web: Web) -> list[Route]:
         Route("/register", page(web, register), methods=both),
         Route("/login", page(web, login), methods=both),
         Route("/-/sso", page(web, sso)),
-        Route("/logout", page(web, logout), methods=["POST"]),
+        Route("/logout", page(web, logout), methods=both),
         Route("/logout-everywhere", page(web, logout_everywhere), methods=["POST"]),
         Route("/password", page(web, change_password), methods=both),
         Route("/reset", page(web, reset_request), methods=both),

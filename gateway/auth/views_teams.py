@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-from itsdangerous import BadData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import accounts
+from gateway.auth import accounts, invites
 from gateway.auth.sessions import Session
 from gateway.auth.web import Web, page
 from gateway.errors import BadRequest, Forbidden, NotFound, TeamNotFound
-
-INVITE_MAX_AGE = accounts.INVITE_LIFETIME
+from gateway.upload import tables
+from gateway.upload.errors import ImportFailed
 
 
 def _s(form: Any, key: str) -> str:
@@ -59,7 +59,15 @@ def routes(web: Web) -> list[Route]:
         session = signed_in(request)
         if isinstance(session, Response):
             return session
-        teams = [team_info(slug) | {"role": role} for slug, role in sorted(session.teams.items())]
+        teams = [
+            team_info(slug)
+            | {
+                "role": role,
+                "home": await gw.upload.summary(slug),
+                "members": accounts.members(gw.store, slug),
+            }
+            for slug, role in sorted(session.teams.items())
+        ]
         ctx = {"teams": teams, "changed": request.query_params.get("changed") == "1"}
         return web.render(request, "dashboard.html", ctx, session)
 
@@ -115,6 +123,19 @@ def routes(web: Web) -> list[Route]:
             role_in(session, slug)
             auth.tokens.revoke(slug, _s(form, "token_id"))
             return web.redirect(back)
+        if action in ("delete-table", "rename-table"):
+            role_in(session, slug, "owner")
+            team_dir = gw.config.teams_dir / slug
+            try:
+                if action == "delete-table":
+                    await asyncio.to_thread(tables.delete_table, team_dir, _s(form, "table"))
+                else:
+                    await asyncio.to_thread(
+                        tables.rename_table, team_dir, _s(form, "table"), _s(form, "new_name")
+                    )
+            except ImportFailed as exc:
+                raise BadRequest(str(exc)) from None
+            return web.redirect(f"/dashboard#team-{slug}")
         if action == "public":
             role_in(session, slug, "owner")
             accounts.set_public(gw.store, slug, _s(form, "public") == "1")
@@ -123,26 +144,38 @@ def routes(web: Web) -> list[Route]:
         raise NotFound("No such action.")
 
     async def invite(request: Request) -> Response:
+        session = web.session(request)
+        token = request.path_params["token"]
+        found = invites.pending(gw, token)
+        if found is None:
+            ctx: dict[str, Any] = {"invalid": True, "team": None}
+            return web.render(request, "auth_invite.html", ctx, session, status=400)
+        if request.method == "POST":
+            if session is None:
+                return web.redirect(auth.login_url(request.url.path))
+            await web.form(request, session)
+            slug = accounts.use_invite(gw.store, found.id, session.user_id)
+            auth.changed()
+            return web.redirect(f"/teams/{slug}")
+        # Signed out: name the team and the inviter, and offer both ways in, keeping the link.
+        ctx = {"invalid": False, "team": found.team, "role": found.role,
+               "inviter": found.inviter, "token": token}  # fmt: skip
+        return web.render(request, "auth_invite.html", ctx, session)
+
+    async def table_page(request: Request) -> Response:
+        """Rename or delete one table (owners): this page is the confirmation, with counts."""
         session = signed_in(request)
         if isinstance(session, Response):
             return session
-        token = request.path_params["token"]
+        slug = request.path_params["slug"]
+        role_in(session, slug, "owner")
+        name = request.query_params.get("name", "")
         try:
-            invite_id = auth.signers["invite"].loads(token, max_age=INVITE_MAX_AGE)
-        except (BadData, UnicodeError, ValueError):
-            invite_id = None
-        rows = gw.store.query("SELECT * FROM invites WHERE id = ?", [str(invite_id)])
-        row = rows[0] if rows else None
-        if row is None or row["used_at"] is not None or row["expires_at"] < time.time():
-            ctx = {"invalid": True, "team": None}
-            return web.render(request, "auth_invite.html", ctx, session, status=400)
-        if request.method == "POST":
-            await web.form(request, session)
-            slug = accounts.use_invite(gw.store, row["id"], session.user_id)
-            auth.changed()
-            return web.redirect(f"/teams/{slug}")
-        ctx = {"invalid": False, "team": row["team"], "role": row["role"]}
-        return web.render(request, "auth_invite.html", ctx, session)
+            rows = await asyncio.to_thread(tables.count_rows, gw.config.teams_dir / slug, name)
+        except ImportFailed as exc:
+            raise NotFound(str(exc)) from None
+        ctx = {"team": team_info(slug), "table": name, "rows": rows}
+        return web.render(request, "auth_table.html", ctx, session)
 
     async def team_get(request: Request) -> Response:
         return await team_page(request)
@@ -150,6 +183,7 @@ def routes(web: Web) -> list[Route]:
     return [
         Route("/dashboard", page(web, dashboard)),
         Route("/teams/{slug}", page(web, team_get)),
+        Route("/teams/{slug}/table", page(web, table_page)),
         Route("/teams/{slug}/{action}", page(web, team_action), methods=["POST"]),
         Route("/invite/{token}", page(web, invite), methods=["GET", "POST"]),
     ]

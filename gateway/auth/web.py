@@ -21,7 +21,7 @@ from gateway.auth.redirects import safe_next
 from gateway.auth.sessions import Session
 from gateway.auth.throttle import client_ip
 from gateway.errors import BadRequest, Forbidden, HTTPError
-from gateway.responses import error_body
+from gateway.responses import APEX_LINKS, error_body
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -127,7 +127,7 @@ class Web:
         return response
 
     def error(self, request: Request, err: HTTPError) -> Response:
-        body, content_type = error_body(dict(request.scope), err)
+        body, content_type = error_body(dict(request.scope), err, APEX_LINKS)
         headers = dict(self.headers)
         if err.retry_after is not None:
             headers["Retry-After"] = str(err.retry_after)

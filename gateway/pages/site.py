@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -20,9 +21,9 @@ from gateway.admin.discovery import token_matches
 from gateway.auth.operators import is_operator
 from gateway.auth.pages import auth_routes
 from gateway.diskspace import no_space, out_of_space
-from gateway.errors import Forbidden, HTTPError, Unauthorized
+from gateway.errors import Forbidden, HTTPError, Unauthorized, for_status
 from gateway.observability.health import health_routes
-from gateway.responses import error_body, wants_json
+from gateway.responses import APEX_LINKS, error_body, wants_json
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -69,6 +70,28 @@ def operator_check(gw: Gateway, request: Request) -> Response | None:
     return Response(body, err.status, media_type=ctype.decode())
 
 
+def apex_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown path, wrong method, a form field over its size limit)
+    answered as the gateway's: the product's page for people, JSON for API clients."""
+    assert isinstance(exc, HTTPException)
+    detail = str(exc.detail)
+    if exc.status_code == 404:
+        detail = f"There is no page at {request.url.path}."
+    elif exc.status_code == 405:
+        detail = f"This page does not take {request.method} requests."
+    elif "exceeded maximum size" in detail:
+        detail = (
+            "A form field was far larger than any name, email or password can be "
+            f"({detail.split('size of ')[-1].rstrip('.')} at most), so the form was refused. "
+            "Check what was pasted into it and try again."
+        )
+    err = for_status(exc.status_code, detail)
+    scope = dict(request.scope)
+    body, ctype = error_body(scope, err, APEX_LINKS)
+    headers = {**(exc.headers or {}), "cache-control": "no-store"}
+    return Response(body, err.status, headers=headers, media_type=ctype.decode())
+
+
 def build_site(gw: Gateway) -> Starlette:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -76,7 +99,11 @@ def build_site(gw: Gateway) -> Starlette:
         session = gw.auth.session_from_cookies(dict(request.cookies))
         if session is not None:
             return RedirectResponse("/dashboard", status_code=303)
-        return templates.TemplateResponse(request, "home.html", {"domain": gw.config.domain})
+        # The address a team really gets (scheme and port included), not an assumed https.
+        example = gw.config.team_url("TEAM").replace("TEAM", "<team>", 1) + "/"
+        return templates.TemplateResponse(
+            request, "home.html", {"domain": gw.config.domain, "team_address": example}
+        )
 
     async def status_page(request: Request) -> Response:
         if (refused := operator_check(gw, request)) is not None:
@@ -105,7 +132,11 @@ def build_site(gw: Gateway) -> Starlette:
         return Response(body, err.status, headers=headers, media_type=ctype.decode())
 
     return Starlette(
-        exception_handlers={OSError: out_of_space_page, sqlite3.Error: out_of_space_page},
+        exception_handlers={
+            OSError: out_of_space_page,
+            sqlite3.Error: out_of_space_page,
+            HTTPException: apex_error,
+        },
         routes=[
             Route("/", home),
             Route("/-/gateway/status", status_page),

@@ -29,6 +29,8 @@ from gateway.errors import RuntimeUnavailable
 IMAGE_REPO = "gateway-datasette"
 ASSETS = Path(__file__).resolve().parent / "image"
 PLUGIN = Path(__file__).resolve().parent.parent / "instance" / "gateway_plugin.py"
+# Every file of the instance's --plugins-dir (the local runtime loads the same directory).
+PLUGINS = (PLUGIN, PLUGIN.with_name("gateway_menu.py"))
 PORT = 8001
 UID = 10001  # the non-root user Datasette runs as; team volumes are chowned to it
 VENV = "/opt/datasette"
@@ -104,7 +106,8 @@ def image_tag(pins: Pins | None = None) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(RECIPE, sort_keys=True).encode())
     digest.update(json.dumps(pins.requirements()).encode())
-    digest.update(PLUGIN.read_bytes())
+    for plugin in PLUGINS:
+        digest.update(plugin.read_bytes())
     return f"{IMAGE_REPO}:{pins.datasette}-{digest.hexdigest()[:12]}"
 
 
@@ -267,7 +270,8 @@ def _build_dockerfile(client: Any, force: bool, progress: Progress) -> tuple[str
     with tempfile.TemporaryDirectory(prefix="gateway-image-") as tmp:
         context = Path(tmp)
         shutil.copy2(ASSETS / "Dockerfile", context / "Dockerfile")
-        shutil.copy2(PLUGIN, context / "gateway_plugin.py")
+        for plugin in PLUGINS:
+            shutil.copy2(plugin, context / plugin.name)
         (context / "requirements.txt").write_text("\n".join(pins.requirements()) + "\n")
         progress(f"[1/1] docker build {tag} (pulls python:3.11-slim)")
         try:
@@ -388,7 +392,8 @@ def configure(rootfs: Path) -> None:
         (etc / name).write_text("")
     plugins = rootfs / PLUGINS_DIR.lstrip("/")
     plugins.mkdir(parents=True)
-    shutil.copy2(PLUGIN, plugins / "gateway_plugin.py")
+    for plugin in PLUGINS:
+        shutil.copy2(plugin, plugins / plugin.name)
     (rootfs / "data").mkdir(exist_ok=True)
     os.chown(rootfs / "data", UID, UID)
 

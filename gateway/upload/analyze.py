@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.upload import sniff
+from gateway.upload import encodings, sniff
 from gateway.upload.columns import TypeTracker
 from gateway.upload.errors import ImportFailed
+from gateway.upload.signatures import refuse_known_binary
 from gateway.upload.source import Rows
 
 PREVIEW_ROWS = 20
@@ -31,7 +32,12 @@ def analyze(
     if path.stat().st_size == 0:
         raise ImportFailed("The file is empty.")
     sample = sniff.read_sample(path)
-    enc = sniff.check_encoding(encoding) if encoding else sniff.guess_encoding(sample)
+    refuse_known_binary(sample)  # even when the user chose an encoding
+    if encoding:
+        guess = encodings.Guess(encodings.check(encoding), 1.0, "chosen")
+    else:
+        guess = encodings.detect(path)
+    enc = guess.encoding
     text = sniff.decode_sample(sample, enc)
     if sniff.looks_binary(text):
         raise ImportFailed("This does not look like a text file (it is full of control bytes).")
@@ -48,6 +54,8 @@ def analyze(
             for tracker, values in zip(trackers, zip(*batch, strict=True), strict=True):
                 tracker.add_batch(values)
         notes = list(rows.notes)
+        if guess.low:
+            notes.insert(0, _uncertain(guess))
         if rows.rows == 0:
             raise ImportFailed("The file has a header row but no data rows.")
         if rows.ragged:
@@ -59,6 +67,7 @@ def analyze(
             )
         return {
             "encoding": enc,
+            "encoding_guess": guess.as_json(),
             "delimiter": delim,
             "delimiter_name": sniff.DELIMITERS[delim],
             "columns": [
@@ -79,3 +88,12 @@ def analyze(
             "blank_lines": rows.blank_lines,
             "notes": notes,
         }
+
+
+def _uncertain(guess: encodings.Guess) -> str:
+    also = f" It could also be {', '.join(guess.alternatives[:4])}." if guess.alternatives else ""
+    return (
+        f"The encoding is uncertain: {guess.encoding} is only a guess "
+        f"({round(guess.confidence * 100)}% confidence).{also} Check the letters in the preview: "
+        "if they look wrong (such as Ã© or Ð¼Ð¾), choose another encoding below before importing."
+    )

@@ -65,12 +65,18 @@ def run_import(
     staging: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    types: dict[str, str] = options["types"]
+    rename: dict[str, str] = options.get("rename") or {}
+    dropped = set(options.get("drop") or ())
     with Rows(path, analysis["encoding"], analysis["delimiter"]) as rows:
         names = rows.read_header(with_extra=analysis.get("long_rows", 0) > 0)
         if names != [c["name"] for c in analysis["columns"]]:
             raise ImportFailed("The file changed since it was analysed; upload it again.")
-        columns = [(n, types[n]) for n in names]
+        # Columns the user dropped are left out; the rest go in under their chosen names.
+        keep = [i for i, n in enumerate(names) if n not in dropped]
+        types = {rename.get(n, n): options["types"][n] for n in names if n not in dropped}
+        columns = [(rename.get(names[i], names[i]), options["types"][names[i]]) for i in keep]
+        pk = options.get("pk")
+        pk = rename.get(pk, pk) if pk else None
         if rows.extra:
             columns.append((rows.extra, TEXT))
         insert = _insert_sql(staging, columns, options.get("empty_null", False))
@@ -83,15 +89,18 @@ def run_import(
             # Created, filled and published inside one transaction: see the module's docstring.
             if options["mode"] == "append":
                 _check_append(conn, options["table"], types)
-            _create_staging(conn, staging, columns, options.get("pk"))
+            _create_staging(conn, staging, columns, pk)
             for batch in rows.batches(progress):
+                if dropped:
+                    tail = len(names)  # the extra cells (if any) follow the header's cells
+                    batch = [[r[i] for i in keep] + r[tail:] for r in batch]
                 if rows.extra:
                     batch = [r if len(r) == width else [*r, None] for r in batch]  # type: ignore[list-item]
                 for i in reals:
                     for row in batch:
                         row[i] = float(row[i]) if row[i] else None  # type: ignore[call-overload]
                 conn.executemany(insert, batch)
-            table = _publish(conn, staging, options, [c[0] for c in columns])
+            table, replaced = _publish(conn, staging, options, [c[0] for c in columns])
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
@@ -100,6 +109,8 @@ def run_import(
             raise
         return {
             "table": table,
+            "mode": options["mode"],
+            "replaced_rows": replaced,
             "rows": rows.rows,
             "ragged": {"count": rows.ragged, "lines": rows.ragged_lines},
             "extra_column": rows.extra,
@@ -145,6 +156,17 @@ def _table_columns(conn: sqlite3.Connection, table: str) -> dict[str, str] | Non
     return {name.casefold(): declared.upper() for name, declared in info}
 
 
+def check_target(conn: sqlite3.Connection, options: dict[str, Any]) -> int | None:
+    """Before any work: refuse a choice the import would refuse (the review page asks again).
+    Returns the rows the named table holds now, or None when there is no such table."""
+    table = options["table"]
+    if options["mode"] == "append":
+        _check_append(conn, table, options["types"])
+    elif _table_columns(conn, table) is None:
+        return None
+    return int(conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
+
+
 def _check_append(conn: sqlite3.Connection, table: str, types: dict[str, str]) -> None:
     existing = _table_columns(conn, table)
     if existing is None:
@@ -165,21 +187,24 @@ def _check_append(conn: sqlite3.Connection, table: str, types: dict[str, str]) -
 
 def _publish(
     conn: sqlite3.Connection, staging: str, options: dict[str, Any], names: list[str]
-) -> str:
-    """Make the filled staging table live; runs inside the import's transaction."""
+) -> tuple[str, int | None]:
+    """Make the filled staging table live; runs inside the import's transaction.
+    Returns the table's name and, for a replace, how many rows the old table held."""
     table, mode = options["table"], options["mode"]
+    replaced: int | None = None
     if mode == "append":
         cols = ", ".join(quote(n) for n in names)
         conn.execute(f"INSERT INTO {quote(table)} ({cols}) SELECT {cols} FROM {quote(staging)}")
         drop_staging(conn, staging)
-        return table
+        return table, None
     if mode == "replace":
         if _table_columns(conn, table) is not None:
+            replaced = int(conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
             conn.execute(f"DROP TABLE {quote(table)}")
     else:
         table = _free_name(conn, table)
     conn.execute(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")
-    return table
+    return table, replaced
 
 
 def _free_name(conn: sqlite3.Connection, table: str) -> str:

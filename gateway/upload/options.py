@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.upload.columns import check_table_name, table_name_from_file
+from gateway.upload.columns import MAX_NAME, check_table_name, table_name_from_file
 from gateway.upload.errors import ImportFailed
 
 MODES = ("new", "append", "replace")
@@ -21,7 +21,8 @@ def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) ->
     mode = (form.get("mode") or "new").strip().lower()
     if mode not in MODES:
         raise ImportFailed(f"Unknown mode {mode!r}: choose new, append or replace.")
-    table = check_table_name(form.get("table") or table_name_from_file(filename))
+    # No table field: named after the file (the API's default). A field left empty: refused.
+    table = check_table_name(form["table"] if "table" in form else table_name_from_file(filename))
     columns = analysis["columns"]
     names = [c["name"] for c in columns]
     types: dict[str, str] = {}
@@ -35,10 +36,13 @@ def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) ->
                 f"{column['example']!r}. It can be {' or '.join(column['allowed'])}."
             )
         types[column["name"]] = chosen
+    rename, drop = _renames(form, columns, analysis.get("long_rows", 0) > 0)
     pk = (form.get("pk") or "").strip() or None
     if pk is not None:
         if pk not in names:
             raise ImportFailed(f"The primary key {pk!r} is not one of the columns.")
+        if pk in drop:
+            raise ImportFailed(f"The primary key {pk!r} is a column you chose to drop.")
         if mode == "append":
             raise ImportFailed("Appending keeps the existing table's primary key; leave it empty.")
         if columns[names.index(pk)].get("has_empty"):
@@ -49,4 +53,36 @@ def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) ->
         "pk": pk,
         "empty_null": (form.get("empty_null") or "").strip().lower() in TRUE,
         "types": types,
+        "rename": rename,
+        "drop": drop,
     }
+
+
+def _renames(
+    form: Mapping[str, str], columns: list[dict[str, Any]], extra: bool
+) -> tuple[dict[str, str], list[str]]:
+    """``name.<i>`` renames column i, ``drop.<i>`` leaves it out; the result must be valid."""
+    rename: dict[str, str] = {}
+    drop: list[str] = []
+    final: set[str] = set()
+    for i, column in enumerate(columns):
+        name = column["name"]
+        if (form.get(f"drop.{i}") or "").strip().lower() in TRUE:
+            drop.append(name)
+            continue
+        wanted = " ".join((form.get(f"name.{i}") or name).split())
+        if not wanted:
+            raise ImportFailed(f"Column {i + 1} ({name!r}) needs a name, or choose to drop it.")
+        if len(wanted) > MAX_NAME or "]" in wanted or any(ord(ch) < 32 for ch in wanted):
+            raise ImportFailed(
+                f"The column name {wanted[:40]!r} must be at most {MAX_NAME} characters, "
+                "without ']' or control characters."
+            )
+        if wanted.casefold() in final or (extra and wanted.casefold().startswith("_extra")):
+            raise ImportFailed(f"Two columns would be called {wanted!r}; rename one of them.")
+        final.add(wanted.casefold())
+        if wanted != name:
+            rename[name] = wanted
+    if len(drop) == len(columns):
+        raise ImportFailed("Every column is dropped: keep at least one.")
+    return rename, drop

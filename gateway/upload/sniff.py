@@ -1,12 +1,11 @@
-"""Guess how a delimited text file is written: its encoding and its delimiter.
+"""Guess how a delimited text file is split: its delimiter, from the first ``SAMPLE`` bytes.
 
-Both guesses come from the first ``SAMPLE`` bytes; the full pass (``analyze.py``) then decodes
-the whole file strictly, so a wrong guess becomes a clear error rather than mojibake.
+The encoding is found by ``encodings.py``; the full pass (``analyze.py``) then decodes the
+whole file strictly, so a wrong guess becomes a clear error rather than mojibake.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 from pathlib import Path
@@ -14,47 +13,12 @@ from pathlib import Path
 from gateway.upload.errors import ImportFailed
 
 SAMPLE = 64 * 1024
-ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "latin-1", "utf-16")
 DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
-# Bytes cp1252 leaves undefined: a file holding them can only be latin-1.
-CP1252_HOLES = (0x81, 0x8D, 0x8F, 0x90, 0x9D)
 
 
 def read_sample(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(SAMPLE)
-
-
-def guess_encoding(sample: bytes) -> str:
-    if sample.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    if b"\x00" in sample:
-        raise ImportFailed(
-            "This file contains NUL bytes, so it is not a text CSV file "
-            "(it may be binary, a spreadsheet, or UTF-16 without a byte-order mark)."
-        )
-    try:
-        sample.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the end of the sample is still UTF-8.
-        if exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
-            return "utf-8"
-        if _has_utf8_multibyte(sample[: exc.start]):
-            line = sample[: exc.start].count(b"\n") + 1
-            raise ImportFailed(
-                f"The file mixes encodings: it starts as UTF-8 but has an invalid byte on line "
-                f"{line}. Choose an encoding explicitly to import it anyway."
-            ) from None
-    if any(b in sample for b in CP1252_HOLES):
-        return "latin-1"
-    return "cp1252"
-
-
-def _has_utf8_multibyte(data: bytes) -> bool:
-    return any(b >= 0x80 for b in data)
 
 
 def decode_sample(sample: bytes, encoding: str) -> str:
@@ -92,13 +56,6 @@ def guess_delimiter(text: str) -> str:
         if score > best_score:
             best, best_score = delim, score
     return best
-
-
-def check_encoding(name: str) -> str:
-    name = name.strip().lower()
-    if name not in ENCODINGS:
-        raise ImportFailed(f"Unknown encoding {name!r}: choose one of {', '.join(ENCODINGS)}.")
-    return name
 
 
 def check_delimiter(value: str) -> str:

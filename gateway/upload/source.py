@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gateway.upload.columns import clean_headers, dedupe
+from gateway.upload.encodings import is_wide
 from gateway.upload.errors import ImportFailed
 
 # A single field larger than this is refused: it keeps the worker's memory bounded.
@@ -30,11 +31,15 @@ csv.field_size_limit(min(FIELD_LIMIT, sys.maxsize))
 
 
 class _NulCheckingReader(io.RawIOBase):
-    """Raw file reader that refuses NUL bytes (binary or UTF-16 data) as it streams."""
+    """Raw file reader that refuses NUL bytes (binary data) as it streams.
 
-    def __init__(self, path: Path) -> None:
+    UTF-16 and UTF-32 text is full of NUL bytes, so for those encodings it only counts."""
+
+    def __init__(self, path: Path, encoding: str) -> None:
         self._f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed in close())
         self.position = 0
+        self.encoding = encoding
+        self.check = not is_wide(encoding)
 
     def readable(self) -> bool:
         return True
@@ -42,10 +47,14 @@ class _NulCheckingReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         n = self._f.readinto(buffer)
         # memoryview's "in" compares ints; search a bytes copy (a memcpy at most 1 MiB).
-        nul = memoryview(buffer)[:n].tobytes().find(b"\x00") if n else -1
+        nul = memoryview(buffer)[:n].tobytes().find(b"\x00") if n and self.check else -1
         if nul >= 0:
             at = self.position + nul
-            raise ImportFailed(f"The file contains a NUL byte at byte {at}; it is not a text file.")
+            raise ImportFailed(
+                f"The file contains a NUL byte at byte {at}, so it is not {self.encoding} text. "
+                "Excel's 'Unicode Text' is utf-16: choose that encoding. A spreadsheet or "
+                "other binary file must be saved as CSV first."
+            )
         self.position += n or 0
         return n or 0
 
@@ -77,7 +86,7 @@ class Rows:
 
     def __init__(self, path: Path, encoding: str, delimiter: str) -> None:
         self.path = path
-        self.raw = _NulCheckingReader(path)
+        self.raw = _NulCheckingReader(path, encoding)
         buffered = io.BufferedReader(self.raw, buffer_size=1 << 20)
         self.text = io.TextIOWrapper(buffered, encoding=encoding, newline="")
         self.reader = csv.reader(self.text, delimiter=delimiter)

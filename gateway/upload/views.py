@@ -12,10 +12,15 @@ Every answer has an HTML and a JSON form; errors are raised as ``HTTPError`` and
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -23,13 +28,17 @@ from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Una
 from gateway.responses import wants_json
 from gateway.routing.proxy import private_cache
 from gateway.upload.columns import check_table_name, table_name_from_file
+from gateway.upload.encodings import COMMON as COMMON_ENCODINGS
+from gateway.upload.encodings import check as check_encoding
 from gateway.upload.errors import ImportFailed
+from gateway.upload.importer import check_target
+from gateway.upload.inventory import Inventories
 from gateway.upload.jobs import Job, Jobs, new_id
 from gateway.upload.options import resolve
 from gateway.upload.quota import Quota
 from gateway.upload.receive import receive_upload, remove_quietly
 from gateway.upload.runner import Runner
-from gateway.upload.sniff import check_delimiter, check_encoding
+from gateway.upload.sniff import check_delimiter
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -40,6 +49,8 @@ PAGES = Path(__file__).resolve().parent.parent / "pages"
 STATIC = {"upload.js": "text/javascript", "upload.css": "text/css"}
 PREFIX = "/-/upload-csv"
 MAX_OPEN_JOBS = 20
+DASHBOARD_TABLES = 100  # the largest tables named on the dashboard; Datasette lists them all
+DASHBOARD_IMPORTS = 5
 UPLOAD_FIELDS = ("encoding", "delimiter", "table", "mode", "pk", "empty_null")
 
 
@@ -49,11 +60,16 @@ class UploadApp:
         self.jobs = Jobs(store)
         self.runner = Runner(config, store)
         self.quota = Quota(config.team_quota_bytes)
+        self.inventories = Inventories()
         self.env = Environment(
             loader=FileSystemLoader(str(PAGES / "templates")),
             autoescape=select_autoescape(["html"]),
         )
         self.env.globals["default_table"] = table_name_from_file
+        self.env.globals["encodings"] = COMMON_ENCODINGS
+        self.env.filters["timestamp"] = lambda t: time.strftime(
+            "%Y-%m-%d %H:%M UTC", time.gmtime(t)
+        )
 
     async def __call__(
         self, scope: dict[str, Any], receive: Any, send: Any, service: Service
@@ -76,7 +92,7 @@ class UploadApp:
         if rest in ("", "/"):
             if method == "POST":
                 return await self.upload(scope, receive, team, user)
-            return self.index(team)
+            return self.index(team, request)
         if rest == "/jobs.json" and method != "POST":
             base = self.config.team_url(team)
             return JSONResponse({"jobs": [j.public(base) for j in self.jobs.for_team(team)]})
@@ -89,8 +105,29 @@ class UploadApp:
                 return await self.confirm(scope, request, job, team)
             if as_json:
                 return JSONResponse(job.public(self.config.team_url(team)))
-            return self.render("upload_job.html", job=job, **self.job_context(job, team))
+            context = await self.job_context(job, team)
+            return self.render("upload_job.html", job=job, **context)
         raise NotFound("There is no such upload page.")
+
+    async def summary(self, team: str, tables: int = DASHBOARD_TABLES) -> dict[str, Any]:
+        """A team's home on the dashboard: its largest tables, storage and last imports."""
+        from datasette.utils import tilde_encode
+
+        inventory = await asyncio.to_thread(self.inventories.get, self._db(team))
+        base = self.config.team_url(team)
+        shown = [
+            {"name": t.name, "rows": t.rows, "size": human_bytes(t.bytes),
+             "url": f"{base}/data/{tilde_encode(t.name)}"}
+            for t in inventory.largest(tables)
+        ]  # fmt: skip
+        return {
+            "tables": shown,
+            "table_count": len(inventory.tables),
+            "disk": human_bytes(inventory.disk_bytes),
+            "error": inventory.error,
+            "database_url": f"{base}/data",
+            "imports": [j.public(base) for j in self.jobs.for_team(team, DASHBOARD_IMPORTS)],
+        }
 
     # -- checks ---------------------------------------------------------------------------
     def member(self, scope: dict[str, Any]) -> dict[str, Any]:
@@ -122,10 +159,14 @@ class UploadApp:
         html = self.env.get_template(template).render(**context)
         return HTMLResponse(html, status, headers={"cache-control": "no-store"})
 
-    def index(self, team: str) -> Response:
+    def index(self, team: str, request: Request) -> Response:
         jobs = self.jobs.for_team(team)
         return self.render(
-            "upload.html", team=team, jobs=jobs, max_bytes=self.config.upload_max_bytes
+            "upload.html",
+            team=team,
+            jobs=jobs,
+            max_bytes=self.config.upload_max_bytes,
+            target=_target(request),
         )
 
     def static(self, name: str) -> Response:
@@ -134,10 +175,34 @@ class UploadApp:
         body = (PAGES / "static" / name).read_bytes()
         return Response(body, media_type=STATIC[name], headers={"cache-control": "max-age=300"})
 
-    def job_context(self, job: Job, team: str) -> dict[str, Any]:
+    async def job_context(self, job: Job, team: str) -> dict[str, Any]:
         data = job.public(self.config.team_url(team))
         table_url = (data["result"] or {}).get("table_url")
-        return {"team": team, "table_url": table_url, "data": data}
+        context = {"team": team, "table_url": table_url, "data": data}
+        if job.state == "ready":  # offer the existing tables, and warn when a name is taken
+            # In a thread: a cold read of a large database must not hold the event loop.
+            inventory = await asyncio.to_thread(self.inventories.get, self._db(team))
+            context["existing"] = [t.name for t in inventory.tables]
+        if job.state == "queued":
+            context["waiting"] = any(
+                j.state == "importing" and j.id != job.id for j in self.jobs.for_team(team)
+            )
+        return context
+
+    def _db(self, team: str) -> Path:
+        return self.config.teams_dir / team / "data.db"
+
+    def _existing_rows(self, team: str, options: dict[str, Any]) -> int | None:
+        db = self._db(team)
+        if not db.exists():
+            if options["mode"] == "append":
+                raise ImportFailed(f"There is no table {options['table']!r} to append to.")
+            return None
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return check_target(conn, options)
+        finally:
+            conn.close()
 
     # -- actions --------------------------------------------------------------------------
     async def upload(
@@ -156,13 +221,15 @@ class UploadApp:
                 scope, receive, spool_dir, self.config.upload_max_bytes, meter.add
             )
         fields = {
-            k: v for k, v in upload.fields.items() if k in UPLOAD_FIELDS or k.startswith("type.")
+            k: v
+            for k, v in upload.fields.items()
+            if k in UPLOAD_FIELDS or k.startswith(("type.", "name.", "drop."))
         }
         auto = upload.fields.get("auto", "").lower() in ("1", "true", "on", "yes")
         try:  # refuse a bad name or option now, not after the file was analysed
             if auto:  # the import's table takes about as much room again
                 self.quota.check(team, team_dir, sum(f.size for f in upload.files))
-            if fields.get("table"):
+            if "table" in fields:
                 check_table_name(fields["table"])
             if fields.get("encoding"):
                 check_encoding(fields["encoding"])
@@ -198,7 +265,12 @@ class UploadApp:
     async def confirm(
         self, scope: dict[str, Any], request: Request, job: Job, team: str
     ) -> Response:
-        form = {k: str(v) for k, v in (await request.form(max_files=0, max_fields=2200)).items()}
+        try:
+            raw = await request.form(max_files=0, max_fields=2200)
+        except (HTTPException, MultiPartException) as exc:  # a field over 1 MB, too many fields
+            why = exc.detail if isinstance(exc, HTTPException) else exc.message
+            raise BadRequest(f"This form could not be read: {why}") from None
+        form = {k: str(v) for k, v in raw.items()}
         action = form.get("action", "import")
         if action == "discard":
             if not self.jobs.transition(job.id, "ready", "failed", error="Discarded.", pid=None):
@@ -227,8 +299,23 @@ class UploadApp:
             self.quota.check(team, self.config.teams_dir / team, job.size)
             try:
                 options = resolve(form, job.analysis, job.filename)
+                # The choice is checked against the database now: a mistake is fixed here,
+                # with the spooled file kept, instead of failing the job after the upload.
+                existing = await asyncio.to_thread(self._existing_rows, team, options)
             except ImportFailed as exc:
-                return self.invalid(scope, job, team, str(exc))
+                return await self.invalid(scope, job, team, str(exc))
+            if (
+                options["mode"] == "replace"
+                and existing is not None
+                and form.get("confirm_replace") != "1"
+                and not wants_json(scope)
+            ):
+                replace = {"table": options["table"], "old": existing, "new": job.analysis["rows"]}
+                context = await self.job_context(job, team)
+                fields = {k: v for k, v in form.items() if k not in ("action", "confirm_replace")}
+                return self.render(
+                    "upload_job.html", job=job, confirm=replace, fields=fields, **context
+                )
             if not self.jobs.transition(job.id, "ready", "queued", options=options, error=None):
                 raise BadRequest("This job was already confirmed.")
         self.runner.start(job.id)
@@ -236,13 +323,35 @@ class UploadApp:
             return JSONResponse(self.jobs.get(job.id).public(self.config.team_url(team)), 202)
         return RedirectResponse(f"{PREFIX}/jobs/{job.id}", 303)
 
-    def invalid(self, scope: dict[str, Any], job: Job, team: str, message: str) -> Response:
+    async def invalid(self, scope: dict[str, Any], job: Job, team: str, message: str) -> Response:
         if wants_json(scope):
             return JSONResponse(
                 {"ok": False, "status": 400, "error": "Invalid options", "detail": message}, 400
             )
-        context = self.job_context(job, team)
+        context = await self.job_context(job, team)
         return self.render("upload_job.html", 400, job=job, form_error=message, **context)
+
+
+def human_bytes(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KB", "MB", "GB"):
+        size /= 1000
+        if size < 1000:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1000:.1f} TB"
+
+
+def _target(request: Request) -> dict[str, str] | None:
+    """``?table=t&mode=append|replace`` (Datasette's table actions): the table to import into."""
+    table, mode = request.query_params.get("table", ""), request.query_params.get("mode", "")
+    if mode not in ("append", "replace"):
+        return None
+    try:
+        return {"table": check_table_name(table), "mode": mode}
+    except ImportFailed:
+        return None
 
 
 def _not_allowed() -> Response:

@@ -93,19 +93,34 @@ class Worker:
                     job.staging_table,
                     self.progress,
                 )
+            except ImportFailed:
+                # A choice made on the review page did not fit the data: the job goes back
+                # to review (main()), so its spool is kept for the retry.
+                if not returns_to_review(job):
+                    remove_spool(job)
+                raise
+            except BaseException:
+                remove_spool(job)
+                raise
+            else:
+                # Published: the spool goes now, before any record is written (a full disk
+                # may refuse that write).
+                remove_spool(job)
             finally:
                 with contextlib.suppress(Exception):
                     importer.drop_staging(conn, job.staging_table)
                 conn.close()
-                # The import is over, published or not: its spool is never needed again, so
-                # it goes now, before any record is written (a full disk may refuse that).
-                remove_spool(job)
             # Inside the lock: the times show that imports into one database never overlap.
             result.update(import_started=started, import_finished=time.time())
         finally:
             os.close(fd)
         self.jobs.update(job.id, state="done", result=result, bytes_done=job.size,
                          rows_done=result["rows"], pid=None)  # fmt: skip
+
+
+def returns_to_review(job: Job) -> bool:
+    """A failed import of a reviewed (not automatic) job goes back to review."""
+    return job.state in ("queued", "importing") and not job.auto and bool(job.analysis)
 
 
 def remove_spool(job: Job) -> None:
@@ -130,7 +145,18 @@ def main(argv: list[str]) -> int:
         jobs.update(job_id, pid=os.getpid())  # cleared again when this run hands the job on
         Worker(jobs, job_id).run()
     except ImportFailed as exc:
-        _end_failed(jobs, spool, str(exc))
+        job = jobs.get(job_id)
+        if returns_to_review(job):
+            # The file was fine; the choices on the review page were not (an append whose
+            # columns clash, a primary key with repeats). Back to review, the spool kept.
+            rows = (job.analysis or {}).get("rows", 0)
+            try:
+                jobs.update(job_id, state="ready", error=str(exc), pid=None,
+                            bytes_done=job.size, rows_done=rows)  # fmt: skip
+            except Exception:  # the record cannot be written (a full disk): end it instead
+                _end_failed(jobs, spool, str(exc))
+        else:
+            _end_failed(jobs, spool, str(exc))
     except Exception as exc:
         traceback.print_exc()
         message = (

@@ -169,7 +169,7 @@ async def test_journey(
     await page.get_by_role("button", name="Import").click()
     link = page.locator("#table-link")
     await link.wait_for(timeout=READY)
-    await expect(page.locator("#job")).to_contain_text(f"Imported {len(ROWS)} rows")
+    await expect(page.locator("#job")).to_contain_text(f"Imported {len(ROWS):,} rows")
     await check_page(page, watch, "import done")
     await shots.take(page, "imported")
 
@@ -244,8 +244,10 @@ async def test_wrong_password_then_invite(
     await shots.take(page, "invitation-link", docs="09-invite")
     await sign_out(page, gw)
 
-    # The invitee opens the link, signs in on the way, and joins.
+    # The invitee opens the link (it names the team and who invites), signs in, and joins.
     await page.goto(link)
+    await expect(page.locator("main")).to_contain_text(f"{ANN[0]} invites you")
+    await page.get_by_role("link", name="Sign in to join").click()
     assert page.url.startswith(base + "/login?next="), page.url
     await sign_in(page, watch, *BEA, "login for the invitation")
     await page.wait_for_url(link)

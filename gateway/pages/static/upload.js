@@ -46,6 +46,9 @@
 
   function send(file) {
     panel.hidden = false;
+    // The list below is rendered with the page: it must not say "No uploads yet" meanwhile.
+    const empty = document.querySelector("#jobs tr.empty td");
+    if (empty) empty.textContent = "Your uploads are listed above while they run; reload to see them here.";
     const row = el("div", { class: "upload-row" });
     row.append(el("strong", {}, file.name + " "));
     row.append(el("progress", { class: "upload", max: "1", value: "0", "aria-label": "Upload of " + file.name }), " ");
@@ -53,7 +56,9 @@
     row.append(el("span", { class: "status" }, "uploading"));
     panel.append(row);
     const data = new FormData();
-    ["encoding", "delimiter"].forEach((name) => data.append(name, form.elements[name].value));
+    ["encoding", "delimiter", "table", "mode"].forEach((name) => {
+      if (form.elements[name]) data.append(name, form.elements[name].value);
+    });
     data.append("file", file, file.name);
     const xhr = new XMLHttpRequest();
     xhr.open("POST", form.action);

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from gateway.auth import Auth
+from gateway.backup import Replication
 from gateway.config import Config
 from gateway.deploy import Deployer
 from gateway.errors import BadRequest, HTTPError, NotFound, URITooLong
@@ -57,6 +58,7 @@ class Gateway:
         self.runtime = runtime or self._make_runtime()
         self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health)
         self.deployer = Deployer(self.fleet, config.deploy_timeout)
+        self.backups = Replication(config, self.store)  # Litestream (gateway/backup/)
         self.auth = Auth(self)
         self.upload = UploadApp(config, self.store)
         self.site = build_site(self)
@@ -135,6 +137,7 @@ class Gateway:
         # Import workers die with the gateway: fail what they left running, drop staging tables.
         await self.upload.runner.startup()
         await self.fleet.start()
+        await self.backups.start()
         # Everything built so far (modules, Starlette routes, the fleet) lives as long as the
         # process: move it out of the collector's sight, so the collections that the hot
         # path's short-lived objects trigger stop re-walking it (measured: 7% of CPU).
@@ -144,6 +147,7 @@ class Gateway:
     async def shutdown(self) -> None:
         await self.upload.runner.close()
         await self.fleet.close()
+        await self.backups.close()
         with contextlib.suppress(Exception):
             self.store.close()
         if self.access_log is not None:

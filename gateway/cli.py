@@ -268,6 +268,7 @@ def native_status() -> None:
 
 from gateway.admin.cli import register as register_ops  # noqa: E402
 from gateway.auth.cli import register as register_auth  # noqa: E402
+from gateway.backup.cli import register as register_backups  # noqa: E402
 from gateway.deploy_cli import register as register_deploys  # noqa: E402
 from gateway.runtimes.cli import image_group  # noqa: E402 (command groups register last)
 
@@ -277,6 +278,7 @@ register_ops(cli, config_options, run_cli)  # gateway certs, gateway routes
 register_deploys(
     cli, config_options, run_cli
 )  # deploy, rollback, pause, resume, maintenance, restart
+register_backups(cli, config_options, run_cli)  # backup status|now, restore
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.backup.api import backup_routes
 from gateway.deploy_api import deploy_routes
 from gateway.errors import BadRequest, NotFound
 from gateway.observability.prom import exposition, make_registry
@@ -65,6 +66,7 @@ def status_view(gw: Gateway) -> dict[str, Any]:
         "runtime": gw.config.runtime,
         "ready": gw.fleet.ready,
         "teams": [team_view(gw, t.slug, t.state) for t in gw.store.teams()],
+        "backups": gw.backups.status(),
         "counters": {
             "requests": sum(st.count for st in gw.stats.teams.values()),
             "proxied": c.requests,
@@ -218,5 +220,6 @@ def api_routes(gw: Gateway) -> list[BaseRoute]:
         Route("/api/imports", imports),
         metrics_endpoint(gw),
         *deploy_routes(),
+        *backup_routes(),
         *_EXTRA,
     ]

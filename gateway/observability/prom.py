@@ -23,6 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway.backup.metrics import backup_metrics
 from gateway.observability.stats import BUCKETS
 from gateway.routing.target import State
 
@@ -41,6 +42,7 @@ class GatewayCollector(Collector):
         yield from self._proxy()
         yield from self._targets()
         yield from self._store()
+        yield from backup_metrics(self.gw.backups)
         events = CounterMetricFamily(
             "gateway_events", "Other events reported by gateway parts", labels=["event"]
         )

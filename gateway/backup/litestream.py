@@ -4,17 +4,17 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from gateway.backup.layout import Database, Layout
 from gateway.errors import GatewayError
@@ -71,18 +71,23 @@ class Control:
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        transport = httpx.HTTPTransport(uds=str(self.socket))
+        conn = _UnixHTTPConnection(str(self.socket), self.timeout)
         try:
-            with httpx.Client(transport=transport, timeout=self.timeout) as client:
-                r = client.request(method, "http://litestream" + path, json=body)
-        except httpx.HTTPError as exc:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"content-type": "application/json"} if payload else {}
+            conn.request(method, path, body=payload, headers=headers)
+            r = conn.getresponse()
+            raw, status = r.read(), r.status
+        except (OSError, http.client.HTTPException) as exc:
             raise BackupError(f"litestream's control socket did not answer: {exc}") from exc
+        finally:
+            conn.close()
         try:
-            data = r.json()
+            data = json.loads(raw or b"{}")
         except ValueError:
-            data = {"error": r.text}
-        if r.status_code >= 400:
-            raise BackupError(f"litestream {path}: {data.get('error') or r.status_code}")
+            data = {"error": raw.decode(errors="replace")[:200]}
+        if status >= 400:
+            raise BackupError(f"litestream {path}: {data.get('error') or status}")
         return data
 
     def alive(self) -> bool:
@@ -112,6 +117,25 @@ class Control:
         body = {"path": str(path), "wait": True, "timeout": max(1, int(timeout))}
         data: dict[str, Any] = self._call("POST", "/sync", body)
         return data
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the daemon's unix socket. (httpx's transport leaks the socket when the
+    connect fails, i.e. whenever the daemon is down.)"""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("litestream", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ every team's ``data.db``. The gateway:
 - polls its status every second: replication lag, last successful sync, errors;
 - stops it at shutdown, unless a successor gateway took it over.
 
-Its pid and the pid of the gateway owning it are in ``<data_dir>/litestream/daemon.json``.
+Its pid and which gateway owns it are in ``<data_dir>/litestream/daemon.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -43,6 +44,9 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 35.0  # Litestream's own shutdown sync is bounded at 30 s
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
+
+
+_HANDED_OVER: list[subprocess.Popen[bytes]] = []
 
 
 class State(enum.StrEnum):
@@ -92,6 +96,8 @@ class Replication:
         self._held: set[str] = set()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        # Who owns the daemon: this object (a gateway restart runs two of them at once).
+        self._me = f"{os.getpid()}-{secrets.token_hex(4)}"
 
     @property
     def enabled(self) -> bool:
@@ -113,9 +119,14 @@ class Replication:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.enabled and self._owner() == os.getpid():
+        if self.enabled and self._owner() == self._me:
             await asyncio.to_thread(self._stop_daemon)
             self.state = State.STOPPED
+        elif self._proc is not None:
+            # A successor took it over: keep our handle (dropping a running child's handle
+            # warns), but never stop or reap it from here.
+            _HANDED_OVER.append(self._proc)
+            self._proc = None
 
     def wanted(self) -> list[Database]:
         """The control store and every team the store knows (deleting ones until they go)."""
@@ -185,8 +196,8 @@ class Replication:
         with contextlib.suppress(FileNotFoundError):
             self.layout.daemon_file.unlink()
 
-    def _owner(self) -> int:
-        return int(self._read_daemon_file().get("owner") or 0)
+    def _owner(self) -> str:
+        return str(self._read_daemon_file().get("owner") or "")
 
     def _read_daemon_file(self) -> dict[str, Any]:
         try:
@@ -197,7 +208,7 @@ class Replication:
 
     def _write_daemon_file(self) -> None:
         tmp = self.layout.daemon_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": self._pid, "owner": os.getpid()}))
+        tmp.write_text(json.dumps({"pid": self._pid, "owner": self._me}))
         tmp.replace(self.layout.daemon_file)
 
     @contextlib.contextmanager
@@ -222,7 +233,7 @@ class Replication:
         started = time.monotonic()
         while True:
             await asyncio.sleep(POLL)
-            if self._owner() not in (0, os.getpid()):
+            if self._owner() not in ("", self._me):
                 continue  # a successor gateway took the daemon over; it supervises now
             try:
                 if not self.daemon_alive():

@@ -126,7 +126,10 @@ def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    saved = {k: os.environ.get(k) for k in env}
+    # Litestream 0.5.17's S3 client fails to start with AWS_CA_BUNDLE set ("unable to add
+    # custom RootCAs"); the server here is plain HTTP on loopback, so no bundle is needed.
+    saved = {k: os.environ.get(k) for k in [*env, "AWS_CA_BUNDLE"]}
+    os.environ.pop("AWS_CA_BUNDLE", None)
     os.environ.update(env)
     endpoint = f"http://127.0.0.1:{port}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from gateway.backup.hooks import team_deleted
 from gateway.config import SETTINGS, Config, from_env
 from gateway.errors import GatewayError, TeamExists
 from gateway.lock import gateway_running
@@ -188,6 +189,7 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
         deprovision_team(config, store, slug)
     if not gateway_running(config.data_dir):
         store.delete_team(slug)
+    team_deleted(config, slug)  # its final sync is in the replica, which is kept
     if purge:
         shutil.rmtree(config.teams_dir / slug, ignore_errors=True)
     click.echo(

@@ -391,17 +391,31 @@ async def test_new_and_deleted_teams_start_and_stop_replicating(edge: Edge) -> N
     prepare(cfg, "beta")
     gw.app.store.create_team("beta")
     await wait_replicating(gw, "beta")
-    gw.app.store.set_team_state("beta", "deleting")
-    assert await eventually(lambda: "beta" not in gw.app.backups.statuses)
+    db = sqlite3.connect(cfg.teams_dir / "beta" / "data.db")
+    db.execute("insert into events (uid) values ('last words')")
+    db.commit()
+    db.close()
+    # The real CLI, against the running gateway: drain, delete, then remove the files.
+    out = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli,
+        ["teams", "delete", "beta", "--yes", "--purge", "--data-dir", str(cfg.data_dir)],
+    )
+    assert out.exit_code == 0, out.output
+    assert not (cfg.teams_dir / "beta").exists()
+    assert "beta" not in gw.app.backups.statuses
     registered = gw.app.backups.control.databases()
     assert str(cfg.teams_dir / "beta" / "data.db") not in registered
-    # Its replica stays, and is listed.
+    # Its replica stays, is listed, and has the last write made before the delete.
     layout = gw.app.backups.layout
     assert (Path(layout.root.removeprefix("file://")) / "teams" / "beta").is_dir()
     out = await asyncio.to_thread(
         CliRunner().invoke, cli, ["backup", "status", "--data-dir", str(cfg.data_dir)]
     )
     assert "(beta)" in out.output, out.output
+    check = cfg.data_dir / "beta-check.db"
+    await asyncio.to_thread(restore, layout.team("beta").replica, check, None)
+    assert uids(check) == ["last words"]
 
 
 async def test_a_successor_gateway_adopts_the_daemon_with_no_gap(bconfig: Config) -> None:

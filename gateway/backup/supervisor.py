@@ -128,11 +128,13 @@ class Replication:
             _HANDED_OVER.append(self._proc)
             self._proc = None
 
-    def wanted(self) -> list[Database]:
+    def known(self) -> list[Database]:
         """The control store and every team the store knows (deleting ones until they go)."""
-        dbs = [self.layout.control()]
-        dbs += [self.layout.team(t.slug) for t in self.store.teams()]
-        return [db for db in dbs if db.path.exists()]
+        return [self.layout.control(), *(self.layout.team(t.slug) for t in self.store.teams())]
+
+    def wanted(self) -> list[Database]:
+        """The databases to replicate: the known ones whose file exists."""
+        return [db for db in self.known() if db.path.exists()]
 
     # -- the daemon ----------------------------------------------------------------------------
     def _ensure_daemon(self) -> None:
@@ -259,8 +261,11 @@ class Replication:
             await asyncio.to_thread(self._reconcile_now)
 
     def _reconcile_now(self) -> None:
+        known = self.known()  # one snapshot: statuses never name a team not yet unregistered
         registered = self.control.databases()
-        wanted = {str(db.path): db for db in self.wanted() if db.name not in self._held}
+        wanted = {
+            str(db.path): db for db in known if db.name not in self._held and db.path.exists()
+        }
         for path, db in wanted.items():
             if path not in registered:
                 self.control.register(db)
@@ -271,7 +276,7 @@ class Replication:
                 log.info("stopped replicating %s", path)
         registered = self.control.databases()
         statuses: dict[str, DbStatus] = {}
-        for db in [self.layout.control(), *(self.layout.team(t.slug) for t in self.store.teams())]:
+        for db in known:
             row = registered.get(str(db.path))
             state = "held" if db.name in self._held else "not registered"
             statuses[db.name] = DbStatus(

@@ -109,13 +109,15 @@ def swap_in(layout: Layout, db: Database, staging: Path) -> Path | None:
             aside.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), str(aside / path.name))
             moved = True
-    old = aside / target.name
-    if old.exists():
-        st = old.stat()
-        with contextlib.suppress(PermissionError):
-            os.chown(staging, st.st_uid, st.st_gid)
-        os.chmod(staging, st.st_mode & 0o7777)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # The instance (a container's own user, say) must be able to write the new file: it gets
+    # the old file's owner and mode, or its directory's owner when the old file was lost.
+    old = aside / target.name
+    st = old.stat() if old.exists() else target.parent.stat()
+    with contextlib.suppress(PermissionError):
+        os.chown(staging, st.st_uid, st.st_gid)
+    if old.exists():
+        os.chmod(staging, st.st_mode & 0o7777)
     for suffix in SIDECARS:
         Path(str(staging) + suffix).unlink(missing_ok=True)
     os.replace(staging, target)

@@ -28,7 +28,6 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -390,7 +389,3 @@ def _epoch(raw: Any) -> float | None:
         return parse_time(str(raw)).timestamp()
     except BackupError:
         return None
-
-
-def when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(" ", "seconds")

@@ -10,6 +10,7 @@ the test is about the daemon, not the path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -483,3 +484,56 @@ def test_layout_builds_replica_urls_for_paths_and_s3(tmp_path: Path) -> None:
     assert not Layout(cfg.replace(backup_replica="off")).enabled
     with pytest.raises(Exception, match="unknown scheme"):
         Layout(cfg.replace(backup_replica="ftp://x"))
+
+
+def test_gateway_restart_hands_the_daemon_over_and_stop_ends_it(tmp_path: Path) -> None:
+    """A real `gateway serve`, then `gateway restart`: the successor adopts the same Litestream
+    process (no gap), which keeps syncing; stopping the last gateway stops it."""
+    import subprocess
+    import sys
+
+    from gateway.backup.supervisor import process_alive
+
+    data_dir, port = tmp_path / "data", free_port()
+    flags = ["--data-dir", str(data_dir), "--port", str(port)]
+    env = {**os.environ, "GATEWAY_ADMIN_PORT": "0", "GATEWAY_LOG_LEVEL": "warning"}
+    gw = [sys.executable, "-m", "gateway"]
+    subprocess.run([*gw, "teams", "create", "alpha", *flags], check=True, env=env, timeout=120)
+    log = (tmp_path / "gateway.log").open("ab")
+    proc = subprocess.Popen([*gw, "serve", *flags], env=env, stdout=log, stderr=log)
+    daemon_file = data_dir / "litestream" / "daemon.json"
+    pids: set[int] = {proc.pid}
+    try:
+        deadline = time.monotonic() + 60
+        while not daemon_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = json.loads(daemon_file.read_text())
+        # The daemon is registered with both databases before we restart.
+        ok = subprocess.run([*gw, "backup", "now", *flags], env=env, timeout=120, text=True,
+                            capture_output=True)  # fmt: skip
+        assert ok.returncode == 0 and "alpha" in ok.stdout, ok.stdout + ok.stderr
+        out = subprocess.run([*gw, "restart", *flags], env=env, timeout=180, text=True,
+                             capture_output=True)  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        new_pid = json.loads((data_dir / "admin.json").read_text())["pid"]
+        pids.add(new_pid)
+        proc.wait(60)  # the old gateway drained and exited...
+        after = json.loads(daemon_file.read_text())
+        assert after["pid"] == first["pid"] and after["owner"] != first["owner"]
+        assert process_alive(first["pid"])  # ...and left the daemon running for its successor
+        ok = subprocess.run([*gw, "backup", "now", "--team", "alpha", *flags], env=env,
+                            timeout=120, text=True, capture_output=True)  # fmt: skip
+        assert ok.returncode == 0 and "alpha" in ok.stdout, ok.stdout + ok.stderr
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
+            proc.poll()  # reap our child, or it stays a zombie that looks alive
+            time.sleep(0.1)
+        log.close()
+    deadline = time.monotonic() + 40
+    while process_alive(first["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(first["pid"]), "the last gateway's shutdown did not stop Litestream"

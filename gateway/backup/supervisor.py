@@ -166,7 +166,7 @@ class Replication:
         """Take over a daemon a previous gateway left running (a restart): no gap."""
         info = self._read_daemon_file()
         pid = int(info.get("pid") or 0)
-        if not pid or not _running(pid) or not self.control.alive():
+        if not pid or not process_alive(pid) or not self.control.alive():
             return False
         self._proc, self._pid = None, pid
         self._write_daemon_file()
@@ -177,7 +177,7 @@ class Replication:
     def daemon_alive(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return self._pid is not None and _running(self._pid)
+        return self._pid is not None and process_alive(self._pid)
 
     def _stop_daemon(self) -> None:
         pid = self._pid
@@ -354,10 +354,10 @@ def stop_orphan(layout: Layout) -> None:
         pid = int(json.loads(layout.daemon_file.read_text()).get("pid") or 0)
     except (OSError, ValueError, AttributeError):
         return
-    if pid and _running(pid) and "litestream" in _cmdline(pid):
+    if pid and process_alive(pid) and "litestream" in _cmdline(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while _running(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     layout.daemon_file.unlink(missing_ok=True)
 
@@ -369,7 +369,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _running(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Alive and not a zombie (a dead child its parent has not reaped yet)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -219,38 +219,64 @@ def ltx_max(replica: Path) -> int:
     return max((int(n.split("-")[1].split(".")[0], 16) for n in names), default=0)
 
 
-def litestream_txid(socket_path: Path, db: Path) -> int:
-    """Litestream's own position in the database (what it has read from the WAL)."""
+def sync_status(socket_path: Path, db: Path) -> dict[str, Any]:
+    """Litestream's own view of the database: its position (txid) and how far into the WAL
+    it has read (``last_synced_wal_offset``), from its control socket."""
     import socket as sock
 
     with sock.socket(sock.AF_UNIX) as s:
         s.settimeout(5)
         s.connect(str(socket_path))
-        s.sendall(f"GET /txid?path={db} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"GET /debug/sync-status?path={db} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
         raw = b""
         while chunk := s.recv(65536):
             raw += chunk
-    return int(json.loads(raw.split(b"\r\n\r\n", 1)[1])["txid"])
+    data: dict[str, Any] = json.loads(raw.split(b"\r\n\r\n", 1)[1])["databases"][0]
+    return data
 
 
-def replication_lag(data_dir: Path, replica: Path, done_at: float, timeout: float = 600) -> float:
-    """Seconds from the import's end until the replica holds Litestream's last transaction,
-    once Litestream has read the whole WAL (its position stops moving for 2 monitor ticks)."""
+def committed_wal_end(wal: Path) -> tuple[int, bytes]:
+    """Where the WAL's last committed frame ends, and the WAL's salts. The file itself can be
+    longer: after a checkpoint SQLite rewrites it from the start without truncating it."""
+    import struct
+
+    with open(wal, "rb") as f:
+        header = f.read(32)
+        if len(header) < 32:
+            return 0, b""
+        page_size = struct.unpack(">I", header[8:12])[0]
+        salts = header[16:24]
+        end = offset = 32
+        while True:
+            frame = f.read(24)
+            if len(frame) < 24 or frame[8:16] != salts:
+                return end, salts
+            offset += 24 + page_size
+            f.seek(offset)
+            if struct.unpack(">I", frame[4:8])[0]:  # a commit frame
+                end = offset
+
+
+def replication_lag(data_dir: Path, replica: Path, done_at: float, timeout: float = 900) -> float:
+    """Seconds from the import's end until the replica holds all of it: Litestream has read
+    the WAL up to its last commit (or the WAL started over, which it allows only after) and
+    uploaded its newest transaction."""
     from gateway.backup.layout import Layout
 
     socket_path = Layout(Config(data_dir=data_dir)).socket
     db = data_dir / "teams" / TEAM / "data.db"
+    wal = Path(str(db) + "-wal")
+    end, salts = committed_wal_end(wal)
     deadline = time.monotonic() + timeout
-    last, still_since, caught_at = -1, time.perf_counter(), 0.0
     while time.monotonic() < deadline:
-        local, now = litestream_txid(socket_path, db), time.perf_counter()
-        if local != last:
-            last, still_since = local, now
-        caught_at = (caught_at or now) if ltx_max(replica) >= local else 0.0
-        if caught_at and now - still_since > 2.2:
-            return max(0.0, caught_at - done_at)
+        status = sync_status(socket_path, db)
+        with open(wal, "rb") as f:
+            restarted = f.read(24)[16:24] != salts
+        read_all = restarted or int(status.get("last_synced_wal_offset") or 0) >= end
+        if read_all and ltx_max(replica) >= int(status.get("txid") or 0):
+            return time.perf_counter() - done_at
         time.sleep(0.1)
-    raise SystemExit("the replica did not catch up within 10 minutes")
+    raise SystemExit("the replica did not catch up within 15 minutes")
 
 
 def du(path: Path) -> int:

@@ -210,6 +210,10 @@ async def test_round_trip_restores_the_same_data_after_the_volume_is_lost(
 
         assert data_hash(db_path) == before
         assert await count_served(gw, "alpha") == 25
+        async with gw.client() as client:  # Litestream's own tables are hidden from the team
+            tables = (await client.get(gw.url("alpha", "/data.json"))).json()["tables"]
+        hidden = {t["name"] for t in tables if t["hidden"]}
+        assert {"_litestream_seq", "_litestream_lock"} <= hidden, tables
         assert result.aside == ""  # nothing was left to keep aside
         # Replication goes on from the restored file: new writes reach the replica too.
         db = sqlite3.connect(db_path)

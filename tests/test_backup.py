@@ -356,6 +356,11 @@ async def test_points_the_replica_cannot_give_back_are_refused_clearly(edge: Edg
         assert r.status_code == 400 and "not a time" in r.json()["detail"], r.text
         r = await admin.post("/api/teams/ghost/restore", json={})
         assert r.status_code in (400, 404), r.text
+    # A team older than its history (retention dropped the start): the point is refused too.
+    with gw.app.store.transaction() as conn:
+        conn.execute("UPDATE teams SET created_at = ? WHERE slug = 'alpha'", [created - 7200])
+    with pytest.raises(BackupError, match="before the oldest restorable point"):
+        await restore_team(gw.app, "alpha", datetime.now(UTC) - timedelta(hours=1))
 
 
 async def test_control_restore_needs_the_gateway_stopped(edge: Edge) -> None:

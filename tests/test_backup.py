@@ -546,3 +546,40 @@ def test_gateway_restart_hands_the_daemon_over_and_stop_ends_it(tmp_path: Path) 
     while process_alive(first["pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not process_alive(first["pid"]), "the last gateway's shutdown did not stop Litestream"
+
+
+@pytest.mark.docker
+async def test_a_docker_team_is_replicated_from_the_host_and_restored(
+    config: Config, docker_image: str
+) -> None:
+    """The docker runtime: the host-side file in the team's bind-mounted volume is replicated;
+    a restore swaps it under a fresh container, owned by the container's user."""
+    import docker
+
+    cfg = config.replace(runtime="docker", max_pause=60, deploy_timeout=120)
+    try:
+        async with run_edge(cfg, teams=("alpha",)) as gw:
+            await gw.wait_healthy("alpha", timeout=120)
+            await wait_replicating(gw, "alpha")
+            db_path = cfg.teams_dir / "alpha" / "data.db"
+            db = sqlite3.connect(db_path)
+            db.execute("create table events (id integer primary key, uid text)")
+            db.executemany("insert into events (uid) values (?)", [[f"d{i}"] for i in range(7)])
+            db.commit()
+            db.close()
+            await gw.app.backups.sync_now(["alpha"])
+            for name in ("data.db", "data.db-wal", "data.db-shm"):
+                (cfg.teams_dir / "alpha" / name).unlink(missing_ok=True)
+
+            await restore_team(gw.app, "alpha", None)
+
+            assert await count_served(gw, "alpha") == 7
+            assert db_path.stat().st_uid == db_path.parent.stat().st_uid
+    finally:
+        client = docker.from_env()
+        gateway_id = open_store(cfg.control_db).ensure_setting("gateway_id")
+        for c in client.containers.list(
+            all=True, filters={"label": f"gateway.managed-by={gateway_id}"}
+        ):
+            c.remove(force=True, v=True)
+        client.close()

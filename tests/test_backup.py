@@ -356,6 +356,13 @@ async def test_points_the_replica_cannot_give_back_are_refused_clearly(edge: Edg
         assert r.status_code == 400 and "not a time" in r.json()["detail"], r.text
         r = await admin.post("/api/teams/ghost/restore", json={})
         assert r.status_code in (400, 404), r.text
+    # An import under way writes the file itself: a restore waits for it to end.
+    jobs = gw.app.upload.jobs
+    job = jobs.create(job_id="j-backup", team="alpha", user_id=None, filename="x.csv",
+                      spool_path="/nonexistent", size=1, auto=True, options={})  # fmt: skip
+    with pytest.raises(BackupError, match="an import into alpha is under way"):
+        await restore_team(gw.app, "alpha", None)
+    jobs.fail(job.id, "a test's stand-in")
     # A team older than its history (retention dropped the start): the point is refused too.
     with gw.app.store.transaction() as conn:
         conn.execute("UPDATE teams SET created_at = ? WHERE slug = 'alpha'", [created - 7200])

@@ -151,6 +151,12 @@ async def _restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreR
     team = gw.store.team(slug)
     service = fleet.require(slug)
     db = replication.layout.team(slug)
+    running = [j.id for j in gw.upload.jobs.unfinished() if j.team == slug]
+    if running:  # an import worker writes the file itself, not through the paused instance
+        raise BackupError(
+            f"an import into {slug} is under way (job {running[0]}); "
+            "restore once it has finished or failed"
+        )
     await asyncio.to_thread(check_point, db, at, team.created_at)
 
     fleet.pause(slug, gw.config.max_pause)

@@ -44,7 +44,8 @@ def config_text(layout: Layout, dbs: list[Database]) -> str:
     data: dict[str, Any] = {
         "socket": {"enabled": True, "path": str(layout.socket)},
         "snapshot": {"interval": SNAPSHOT_INTERVAL, "retention": retention},
-        "logging": {"level": "info"},
+        # Warnings and errors only: at info it logs every compaction of every database.
+        "logging": {"level": "warn"},
         "dbs": [
             {
                 "path": str(db.path),

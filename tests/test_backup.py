@@ -590,3 +590,21 @@ async def test_a_docker_team_is_replicated_from_the_host_and_restored(
         ):
             c.remove(force=True, v=True)
         client.close()
+
+
+async def test_backup_replica_off_runs_no_daemon_and_says_so(config: Config) -> None:
+    cfg = config.replace(backup_replica="off")
+    store = open_store(cfg.control_db)
+    replication = Replication(cfg, store)
+    await replication.start()
+    try:
+        assert replication.status()["state"] == "off" and replication.status()["pid"] is None
+        assert not cfg.data_dir.joinpath("litestream").exists()
+        with pytest.raises(BackupError, match="backups are off"):
+            await replication.sync_now()
+    finally:
+        await replication.close()
+        store.close()
+    out = CliRunner().invoke(cli, ["backup", "status", "--data-dir", str(cfg.data_dir),
+                                   "--backup-replica", "off"])  # fmt: skip
+    assert out.exit_code == 1 and "backups are off" in out.output

@@ -608,3 +608,19 @@ async def test_backup_replica_off_runs_no_daemon_and_says_so(config: Config) -> 
     out = CliRunner().invoke(cli, ["backup", "status", "--data-dir", str(cfg.data_dir),
                                    "--backup-replica", "off"])  # fmt: skip
     assert out.exit_code == 1 and "backups are off" in out.output
+
+
+def test_a_failed_swap_puts_the_old_files_back(tmp_path: Path) -> None:
+    from gateway.backup.restore import swap_in
+
+    layout = Layout(Config(data_dir=tmp_path / "data"))
+    db = layout.team("alpha")
+    prepare_team_dir(db.path.parent)
+    sqlite3.connect(db.path).execute("create table kept (x)").connection.close()
+    Path(str(db.path) + "-wal").write_bytes(b"wal")
+    with pytest.raises(FileNotFoundError):
+        swap_in(layout, db, tmp_path / "no-such-staging.db")  # the rename in fails
+    assert Path(str(db.path) + "-wal").read_bytes() == b"wal"
+    kept = sqlite3.connect(db.path)
+    assert kept.execute("select name from sqlite_master").fetchall() == [("kept",)]
+    kept.close()

@@ -103,12 +103,22 @@ def swap_in(layout: Layout, db: Database, staging: Path) -> Path | None:
     aside = layout.config.data_dir / "restored" / db.name / stamp
     target = db.path
     meta = target.parent / f".{target.name}-litestream"
-    moved = False
-    for path in (target, *(Path(str(target) + s) for s in SIDECARS), meta):
-        if path.exists():
-            aside.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), str(aside / path.name))
-            moved = True
+    moved: list[Path] = []
+    try:
+        for path in (target, *(Path(str(target) + s) for s in SIDECARS), meta):
+            if path.exists():
+                aside.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), str(aside / path.name))
+                moved.append(path)
+        _install(staging, target, aside)
+    except BaseException:
+        for path in moved:  # put the old files back: a failed swap changes nothing
+            shutil.move(str(aside / path.name), str(path))
+        raise
+    return aside if moved else None
+
+
+def _install(staging: Path, target: Path, aside: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # The instance (a container's own user, say) must be able to write the new file: it gets
     # the old file's owner and mode, or its directory's owner when the old file was lost.
@@ -121,7 +131,6 @@ def swap_in(layout: Layout, db: Database, staging: Path) -> Path | None:
     for suffix in SIDECARS:
         Path(str(staging) + suffix).unlink(missing_ok=True)
     os.replace(staging, target)
-    return aside if moved else None
 
 
 def _staging(layout: Layout, db: Database) -> Path:
@@ -182,10 +191,9 @@ async def _restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreR
     held = time.monotonic() - held_from
     if failure is not None:
         raise BackupError(f"restore of {slug} failed, nothing changed: {failure}") from failure
-    log.info("restored %s to %s in %.1fs (held %.1fs)", slug, _label(at), held, held)
-    return RestoreResult(
-        slug, _label(at), str(aside or ""), round(time.monotonic() - started, 3), round(held, 3)
-    )
+    seconds = time.monotonic() - started
+    log.info("restored %s to %s in %.1fs (held %.1fs)", slug, _label(at), seconds, held)
+    return RestoreResult(slug, _label(at), str(aside or ""), round(seconds, 3), round(held, 3))
 
 
 async def _start_instance(gw: Gateway, slug: str) -> None:

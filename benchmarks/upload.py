@@ -303,7 +303,10 @@ def replication_main(rows: int, rounds: int) -> None:
                 if job["state"] != "done":
                     raise SystemExit(f"import failed: {job['error']}")
                 rates[mode].append(rows / secs)
-                line = f"round {r} replication {mode:<3}: {secs:6.1f}s {rows / secs:10,.0f} rows/s"
+                result = job["result"]
+                importing = result["import_finished"] - result["import_started"]
+                line = (f"round {r} replication {mode:<3}: {secs:6.1f}s {rows / secs:10,.0f} rows/s"
+                        f" (import transaction {importing:5.1f}s)")  # fmt: skip
                 if mode == "on":
                     lag = replication_lag(root / name, replica / "teams" / TEAM, done_at)
                     db = du(root / name / "teams" / TEAM) / 1e6  # data.db and its WAL

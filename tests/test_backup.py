@@ -624,3 +624,40 @@ def test_a_failed_swap_puts_the_old_files_back(tmp_path: Path) -> None:
     kept = sqlite3.connect(db.path)
     assert kept.execute("select name from sqlite_master").fetchall() == [("kept",)]
     kept.close()
+
+
+def test_the_daemon_ends_when_its_gateway_is_killed_with_9(tmp_path: Path) -> None:
+    """No Litestream outlives every gateway: a gateway killed with -9 frees its lock, and the
+    daemon's watchdog ends it (a successor, had there been one, would have adopted it)."""
+    import subprocess
+    import sys
+
+    from gateway.backup.supervisor import process_alive
+
+    script = (
+        "import asyncio, sys\n"
+        "from gateway.backup.supervisor import Replication\n"
+        "from gateway.config import Config\n"
+        "from gateway.store import open_store\n"
+        "async def main():\n"
+        "    cfg = Config(data_dir=sys.argv[1])\n"
+        "    r = Replication(cfg, open_store(cfg.control_db))\n"
+        "    await r.start()\n"
+        "    print(r.status()['pid'], flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "data")], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    daemon = int(proc.stdout.readline())
+    time.sleep(2)
+    assert process_alive(daemon)  # its gateway lives: it runs
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    deadline = time.monotonic() + 30
+    while process_alive(daemon) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(daemon), "Litestream outlived its gateway"

@@ -48,6 +48,11 @@ class Layout:
         return self.state_dir / "daemon.json"
 
     @property
+    def owner_lock(self) -> Path:
+        """Held shared by every gateway supervising the daemon (gateway/backup/watchdog.py)."""
+        return self.state_dir / "owner.lock"
+
+    @property
     def log_file(self) -> Path:
         return self.state_dir / "litestream.log"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -37,8 +38,9 @@ def binary() -> str:
     return found
 
 
-def config_text(layout: Layout, dbs: list[Database]) -> str:
-    """The daemon's config. JSON is YAML, so no YAML writer is needed."""
+def config_text(layout: Layout, dbs: list[Database], watchdog: bool = False) -> str:
+    """The daemon's config. JSON is YAML, so no YAML writer is needed. With ``watchdog`` the
+    daemon ends once no gateway supervises it (gateway/backup/watchdog.py)."""
     config = layout.config
     retention = f"{int(config.backup_retention * 3600)}s"
     data: dict[str, Any] = {
@@ -57,6 +59,10 @@ def config_text(layout: Layout, dbs: list[Database]) -> str:
             for db in dbs
         ],
     }
+    if watchdog:
+        data["exec"] = shlex.join(
+            [sys.executable, "-m", "gateway.backup.watchdog", str(layout.owner_lock)]
+        )
     return json.dumps(data, indent=2) + "\n"
 
 

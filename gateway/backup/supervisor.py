@@ -97,6 +97,7 @@ class Replication:
         self._task: asyncio.Task[None] | None = None
         # Who owns the daemon: this object (a gateway restart runs two of them at once).
         self._me = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._owner_fd: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -106,6 +107,11 @@ class Replication:
     async def start(self) -> None:
         if not self.enabled:
             return
+        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+        # Held until close (or until this process dies): the daemon's watchdog ends it once
+        # no gateway holds it.
+        self._owner_fd = os.open(self.layout.owner_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._owner_fd, fcntl.LOCK_SH)
         try:
             await asyncio.to_thread(self._ensure_daemon)
             await self._reconcile()
@@ -126,6 +132,9 @@ class Replication:
             # warns), but never stop or reap it from here.
             _HANDED_OVER.append(self._proc)
             self._proc = None
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     def known(self) -> list[Database]:
         """The control store and every team the store knows (deleting ones until they go)."""
@@ -141,7 +150,8 @@ class Replication:
         with self._daemon_lock():
             if self._adopt():
                 return
-            self.layout.config_file.write_text(config_text(self.layout, self.wanted()))
+            text = config_text(self.layout, self.wanted(), watchdog=True)
+            self.layout.config_file.write_text(text)
             with open(self.layout.log_file, "ab") as logfile:
                 self._proc = subprocess.Popen(
                     [binary(), "replicate", "-config", str(self.layout.config_file)],

@@ -24,7 +24,14 @@ from gateway.server import uvicorn_config
 
 
 def build(data_dir: Path, port: int, team: str, static: str) -> Gateway:
-    config = Config(data_dir=data_dir, port=port, domain="localhost", log_level="warning")
+    config = Config(
+        data_dir=data_dir,
+        port=port,
+        domain="localhost",
+        log_level="warning",
+        # Replication as in production unless a benchmark turns it off ("off").
+        backup_replica=os.environ.get("GATEWAY_BACKUP_REPLICA", ""),
+    )
     runtime = None
     if static:
         host, _, upstream_port = static.rpartition(":")

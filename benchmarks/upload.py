@@ -16,6 +16,13 @@ It prints rows/s for both, their ratio, the gateway's peak RSS growth during the
 (sampled from /proc every 20 ms, plus the kernel's VmHWM) and the worker's peak RSS.
 Targets (issue 6): ratio >= 1.0 (the median round's); gateway peak RSS growth < 100 MB. It exits
 1 when one is missed (``--report-only``: print only), and prints the spread across rounds.
+
+    .venv/bin/python benchmarks/upload.py --replication 2     # issue 15
+
+imports the same file with Litestream replication off and on, interleaved (off/on, then
+on/off, ...), each into a fresh gateway, and prints the import rate of both, their ratio
+(target: on is at most 10% slower), the replication lag at the end of the import (from the
+job's ``done`` until the replica holds Litestream's last transaction) and the replica's size.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import argparse
 import csv
 import http.client
 import json
+import os
 import random
 import sqlite3
 import subprocess
@@ -40,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import TEAM, Processes, free_port
 from gateway.auth.accounts import add_member, create_user
 from gateway.auth.tokens import Tokens
+from gateway.config import Config
 from gateway.store import open_store
 
 HERE = Path(__file__).resolve().parent
@@ -178,6 +187,142 @@ def column_types(db: Path, table: str) -> dict[str, str]:
         return {r[1]: r[2] for r in conn.execute(f"PRAGMA table_info([{table}])")}
 
 
+def start_team_gateway(
+    ps: Processes, root: Path, name: str, replica: str
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """A fresh data dir with the bench team and a token; a gateway serving it."""
+    data_dir = root / name
+    store = open_store(data_dir / "control.db")
+    store.create_team(TEAM)
+    user = create_user(store, "bench@example.org", "unused")
+    add_member(store, TEAM, user.id)
+    token = Tokens(store).create(TEAM, user.id, "benchmark")
+    store.close()
+    port = free_port()
+    env = {**os.environ, "GATEWAY_BACKUP_REPLICA": replica}
+    gw = ps.start(name, [sys.executable, str(HERE / "serve_gateway.py"),
+                         "--data-dir", str(data_dir), "--port", str(port), "--team", TEAM],
+                  env=env)  # fmt: skip
+    for _ in range(600):
+        try:
+            if request(port, "GET", "/-/upload-csv", token)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise SystemExit(f"gateway {name} did not start:\n" + ps.log_tail(name))
+    time.sleep(1.0)
+    return gw, port, token
+
+
+def ltx_max(replica: Path) -> int:
+    """The newest transaction in a file replica (level 0), or 0."""
+    level0 = replica / "ltx" / "0"
+    names = [p.name for p in level0.glob("*.ltx")] if level0.is_dir() else []
+    return max((int(n.split("-")[1].split(".")[0], 16) for n in names), default=0)
+
+
+def sync_status(socket_path: Path, db: Path) -> dict[str, Any]:
+    """Litestream's own view of the database: its position (txid) and how far into the WAL
+    it has read (``last_synced_wal_offset``), from its control socket."""
+    import socket as sock
+
+    with sock.socket(sock.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(socket_path))
+        s.sendall(f"GET /debug/sync-status?path={db} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    data: dict[str, Any] = json.loads(raw.split(b"\r\n\r\n", 1)[1])["databases"][0]
+    return data
+
+
+def committed_wal_end(wal: Path) -> tuple[int, bytes]:
+    """Where the WAL's last committed frame ends, and the WAL's salts. The file itself can be
+    longer: after a checkpoint SQLite rewrites it from the start without truncating it."""
+    import struct
+
+    with open(wal, "rb") as f:
+        header = f.read(32)
+        if len(header) < 32:
+            return 0, b""
+        page_size = struct.unpack(">I", header[8:12])[0]
+        salts = header[16:24]
+        end = offset = 32
+        while True:
+            frame = f.read(24)
+            if len(frame) < 24 or frame[8:16] != salts:
+                return end, salts
+            offset += 24 + page_size
+            f.seek(offset)
+            if struct.unpack(">I", frame[4:8])[0]:  # a commit frame
+                end = offset
+
+
+def replication_lag(data_dir: Path, replica: Path, done_at: float, timeout: float = 900) -> float:
+    """Seconds from the import's end until the replica holds all of it: Litestream has read
+    the WAL up to its last commit (or the WAL started over, which it allows only after) and
+    uploaded its newest transaction."""
+    from gateway.backup.layout import Layout
+
+    socket_path = Layout(Config(data_dir=data_dir)).socket
+    db = data_dir / "teams" / TEAM / "data.db"
+    wal = Path(str(db) + "-wal")
+    end, salts = committed_wal_end(wal)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = sync_status(socket_path, db)
+        with open(wal, "rb") as f:
+            restarted = f.read(24)[16:24] != salts
+        read_all = restarted or int(status.get("last_synced_wal_offset") or 0) >= end
+        if read_all and ltx_max(replica) >= int(status.get("txid") or 0):
+            return time.perf_counter() - done_at
+        time.sleep(0.1)
+    raise SystemExit("the replica did not catch up within 15 minutes")
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def replication_main(rows: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="upload-bench-") as tmp, Processes(Path(tmp)) as ps:
+        root = Path(tmp)
+        data = root / "rows.csv"
+        generate(data, rows)
+        print(f"generated {rows:,} rows, {data.stat().st_size / 1e6:.0f} MB; "
+              f"{rounds} round(s) of replication off/on, interleaved")  # fmt: skip
+        rates: dict[str, list[float]] = {"off": [], "on": []}
+        for r in range(rounds):
+            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                name = f"r{r}-{mode}"
+                replica = root / f"backups-{r}"
+                gw, port, token = start_team_gateway(
+                    ps, root, name, "off" if mode == "off" else str(replica)
+                )
+                secs, job = upload(port, token, data, [])
+                done_at = time.perf_counter()
+                if job["state"] != "done":
+                    raise SystemExit(f"import failed: {job['error']}")
+                rates[mode].append(rows / secs)
+                result = job["result"]
+                importing = result["import_finished"] - result["import_started"]
+                line = (f"round {r} replication {mode:<3}: {secs:6.1f}s {rows / secs:10,.0f} rows/s"
+                        f" (import transaction {importing:5.1f}s)")  # fmt: skip
+                if mode == "on":
+                    lag = replication_lag(root / name, replica / "teams" / TEAM, done_at)
+                    db = du(root / name / "teams" / TEAM) / 1e6  # data.db and its WAL
+                    line += (f"   lag at the end {lag:4.1f}s; replica {du(replica) / 1e6:.0f} MB"
+                             f" for a {db:.0f} MB database")  # fmt: skip
+                print(line, flush=True)
+                ps.stop(gw)
+        off, on = (sum(v) / len(v) for v in (rates["off"], rates["on"]))
+        print(f"mean rows/s: off {off:,.0f}, on {on:,.0f}; on/off {on / off:.2f}x "
+              f"(target >= 0.90)")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -185,7 +330,13 @@ def main() -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="exit 0 even when a target is missed"
     )
+    parser.add_argument(
+        "--replication", type=int, metavar="ROUNDS", default=0, help="off vs on (issue 15)"
+    )
     args = parser.parse_args()
+    if args.replication:
+        replication_main(args.rows, args.replication)
+        return 0
     with tempfile.TemporaryDirectory(prefix="upload-bench-") as tmp, Processes(Path(tmp)) as ps:
         root = Path(tmp)
         data = root / "rows.csv"

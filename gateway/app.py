@@ -17,6 +17,7 @@ import sqlite3
 from typing import Any
 
 from gateway.auth import Auth
+from gateway.backup import Replication
 from gateway.config import Config
 from gateway.deploy import Deployer
 from gateway.diskspace import SpaceWatch, no_space, out_of_space
@@ -65,6 +66,8 @@ class Gateway:
         self.signer = RequestSigner(self.instance_secret)
         self.fleet = Fleet(config, self.store, self.runtime, self.table, self.health, self.signer)
         self.deployer = Deployer(self.fleet, config.deploy_timeout)
+        self.backups = Replication(config, self.store)  # Litestream (gateway/backup/)
+        self.fleet.volume_guard = self.backups.held  # a deleted team's final sync comes first
         self.auth = Auth(self)
         self.upload = UploadApp(config, self.store)
         self.site = build_site(self)
@@ -151,6 +154,7 @@ class Gateway:
         # Import workers die with the gateway: fail what they left running, drop staging tables.
         await self.upload.runner.startup()
         await self.fleet.start()
+        await self.backups.start()
         # Everything built so far (modules, Starlette routes, the fleet) lives as long as the
         # process: move it out of the collector's sight, so the collections that the hot
         # path's short-lived objects trigger stop re-walking it (measured: 7% of CPU).
@@ -160,6 +164,7 @@ class Gateway:
     async def shutdown(self) -> None:
         await self.upload.runner.close()
         await self.fleet.close()
+        await self.backups.close()
         with contextlib.suppress(Exception):
             self.store.close()
         if self.access_log is not None:

@@ -17,6 +17,7 @@ import click
 
 from gateway import archive
 from gateway.auth.signups import sign_ups_closed
+from gateway.backup.hooks import team_deleted
 from gateway.config import SETTINGS, Config, from_env
 from gateway.errors import GatewayError, TeamExists
 from gateway.filemodes import private_umask
@@ -218,6 +219,7 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
         deprovision_team(config, store, slug)
     if not gateway_running(config.data_dir):
         archive.delete_team(config, store, slug)
+    team_deleted(config, slug)  # its final sync is in the replica, which is kept
     # The volume moved to an archive no slug maps to (gateway/archive.py), with the rows.
     kept = [a for a in archive.archived(config, store) if a.slug == slug and a.deleted_at >= t0]
     if purge:
@@ -336,6 +338,7 @@ def native_status() -> None:
 
 from gateway.admin.cli import register as register_ops  # noqa: E402
 from gateway.auth.cli import register as register_auth  # noqa: E402
+from gateway.backup.cli import register as register_backups  # noqa: E402
 from gateway.deploy_cli import register as register_deploys  # noqa: E402
 from gateway.edge.cli import edge_group  # noqa: E402
 from gateway.runtimes.cli import image_group  # noqa: E402 (command groups register last)
@@ -347,6 +350,7 @@ register_ops(cli, config_options, run_cli)  # gateway certs, gateway routes
 register_deploys(
     cli, config_options, run_cli
 )  # deploy, rollback, pause, resume, maintenance, restart
+register_backups(cli, config_options, run_cli)  # backup status|now, restore
 
 
 def main() -> None:

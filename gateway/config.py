@@ -152,6 +152,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("deploy_parallel", int, 2, "Teams deployed at once by `gateway deploy --all`."),
     Setting("max_pause", float, 30.0, "Longest a paused team's requests are held (seconds)."),
+    # -- backups --
+    Setting(
+        "backup_replica",
+        str,
+        "",
+        "Where Litestream replicates every database: a path, file:// or s3:// URL; "
+        "'' = <data_dir>/../backups; 'off' = no replication.",
+    ),
+    Setting("backup_retention", float, 24.0, "Hours of history kept for point-in-time restore."),
+    Setting(
+        "backup_sync_interval",
+        float,
+        1.0,
+        "Seconds between uploads of new changes to the replica (the RPO's main part).",
+    ),
     # -- edge and operations (TLS without Traefik, admin listener, access log) --
     Setting("tls_cert", str, "", "PEM certificate (chain) file: serve HTTPS on the public port."),
     Setting("tls_key", str, "", "PEM private key file matching --tls-cert."),
@@ -254,6 +269,9 @@ class Config:
     deploy_timeout: float = 30.0
     deploy_parallel: int = 2
     max_pause: float = 30.0
+    backup_replica: str = ""
+    backup_retention: float = 24.0
+    backup_sync_interval: float = 1.0
     tls_cert: str = ""
     tls_key: str = ""
     redirect_port: int = 0
@@ -316,6 +334,8 @@ class Config:
             "deploy_timeout",
             "deploy_parallel",
             "max_pause",
+            "backup_retention",
+            "backup_sync_interval",
             "max_request_line",
             "max_header_bytes",
             "max_headers",

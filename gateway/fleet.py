@@ -13,6 +13,9 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 from gateway import archive
 from gateway.config import Config
@@ -24,6 +27,9 @@ from gateway.routing.table import RouteTable
 from gateway.routing.target import DrainResult, Target
 from gateway.runtimes.base import Runtime, prepare_team_dir
 from gateway.store.db import Instance, Store
+
+# (team slug, its database file) -> a context during which the file may be moved away.
+VolumeGuard = Callable[[str, Path], AbstractAsyncContextManager[None]]
 
 log = logging.getLogger("gateway.fleet")
 
@@ -54,6 +60,9 @@ class Fleet:
         self.ready = False
         # Instances that died behind the gateway's back (docker kill, a crashed process).
         self.crashes = 0
+        # Wraps the move of a deleted team's volume to the archive: replication (backups)
+        # makes its final sync and lets go of the file first. None: nothing to wait for.
+        self.volume_guard: VolumeGuard | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -83,7 +92,7 @@ class Fleet:
             for slug, team in teams.items():
                 if team.state == "deleting" and slug not in self.services:
                     # Nothing of it runs here (a gateway died mid-delete): finish the delete.
-                    archive.delete_team(self.config, self.store, slug)
+                    await self._archive(slug)
             self._apply_maintenance()
 
     def _apply_maintenance(self) -> None:
@@ -169,8 +178,15 @@ class Fleet:
         del self.services[slug]
         self.table.replace(self.services)
         if deleting:
-            archive.delete_team(self.config, self.store, slug)
+            await self._archive(slug)
         log.info("team %s removed (%d target(s) drained)", slug, len(results))
+
+    async def _archive(self, slug: str) -> None:
+        if self.volume_guard is None:
+            archive.delete_team(self.config, self.store, slug)
+            return
+        async with self.volume_guard(slug, self.config.teams_dir / slug / "data.db"):
+            archive.delete_team(self.config, self.store, slug)
 
     async def stop_target(self, target: Target) -> DrainResult:
         """Drain first, then stop the instance: the order is the point (reliability.md)."""

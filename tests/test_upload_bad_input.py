@@ -16,7 +16,7 @@ def user_tables(member: Member) -> list[str]:
         return [
             r[0]
             for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if not r[0].startswith("sqlite_")
+            if not r[0].startswith(("sqlite_", "_litestream_"))  # _litestream_: backups
         ]
 
 

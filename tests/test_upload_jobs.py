@@ -26,7 +26,8 @@ def spool_files(member: Member) -> list[str]:
 
 
 def user_tables(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return [r[0] for r in rows if not r[0].startswith("_litestream_")]  # backups' bookkeeping
 
 
 def multipart_head(filename: str = "big.csv") -> bytes:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.backup.api import backup_routes
 from gateway.deploy_api import deploy_routes
 from gateway.errors import BadRequest, ConfigError, NotFound
 from gateway.observability.prom import exposition, make_registry
@@ -66,6 +67,7 @@ def status_view(gw: Gateway) -> dict[str, Any]:
         "ready": gw.fleet.ready,
         "problems": [p for p in (gw.runtime.problem(), gw.space.problem()) if p],
         "teams": [team_view(gw, t.slug, t.state) for t in gw.store.teams()],
+        "backups": gw.backups.status(),
         "counters": {
             "requests": sum(st.count for st in gw.stats.teams.values()),
             "proxied": c.requests,
@@ -227,5 +229,6 @@ def api_routes(gw: Gateway) -> list[BaseRoute]:
         Route("/api/imports", imports),
         metrics_endpoint(gw),
         *deploy_routes(),
+        *backup_routes(),
         *_EXTRA,
     ]

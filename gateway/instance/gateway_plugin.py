@@ -7,6 +7,7 @@
 * ``actor_from_request`` trusts the ``x-gateway-actor`` header only when it is signed with this
   instance's own secret (DATASETTE_SECRET) by the gateway, and fresh. The gateway strips any
   client-sent ``x-gateway-*`` header, so a forged identity never reaches here unsigned.
+* Litestream's bookkeeping tables (backups, gateway/backup/) are hidden from the team.
 """
 
 import time
@@ -32,6 +33,15 @@ async def health(datasette):
 @hookimpl
 def register_routes():
     return [(r"^/-/health$", health)]
+
+
+LITESTREAM_TABLES = ("_litestream_seq", "_litestream_lock")
+
+
+@hookimpl
+def get_metadata(datasette, key, database, table):
+    hidden = {name: {"hidden": True} for name in LITESTREAM_TABLES}
+    return {"databases": {name: {"tables": hidden} for name in datasette.databases}}
 
 
 @hookimpl

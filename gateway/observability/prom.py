@@ -29,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from gateway import native
+from gateway.backup.metrics import backup_metrics
 from gateway.diskspace import free_bytes
 from gateway.observability.failures import DENIED, UNKNOWN_HOST, UPSTREAM
 from gateway.observability.stats import BUCKETS
@@ -49,6 +50,7 @@ class GatewayCollector(Collector):
         yield from self._proxy()
         yield from self._targets()
         yield from self._store()
+        yield from backup_metrics(self.gw.backups)
         events = CounterMetricFamily(
             "gateway_events", "Other events reported by gateway parts", labels=["event"]
         )

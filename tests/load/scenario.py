@@ -6,9 +6,10 @@
 It starts a real `gateway serve` (local runtime) on loopback with three teams, each with an
 `events` table and a writable canned query, then drives mixed traffic at a fixed rate:
 HTML table pages, JSON, SQL queries and POST writes. While the load runs it performs 10
-consecutive deploys of one team, one `deploy --all` rollout and one `gateway restart`, each
-through the real CLI. Afterwards it reads every team's database to check that each POST was
-applied exactly once when it succeeded and never when it failed.
+consecutive deploys of one team, one `deploy --all` rollout, one `gateway restart` and a
+restore of one team to "now" (tests/load/restore_step.py), each through the real CLI.
+Afterwards it reads every team's database (the restored one included) to check that each
+POST was applied exactly once when it succeeded and never when it failed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.load.restore_step import restore_step
 
 TEAMS = ("loada", "loadb", "loadc")
 METADATA = {
@@ -282,6 +285,7 @@ async def operate(
         code = -1
     run.ops.append(("old gateway exited", code, time.monotonic() - t0))
     say(f"the old gateway exited with {code} in {time.monotonic() - t0:.1f}s")
+    await restore_step(op, TEAMS[0])  # last: the exactly-once check reads the restored file
 
 
 def say(message: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.load.scenario import print_report, scenario, verdict
+from tests.load.scenario import TEAMS, print_report, scenario, verdict
 
 
 @pytest.mark.slow
@@ -16,8 +16,13 @@ async def test_deploys_and_a_gateway_restart_fail_no_request_under_load() -> Non
     report = await scenario(rate=120.0, warmup=8.0, cooldown=8.0, deploys=10)
     print_report(report)
     ops = [op["op"] for op in report["ops"]]
-    assert ops[-3:] == ["deploy --all", "gateway restart", "old gateway exited"], ops
-    assert len(ops) == 13, ops
+    assert ops[-4:] == [
+        "deploy --all",
+        "gateway restart",
+        "old gateway exited",
+        f"restore {TEAMS[0]} to now",
+    ], ops
+    assert len(ops) == 14, ops
     # Zero failed requests: every GET and every POST succeeded (a POST applied exactly once),
     # no GET needed a resend, and every phase (before, during, after the operations) had load.
     assert verdict(report, max_resends=0) == []

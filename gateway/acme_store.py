@@ -188,6 +188,7 @@ class AcmeWatcher:
         self.files = tls_files(config)
         self._stamp = self._stat()
         self._serial = self._current_serial()
+        self._failed = (0, 0, 0)
         self.reloads = 0
 
     def _stat(self) -> tuple[int, int, int]:
@@ -206,7 +207,7 @@ class AcmeWatcher:
     def check(self) -> bool:
         """One look at the store; True if the live context now serves a new certificate."""
         stamp = self._stat()
-        if stamp == self._stamp:
+        if stamp in (self._stamp, self._failed):
             return False
         try:
             cert = read_store(self.store, self.config.domain, self.config.tls_acme_resolver)
@@ -217,7 +218,9 @@ class AcmeWatcher:
             # Same thread as the handshakes: no connection sees a half-loaded pair.
             self.context.load_cert_chain(self.files.cert, self.files.key)
         except (ConfigError, ssl.SSLError, OSError) as exc:
-            # Possibly caught mid-write; the stamp stays old, so the next look tries again.
+            # Possibly caught mid-write: Traefik's next write changes the stamp, and that is
+            # read again. Said once per version of the file, not at every look.
+            self._failed = stamp
             log.warning("TLS certificate not reloaded (keeping the current one): %s", exc)
             return False
         self._stamp = stamp

@@ -26,7 +26,12 @@ from gateway.server import uvicorn_config
 
 
 def build(
-    data_dir: Path, port: int, team: str, static: str | list[str], tls_acme_store: str = ""
+    data_dir: Path,
+    port: int,
+    team: str,
+    static: str | list[str],
+    tls_acme_store: str = "",
+    trusted_proxies: str = "",
 ) -> Gateway:
     config = Config(
         data_dir=data_dir,
@@ -34,6 +39,7 @@ def build(
         domain="localhost",
         log_level="warning",
         tls_acme_store=tls_acme_store,
+        trusted_proxies=trusted_proxies,
     )
     if tls_acme_store:
         acme_store.prepare(config)  # as `gateway serve` does before its listener starts
@@ -84,6 +90,7 @@ def main() -> None:
     parser.add_argument(
         "--tls-acme-store", default="", help="serve TLS with the certificate in this acme.json"
     )
+    parser.add_argument("--trusted-proxies", default="", help="as the gateway's setting")
     parser.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
     args = parser.parse_args()
     if args.server == "granian":
@@ -106,7 +113,9 @@ def main() -> None:
             log_access=False,
         ).serve()
         return
-    app = build(args.data_dir, args.port, args.team, args.static, args.tls_acme_store)
+    app = build(
+        args.data_dir, args.port, args.team, args.static, args.tls_acme_store, args.trusted_proxies
+    )
     uvicorn.Server(uvicorn_config(app, app.config)).run()
 
 

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +29,7 @@ from gateway.acme_store import read_store
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.tls import DevCerts, client_context, make_dev_certs
+from tests import traefik_harness as harness
 from tests.edge import free_port
 
 DOMAIN = "example.test"
@@ -275,3 +277,31 @@ def test_serve_refuses_a_store_without_the_domain_in_one_line(tmp_path: Path) ->
     assert result.returncode != 0
     assert "no certificate for both example.test and *.example.test" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_fast_shapes_acme_only_traefik_loads(tmp_path: Path) -> None:
+    """docs/production.md's fast shape, step 1: certs/traefik.yml with websecure on a loopback
+    port and no web entrypoint. Traefik still builds the router with the resolver and the
+    wildcard domains (what it obtains and renews) and reports no configuration error (ACME's
+    own errors aside: its CA cannot be reached from here)."""
+    static, _dynamic, _env = harness.production()
+    ports = harness.Ports.free()
+    del static["entryPoints"]["web"]
+    static["entryPoints"]["websecure"]["address"] = f"127.0.0.1:{ports.websecure}"
+    acme = static["certificatesResolvers"]["letsencrypt"]["acme"]
+    acme["caServer"] = f"https://127.0.0.1:{harness.free_port()}/directory"  # nobody there
+    acme["storage"] = str(tmp_path / "acme.json")
+    static["accessLog"]["filePath"] = str(tmp_path / "access.log")
+    static["providers"]["file"]["filename"] = str(harness.CERTS / "dynamic.yml")
+    static = harness.traefik_config.with_api(static, ports.api)
+    traefik = harness.start(static, ports, tmp_path, env={"DO_AUTH_TOKEN": "dummy-for-the-test"})
+    try:
+        routers = {r["name"]: r for r in httpx.get(f"{traefik.api_url}/api/http/routers").json()}
+        gateway = routers["gateway@file"]
+        assert gateway["status"] == "enabled" and gateway["entryPoints"] == ["websecure"]
+        assert gateway["tls"]["certResolver"] == "letsencrypt"
+        assert gateway["tls"]["domains"] == [{"main": "example.org", "sans": ["*.example.org"]}]
+        assert "web-to-websecure@internal" not in routers
+        assert [e for e in traefik.errors() if "acme" not in e.lower()] == []
+    finally:
+        assert traefik.stop() == 0

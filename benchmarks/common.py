@@ -216,6 +216,7 @@ def run_wrk(
     cpu_pids: list[int] | None = None,
     upstream_pids: list[int] | None = None,
     scheme: str = "http",
+    headers: tuple[str, ...] = (),
 ) -> WrkResult:
     """Load 127.0.0.1:``port`` for ``duration`` seconds; optionally count the server's CPU."""
     threads = min(connections, 2)
@@ -230,6 +231,8 @@ def run_wrk(
     ]
     if host:
         args += ["-H", f"Host: {host}"]
+    for header in headers:
+        args += ["-H", header]
     args.append(f"{scheme}://127.0.0.1:{port}{path}")  # https: wrk verifies no certificate
     before = cpu_seconds(cpu_pids) if cpu_pids else 0.0
     up_before = cpu_seconds(upstream_pids) if upstream_pids else 0.0

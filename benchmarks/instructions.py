@@ -1,6 +1,7 @@
 """Instructions per proxied request, counted by callgrind: deterministic where req/s is not.
 
-    python benchmarks/instructions.py [--seconds 6] [--subjects nginx,minimal,floor,gateway]
+    python benchmarks/instructions.py [--seconds 6]
+                                      [--subjects nginx,minimal,floor,gateway,gateway-traefik]
                                       [--keep DIR]
 
 req/s on these shared 2-core machines moves by up to 2x with the neighbours' load; the number
@@ -12,6 +13,9 @@ syscalls, is not counted: compare syscall counts with strace). Each subject runs
   minimal  ``minimal_proxy.py``: the least any Python proxy costs (no features, no ASGI)
   floor    a trivial ASGI app under the gateway's server settings: the server's own cost
   gateway  the real gateway (``serve_gateway.py --static``), through routing, auth and proxy
+  gateway-traefik  the same gateway trusting 127.0.0.1 as its proxy, each request carrying the
+           headers Traefik 3.7 adds (captured from the real Traefik): the gateway's cost
+           behind Traefik, without Traefik
 
 For each: warm up, zero the counters, load it with wrk for a bounded time, dump, and divide
 the instructions by the requests wrk completed; the same window with no load is subtracted
@@ -46,6 +50,16 @@ from common import (
 
 HERE = Path(__file__).resolve().parent
 CONNECTIONS = 10
+# What Traefik 3.7 sends the gateway besides Host (captured from certs/traefik.yml's Traefik).
+TRAEFIK_HEADERS = (
+    "X-Forwarded-For: 127.0.0.1",
+    f"X-Forwarded-Host: {TEAM_HOST}",
+    "X-Forwarded-Port: 443",
+    "X-Forwarded-Proto: https",
+    "X-Forwarded-Server: vm",
+    "X-Real-Ip: 127.0.0.1",
+    "Accept-Encoding: gzip",
+)
 KEEP: Path | None = None  # --keep: where the busy window's dumps are copied
 PYTHON = sys.executable  # the venv's interpreter (a symlink, never a pyenv shim script)
 
@@ -97,10 +111,15 @@ def newest_dump(out_dir: Path, before: set[Path]) -> Path:
 
 
 def measure(
-    pid: int, port: int, host: str | None, seconds: float, out_dir: Path
+    pid: int,
+    port: int,
+    host: str | None,
+    seconds: float,
+    out_dir: Path,
+    headers: tuple[str, ...] = (),
 ) -> tuple[float, int]:
     """(instructions per request, requests) for the process ``pid`` under callgrind."""
-    run_wrk(port, "/", connections=CONNECTIONS, duration=2, host=host)  # warm-up
+    run_wrk(port, "/", connections=CONNECTIONS, duration=2, host=host, headers=headers)  # warm
 
     def window(load: bool) -> tuple[int, int]:
         before = set(out_dir.glob("callgrind.out.*"))
@@ -108,7 +127,7 @@ def measure(
         requests = 0
         if load:
             requests = run_wrk(
-                port, "/", connections=CONNECTIONS, duration=seconds, host=host
+                port, "/", connections=CONNECTIONS, duration=seconds, host=host, headers=headers
             ).requests
         else:
             time.sleep(seconds)
@@ -147,7 +166,8 @@ def main() -> None:
     parser.add_argument(
         "--subjects",
         default="nginx,minimal,floor,gateway",
-        help="comma-separated: nginx,minimal,floor,gateway, or SCRIPT.py[:ARG...] for an "
+        help="comma-separated: nginx,minimal,floor,gateway,gateway-traefik, or SCRIPT.py[:ARG...] "
+        "for an "
         "experiment (an ARG of UP is replaced by the upstream's port)",
     )
     parser.add_argument(
@@ -175,6 +195,7 @@ def main() -> None:
                 out_dir.mkdir()
                 port = free_port()
                 host: str | None = TEAM_HOST
+                headers: tuple[str, ...] = ()
                 if subject == "nginx":
                     # No master process: the one nginx process under callgrind does the work.
                     conf = nginx_proxy_conf(tmp, port, up_port, 1)
@@ -204,24 +225,18 @@ def main() -> None:
                     )
                     host = None
                 else:
-                    cmd = valgrind(
-                        out_dir,
-                        [
-                            PYTHON,
-                            str(HERE / "serve_gateway.py"),
-                            "--data-dir",
-                            str(tmp / "gw"),
-                            "--port",
-                            str(port),
-                            "--team",
-                            TEAM,
-                            "--static",
-                            f"127.0.0.1:{up_port}",
-                        ],
-                    )
+                    gateway = [PYTHON, str(HERE / "serve_gateway.py"), "--port", str(port)]
+                    gateway += ["--data-dir", str(tmp / subject), "--team", TEAM]
+                    gateway += ["--static", f"127.0.0.1:{up_port}"]
+                    if subject == "gateway-traefik":
+                        gateway += ["--trusted-proxies", "127.0.0.1"]
+                        headers = TRAEFIK_HEADERS
+                    cmd = valgrind(out_dir, gateway)
                 proc = procs.start(subject, cmd)
                 wait_http(port, host=host or "127.0.0.1", proc=proc, timeout=300)
-                per_request, requests = measure(proc.pid, port, host, args.seconds, out_dir)
+                per_request, requests = measure(
+                    proc.pid, port, host, args.seconds, out_dir, headers
+                )
                 rows.append((subject, per_request, requests))
                 print(
                     f"{subject:8} {per_request / 1000:8.1f}k instructions/request "

@@ -182,6 +182,26 @@ SETTINGS: tuple[Setting, ...] = (
         31536000,
         "Strict-Transport-Security max-age (seconds) sent on HTTPS responses (0 = no header).",
     ),
+    # -- TLS from Traefik's ACME store (the gateway serves TLS, Traefik renews) --
+    Setting(
+        "tls_acme_store",
+        str,
+        "",
+        "Traefik's acme.json: serve HTTPS with its certificate for <domain> and *.<domain>, "
+        "reloaded on renewal (instead of --tls-cert/--tls-key).",
+    ),
+    Setting(
+        "tls_acme_resolver",
+        str,
+        "",
+        "With --tls-acme-store: the certificate resolver to read ('' = any that has one).",
+    ),
+    Setting(
+        "tls_acme_interval",
+        float,
+        5.0,
+        "With --tls-acme-store: seconds between checks of the store for a renewed certificate.",
+    ),
     Setting("admin_host", str, "127.0.0.1", "Address the admin API listener binds to."),
     Setting(
         "admin_port",
@@ -276,6 +296,10 @@ class Config:
     tls_key: str = ""
     redirect_port: int = 0
     hsts_max_age: int = 31536000
+    # -- TLS from Traefik's ACME store --
+    tls_acme_store: str = ""
+    tls_acme_resolver: str = ""
+    tls_acme_interval: float = 5.0
     admin_host: str = "127.0.0.1"
     admin_port: int = 8001
     admin_socket: str = ""
@@ -317,11 +341,13 @@ class Config:
             raise ConfigError("give both --tls-cert and --tls-key (or neither)")
         if self.unsent_mail not in ("drop", "log"):
             raise ConfigError(f"--unsent-mail {self.unsent_mail!r}: choose 'drop' or 'log'")
-        if self.redirect_port and not self.tls_cert:
+        if self.redirect_port and not (self.tls_cert or self.tls_acme_store):
             raise ConfigError(
                 "--redirect-port redirects plain HTTP to HTTPS: it needs --tls-cert and "
-                "--tls-key (or drop --redirect-port)"
+                "--tls-key or --tls-acme-store (or drop --redirect-port)"
             )
+        if self.tls_acme_store and self.tls_cert:
+            raise ConfigError("give --tls-cert/--tls-key or --tls-acme-store, not both")
         positive = (
             "hold_timeout",
             "connect_timeout",
@@ -336,6 +362,7 @@ class Config:
             "max_pause",
             "backup_retention",
             "backup_sync_interval",
+            "tls_acme_interval",
             "max_request_line",
             "max_header_bytes",
             "max_headers",
@@ -366,7 +393,7 @@ class Config:
 
     @property
     def tls(self) -> bool:
-        return bool(self.tls_cert)
+        return bool(self.tls_cert or self.tls_acme_store)
 
     def team_url(self, slug: str) -> str:
         scheme, _, rest = self.base_url.partition("://")

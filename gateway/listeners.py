@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from gateway.acme_store import tls_files
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.routing.table import normalize_host
@@ -69,6 +70,9 @@ def hsts_headers(config: Config) -> list[tuple[str, str]]:
 def tls_options(config: Config) -> dict[str, Any]:
     if not config.tls:
         return {}
+    if config.tls_acme_store:
+        files = tls_files(config)  # written from the store by acme_store.prepare()
+        return {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
     return {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key}
 
 

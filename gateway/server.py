@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway import logs, native, sdnotify
+from gateway import acme_store, logs, native, sdnotify
 from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.limits import ListenerConfig, ListenerLimits, raise_fd_limit
@@ -65,7 +65,9 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
 
 def serve(config: Config) -> None:
     logs.configure(config.log_level)
-    if config.tls:
+    if config.tls_acme_store:
+        acme_store.prepare(config)
+    elif config.tls:
         check_tls_files(config.tls_cert, config.tls_key)
     raise_fd_limit()  # every client and upstream connection is a file descriptor
     check_runtime(config)
@@ -84,11 +86,10 @@ def serve(config: Config) -> None:
         )
         try:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                runner.run(
-                    run_listeners(
-                        main, public, aux, restart=Restarter(app, main, aux, sockets, lock)
-                    )
+                serving = run_listeners(
+                    main, public, aux, restart=Restarter(app, main, aux, sockets, lock)
                 )
+                runner.run(acme_store.serve_with_reload(config, main, serving))
         finally:
             from gateway.admin.discovery import unpublish
 

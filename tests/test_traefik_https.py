@@ -81,6 +81,7 @@ def test_the_production_config_loads_in_traefik(tmp_path: Path) -> None:
     acme = static["certificatesResolvers"]["letsencrypt"]["acme"]
     acme["caServer"] = f"https://127.0.0.1:{harness.free_port()}/directory"  # nobody there
     acme["storage"] = str(tmp_path / "acme.json")
+    static["accessLog"]["filePath"] = str(tmp_path / "access.log")  # not /var/log here
     static["providers"]["file"]["filename"] = str(harness.CERTS / "dynamic.yml")
     static = harness.traefik_config.with_api(static, ports.api)
     env = {"DO_AUTH_TOKEN": "dummy-token-for-the-test"}

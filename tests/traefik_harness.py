@@ -9,13 +9,14 @@ to them is what gets tested. The transformation changes only what cannot work he
   the production domain) instead of the ACME resolver (no CA, no DNS here): the resolver is
   removed from the entrypoint, the router and the static file;
 - the gateway's address: the test gateway's free port instead of 127.0.0.1:8000;
+- the access log's file: next to the derived dynamic.yml instead of /var/log/traefik;
 - evidence: Traefik's API on a loopback-only entrypoint (the same addition ``gateway edge
   upgrade`` makes in production, ``gateway.edge.traefik_config.with_api``);
 - only where asked (the load scenario, whose gateway serves ``localhost``): the domain in the
   router rule.
 
 Everything else (redirect, forwarded headers, timeouts, reusePort, lifeCycle, retry, transport,
-access log) is the production file as written.
+the access log's buffering and filters) is the production file as written.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def derive(
     eps["websecure"]["http"]["tls"] = {}  # TLS on, the certificate from the file provider
     del static["certificatesResolvers"]
     static["providers"]["file"]["filename"] = str(dynamic_path)
+    if "filePath" in (static.get("accessLog") or {}):
+        static["accessLog"]["filePath"] = str(dynamic_path.parent / "access.log")
     static = traefik_config.with_api(static, ports.api)
     for router in dynamic["http"]["routers"].values():
         router["tls"] = {}

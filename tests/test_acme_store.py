@@ -1,0 +1,307 @@
+"""The gateway serving TLS with the certificate from Traefik's ACME store (``tls_acme_store``).
+
+The store is a real ``acme.json`` in the layout Traefik's ``LocalStore`` writes (resolver ->
+Account + Certificates, PEM chain and key base64-encoded, written in place with mode 0600).
+Its certificates come from ``gateway certs dev``'s CA: an ACME CA (Let's Encrypt) cannot be
+reached from here, and that is the only stand-in. Everything else is real: ``gateway serve`` as a
+process, TLS handshakes over loopback, keep-alive connections that live through the renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.acme_store import read_store
+from gateway.config import Config
+from gateway.errors import ConfigError
+from gateway.tls import DevCerts, client_context, make_dev_certs
+from tests import traefik_harness as harness
+from tests.edge import free_port
+
+DOMAIN = "example.test"
+GATEWAY = str(Path(sys.executable).with_name("gateway"))
+
+
+def lego_key(certs: DevCerts) -> bytes:
+    """The key as Traefik's ACME client (lego) stores an EC key: SEC1 'EC PRIVATE KEY'."""
+    key = serialization.load_pem_private_key(certs.key.read_bytes(), password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def entry(main: str, sans: list[str], chain: bytes, key: bytes) -> dict[str, object]:
+    return {
+        "domain": {"main": main, "sans": sans},
+        "certificate": base64.b64encode(chain).decode(),
+        "key": base64.b64encode(key).decode(),
+        "Store": "default",
+    }
+
+
+def store_json(resolvers: dict[str, list[dict[str, object]]]) -> bytes:
+    data = {
+        name: {
+            "Account": {
+                "Email": "ops@example.test",
+                "Registration": {
+                    "body": {"status": "valid", "contact": ["mailto:ops@example.test"]},
+                    "uri": "https://acme.invalid/acme/acct/1",
+                },
+                "PrivateKey": base64.b64encode(b"not used by the gateway").decode(),
+                "KeyType": "4096",
+            },
+            "Certificates": certs,
+        }
+        for name, certs in resolvers.items()
+    }
+    return json.dumps(data, indent=2).encode()  # Go's json.MarshalIndent(object, "", "  ")
+
+
+def write_in_place(path: Path, data: bytes) -> None:
+    """As Traefik's LocalStore saves: os.WriteFile, truncating the same file (not atomic)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def issue(tmp: Path) -> tuple[DevCerts, bytes, bytes, int]:
+    certs = make_dev_certs(DOMAIN, tmp)  # the same CA each time, a fresh leaf and key
+    chain = certs.cert.read_bytes()
+    serial = x509.load_pem_x509_certificate(chain).serial_number
+    return certs, chain, lego_key(certs), serial
+
+
+def test_reads_traefiks_layout_and_picks_the_wildcard_with_the_latest_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.tls.LEAF_DAYS", 30)  # the certificate about to be renewed
+    _, old_chain, old_key, old_serial = issue(tmp_path / "ca")
+    monkeypatch.setattr("gateway.tls.LEAF_DAYS", 90)
+    _, chain, key, serial = issue(tmp_path / "ca")
+    other = make_dev_certs("other.test", tmp_path / "other")
+    store = tmp_path / "acme.json"
+    write_in_place(
+        store,
+        store_json(
+            {
+                "letsencrypt": [
+                    entry("other.test", ["*.other.test"], other.cert.read_bytes(), lego_key(other)),
+                    entry(DOMAIN, [f"*.{DOMAIN}"], chain, key),
+                    entry(DOMAIN, [f"*.{DOMAIN}"], old_chain, old_key),
+                    {"domain": {"main": DOMAIN}, "certificate": "", "key": ""},  # skipped
+                ],
+                "staging": [],
+            }
+        ),
+    )
+    got = read_store(store, DOMAIN)
+    assert (got.serial, got.chain, got.key) == (serial, chain, key)
+    assert got.serial != old_serial
+    assert got.names == {DOMAIN, f"*.{DOMAIN}"} and got.resolver == "letsencrypt"
+    assert read_store(store, "other.test").names == {"other.test", "*.other.test"}
+    assert read_store(store, DOMAIN, "letsencrypt").serial == serial
+    with pytest.raises(ConfigError, match=r"no resolver 'zerossl'.*letsencrypt, staging"):
+        read_store(store, DOMAIN, "zerossl")
+    with pytest.raises(ConfigError, match=r"no certificate for both nope\.test and \*\.nope"):
+        read_store(store, "nope.test")
+
+
+def test_store_errors_are_one_line(tmp_path: Path) -> None:
+    store = tmp_path / "acme.json"
+    with pytest.raises(ConfigError, match="cannot read the ACME store"):
+        read_store(store, DOMAIN)
+    write_in_place(store, b'{"letsencrypt": {"Certificates": [')  # caught mid-write
+    with pytest.raises(ConfigError, match="is not JSON"):
+        read_store(store, DOMAIN)
+    write_in_place(store, store_json({"le": []}))  # the resolver has not obtained one yet
+    with pytest.raises(ConfigError, match="no certificates"):
+        read_store(store, DOMAIN)
+    certs = make_dev_certs(DOMAIN, tmp_path / "ca")
+    with pytest.raises(ConfigError, match="not both"):
+        Config(tls_acme_store=str(store), tls_cert=str(certs.cert), tls_key=str(certs.key))
+    assert Config(tls_acme_store=str(store)).tls
+    with pytest.raises(ConfigError, match="tls_acme_interval must be positive"):
+        Config(tls_acme_store=str(store), tls_acme_interval=0)
+
+
+async def handshake_serial(port: int, ctx: ssl.SSLContext) -> int:
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=DOMAIN)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return int(x509.load_der_x509_certificate(der).serial_number)
+    finally:
+        writer.close()
+
+
+class KeepAlive:
+    """One TLS connection sending requests back to back, counting answers and failures."""
+
+    def __init__(self, port: int, ctx: ssl.SSLContext) -> None:
+        self.port, self.ctx = port, ctx
+        self.ok = 0
+        self.failures: list[str] = []
+        self.serial = -1
+        self.request = f"GET /-/gateway/livez HTTP/1.1\r\nHost: {DOMAIN}:{port}\r\n\r\n".encode()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, ssl=self.ctx, server_hostname=DOMAIN
+        )
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        self.serial = x509.load_der_x509_certificate(der).serial_number
+        try:
+            while not stop.is_set():
+                writer.write(self.request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    self.failures.append(head.split(b"\r\n", 1)[0].decode())
+                self.ok += 1
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            self.failures.append(repr(exc))
+        finally:
+            writer.close()
+
+
+@pytest.mark.slow
+async def test_renewal_under_keepalive_load_drops_nothing(tmp_path: Path) -> None:
+    certs, chain, key, first = issue(tmp_path / "ca")
+    store = tmp_path / "traefik" / "acme.json"
+    store.parent.mkdir()
+    write_in_place(store, store_json({"letsencrypt": [entry(DOMAIN, [f"*.{DOMAIN}"], chain, key)]}))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    log_path = tmp_path / "gateway.log"
+    with open(log_path, "wb") as log:  # noqa: ASYNC230
+        proc = await asyncio.create_subprocess_exec(
+            *(GATEWAY, "serve", "--domain", DOMAIN, "--port", str(port), "--admin-port", "0"),
+            *("--data-dir", str(tmp_path / "data"), "--tls-acme-store", str(store)),
+            *("--tls-acme-interval", "0.1"),
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
+        )
+    ctx = client_context(certs.ca)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.returncode is None, log_path.read_text()[-3000:]
+            try:
+                assert await handshake_serial(port, ctx) == first
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                await asyncio.sleep(0.1)
+        stop = asyncio.Event()
+        clients = [KeepAlive(port, ctx) for _ in range(8)]
+        load = [asyncio.ensure_future(c.run(stop)) for c in clients]
+        await asyncio.sleep(1.0)
+        before = sum(c.ok for c in clients)
+
+        # Traefik renews: first a store caught half-written (the watcher must keep serving the
+        # old certificate), then the whole file with the new certificate.
+        _, new_chain, new_key, second = issue(tmp_path / "ca")
+        renewed = store_json({"letsencrypt": [entry(DOMAIN, [f"*.{DOMAIN}"], new_chain, new_key)]})
+        write_in_place(store, renewed[: len(renewed) // 2])
+        await asyncio.sleep(0.5)
+        assert await handshake_serial(port, ctx) == first
+        write_in_place(store, renewed)
+        deadline = time.monotonic() + 30
+        while (serial := await handshake_serial(port, ctx)) != second:
+            assert serial == first
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            await asyncio.sleep(0.1)
+        # Fresh handshakes from now on all see the renewed certificate.
+        for _ in range(5):
+            assert await handshake_serial(port, ctx) == second
+        during = sum(c.ok for c in clients)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*load)
+        after = sum(c.ok for c in clients)
+        print(f"keep-alive answers: {after} ({before} before the renewal), 8 connections")
+        assert [c.failures for c in clients] == [[]] * len(clients)
+        # The connections opened before the renewal kept their certificate and kept answering.
+        assert {c.serial for c in clients} == {first}
+        assert before > 0 and after > during
+        text = log_path.read_text()
+        assert text.count("not reloaded (keeping the current one)") == 1  # once, not per look
+        assert f"reloaded from {store} (serial {second:x}" in text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+def test_serve_refuses_a_store_without_the_domain_in_one_line(tmp_path: Path) -> None:
+    other = make_dev_certs("other.test", tmp_path / "other")
+    store = tmp_path / "acme.json"
+    write_in_place(
+        store,
+        store_json({"le": [entry("other.test", [], other.cert.read_bytes(), lego_key(other))]}),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    result = subprocess.run(
+        [
+            *(GATEWAY, "serve", "--domain", DOMAIN, "--port", str(free_port())),
+            *("--admin-port", "0", "--data-dir", str(tmp_path / "data")),
+            *("--tls-acme-store", str(store)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "no certificate for both example.test and *.example.test" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_fast_shapes_acme_only_traefik_loads(tmp_path: Path) -> None:
+    """docs/production.md's fast shape, step 1: certs/traefik.yml with websecure on a loopback
+    port and no web entrypoint. Traefik still builds the router with the resolver and the
+    wildcard domains (what it obtains and renews) and reports no configuration error (ACME's
+    own errors aside: its CA cannot be reached from here)."""
+    static, _dynamic, _env = harness.production()
+    ports = harness.Ports.free()
+    del static["entryPoints"]["web"]
+    static["entryPoints"]["websecure"]["address"] = f"127.0.0.1:{ports.websecure}"
+    acme = static["certificatesResolvers"]["letsencrypt"]["acme"]
+    acme["caServer"] = f"https://127.0.0.1:{harness.free_port()}/directory"  # nobody there
+    acme["storage"] = str(tmp_path / "acme.json")
+    static["accessLog"]["filePath"] = str(tmp_path / "access.log")
+    static["providers"]["file"]["filename"] = str(harness.CERTS / "dynamic.yml")
+    static = harness.traefik_config.with_api(static, ports.api)
+    traefik = harness.start(static, ports, tmp_path, env={"DO_AUTH_TOKEN": "dummy-for-the-test"})
+    try:
+        routers = {r["name"]: r for r in httpx.get(f"{traefik.api_url}/api/http/routers").json()}
+        gateway = routers["gateway@file"]
+        assert gateway["status"] == "enabled" and gateway["entryPoints"] == ["websecure"]
+        assert gateway["tls"]["certResolver"] == "letsencrypt"
+        assert gateway["tls"]["domains"] == [{"main": "example.org", "sans": ["*.example.org"]}]
+        assert "web-to-websecure@internal" not in routers
+        assert [e for e in traefik.errors() if "acme" not in e.lower()] == []
+    finally:
+        assert traefik.stop() == 0

@@ -69,9 +69,9 @@ def serve(config: Config) -> None:
         acme_store.prepare(config)
     elif config.tls:
         check_tls_files(config.tls_cert, config.tls_key)
-    raise_fd_limit()  # every client and upstream connection is a file descriptor
     check_runtime(config)
     with hold_running_lock(config.data_dir) as lock:
+        raise_fd_limit()  # every client and upstream connection is a file descriptor
         app = create_app(config)
         sockets = Sockets()
         main, public, aux = build_listeners(app, config, sockets)

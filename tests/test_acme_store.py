@@ -137,7 +137,7 @@ def test_store_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not both"):
         Config(tls_acme_store=str(store), tls_cert=str(certs.cert), tls_key=str(certs.key))
     assert Config(tls_acme_store=str(store)).tls
-    with pytest.raises(ConfigError, match="tls_acme_interval must be positive"):
+    with pytest.raises(ConfigError, match="--tls-acme-interval must be a positive number"):
         Config(tls_acme_store=str(store), tls_acme_interval=0)
 
 

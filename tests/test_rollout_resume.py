@@ -126,6 +126,9 @@ def test_a_rollout_interrupted_by_killing_the_gateway_resumes_where_it_stopped(
     finally:
         if rollout_cli.poll() is None:
             rollout_cli.kill()
+            rollout_cli.wait(30)
+        assert rollout_cli.stdout is not None
+        rollout_cli.stdout.close()  # a test that fails here must not leak the pipe to the next
     assert rollout_cli.returncode != 0, out  # the CLI saw its rollout cut off
     assert fleet.gw.proc is not None and fleet.gw.proc.wait(30) == -signal.SIGKILL
     rows = fleet.deploys()

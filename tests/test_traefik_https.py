@@ -58,7 +58,11 @@ async def stack(config: Config, tmp_path: Path) -> AsyncIterator[Stack]:
     ports = harness.Ports.free()
     certs = make_dev_certs(DOMAIN, tmp_path / "certs")
     access_log = tmp_path / "access.log"
-    gw_config = harness.gateway_config(config, ports).replace(access_log=str(access_log))
+    # Room for the largest upload (1 GiB) in the team's storage quota (tested on its own in
+    # tests/test_abuse_limits.py): here the edge is under test, not the quota.
+    gw_config = harness.gateway_config(config, ports).replace(
+        access_log=str(access_log), team_quota_bytes=4 * 1024**3
+    )
     async with run_edge(gw_config) as gw:
         traefik = await asyncio.to_thread(
             harness.start_for_gateway, gw.config.port, certs, tmp_path / "traefik", ports

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import signal
@@ -294,38 +293,38 @@ def upload_workers() -> list[int]:
     return found
 
 
-async def test_at_most_max_workers_run_at_once(roomy: Member):
-    """The real cap (runner.MAX_WORKERS, not patched): with every running worker frozen, the
-    other jobs stay queued with no process; released, they all finish."""
+async def test_at_most_max_workers_run_at_once(roomy: Member, config: Config):
+    """The real cap (runner.MAX_WORKERS, not patched): while the team's import lock is held
+    (as a long import into the same database holds it), the running workers all wait on it and
+    the other jobs stay with no process; released, they all finish."""
+    import fcntl
+
     from gateway.upload.runner import MAX_WORKERS
 
     jobs = roomy.running.app.upload.jobs
-    posted = [
-        (await roomy.post(big_csv(2_000), auto="1", table=f"w{i}")).json()["jobs"][0]
-        for i in range(MAX_WORKERS + 2)
-    ]
-    frozen: set[int] = set()
+    lock_path = config.teams_dir / "alpha" / ".spool" / "data.db.import-lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # no job can import, so none can finish
+        posted = [
+            (await roomy.post(big_csv(2_000), auto="1", table=f"w{i}")).json()["jobs"][0]
+            for i in range(MAX_WORKERS + 2)
+        ]
         for _ in range(6000):  # bounded: 60 s
-            for job in posted:
-                pid = jobs.get(job["id"]).pid
-                if pid and pid not in frozen and jobs.get(job["id"]).state != "done":
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGSTOP)
-                        frozen.add(pid)
-            if len(frozen) >= MAX_WORKERS:
+            queued = [j for j in posted if jobs.get(j["id"]).state == "queued"]
+            if len(queued) >= MAX_WORKERS:
                 break
             await asyncio.sleep(0.01)
-        assert len(frozen) == MAX_WORKERS, frozen
-        # The slots are held by frozen workers: no further worker can start, however long.
-        assert sorted(upload_workers()) == sorted(frozen)
+        # The slots are held by workers waiting for the lock: no further worker starts.
+        running = [j for j in posted if jobs.get(j["id"]).pid]
+        assert len(running) == MAX_WORKERS, [jobs.get(j["id"]) for j in posted]
+        assert sorted(upload_workers()) == sorted(jobs.get(j["id"]).pid for j in running)
         waiting = [j for j in posted if jobs.get(j["id"]).pid is None]
         states = {jobs.get(j["id"]).state for j in waiting}
         assert len(waiting) == 2 and states <= {"analyzing", "queued"}, states
     finally:
-        for pid in frozen:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        os.close(fd)  # releases the lock
     done = [await roomy.wait(j, ("done", "failed")) for j in posted]
     assert [d["state"] for d in done] == ["done"] * len(posted), done
 

@@ -6,6 +6,7 @@ gateway.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -149,6 +150,7 @@ def test_the_successor_sweeps_a_job_whose_predecessor_died_mid_restart(tmp_path:
         gw.start()
         until(answers, what="the gateway serves alpha")
         job_id, worker = start_import(gw, token, data_dir)
+        os.kill(worker, signal.SIGSTOP)  # held mid-import: it cannot finish before the checks
         os.kill(gw.pid, signal.SIGHUP)  # `gateway restart`
         until(lambda: "restart: starting a successor" in gw.log(), what="a successor starts")
         os.kill(gw.pid, signal.SIGSTOP)  # the predecessor stops acting (and accepting) here
@@ -161,6 +163,8 @@ def test_the_successor_sweeps_a_job_whose_predecessor_died_mid_restart(tmp_path:
             assert alive(worker)
         finally:
             os.kill(gw.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGCONT)  # its parent-death SIGTERM is delivered now
         assert gw.proc is not None and gw.proc.wait(30) == -signal.SIGKILL
         until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
         until(

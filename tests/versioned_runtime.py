@@ -33,6 +33,12 @@ class VersionedRuntime(LocalRuntime):
     def version(self) -> str:
         return os.environ.get(VERSION_ENV, "v1")
 
+    async def check_version(self, version: str) -> str:
+        return version  # any label: each version is its own metadata title (see _spawn)
+
+    async def running_version(self, instance: Instance) -> str:
+        return instance.version
+
     async def _spawn(self, instance: Instance, port: int) -> asyncio.subprocess.Process:
         team_dir = self.team_dir(instance.team)
         metadata = team_dir / f"version-{instance.version}.json"

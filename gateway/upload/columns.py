@@ -172,6 +172,8 @@ def check_table_name(raw: str) -> str:
         raise ImportFailed("Table names starting with 'sqlite_' are reserved by SQLite.")
     if name.lower().startswith("_gateway_"):
         raise ImportFailed("Table names starting with '_gateway_' are reserved.")
+    if name.lower().startswith("_litestream_"):
+        raise ImportFailed("Table names starting with '_litestream_' are reserved for backups.")
     return name
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.upload.columns import quote
-from gateway.upload.jobs import STAGING_PREFIX
+from gateway.upload.jobs import SERVICE_TABLES
 
 COUNT_BUDGET = 1.0  # seconds for all of a database's row counts together
 CACHE_MAX = 1024  # databases remembered (one entry per team)
@@ -89,11 +89,8 @@ def read(db: Path) -> Inventory:
 def _tables(conn: sqlite3.Connection) -> tuple[TableInfo, ...]:
     names = [
         r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' "
-            "ESCAPE '\\' AND name NOT LIKE ? ESCAPE '\\' ORDER BY name",
-            [STAGING_PREFIX.replace("_", "\\_") + "%"],
-        )
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        if not r[0].lower().startswith(SERVICE_TABLES)
     ]
     # Bytes per table: its own b-tree and its indexes' (dbstat's per-b-tree totals).
     owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE rootpage > 0"))

@@ -19,6 +19,10 @@ from gateway.store.db import Store
 RUNNING = ("analyzing", "queued", "importing")
 FINISHED = ("done", "failed")
 STAGING_PREFIX = "_gateway_staging_"
+# Tables in a team's database that are not the journalist's: SQLite's own, an import's staging
+# table, and Litestream's bookkeeping (gateway/backup/). Never listed, renamed, dropped or
+# imported into.
+SERVICE_TABLES = ("sqlite_", STAGING_PREFIX, "_litestream_")
 
 
 @dataclass

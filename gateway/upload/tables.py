@@ -18,7 +18,7 @@ from pathlib import Path
 from gateway.upload import importer
 from gateway.upload.columns import check_table_name, quote
 from gateway.upload.errors import ImportFailed
-from gateway.upload.jobs import STAGING_PREFIX
+from gateway.upload.jobs import SERVICE_TABLES
 
 
 @contextlib.contextmanager
@@ -37,7 +37,7 @@ def _existing(conn: sqlite3.Connection, table: str) -> str:
     row = conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", [table]
     ).fetchone()
-    if row is None or row[0].startswith(("sqlite_", STAGING_PREFIX)):
+    if row is None or row[0].lower().startswith(SERVICE_TABLES):
         raise ImportFailed(f"There is no table {table!r}.")
     return str(row[0])
 

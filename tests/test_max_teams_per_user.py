@@ -120,7 +120,7 @@ async def test_an_owner_invitation_beyond_the_cap_gets_the_error_page(
     path = await owner_invite(ann, site)
     r = await bob.post(path, {})
     assert r.status_code == 400 and "text/html" in r.headers["content-type"]
-    assert "already owns 1 teams" in r.text and "the most one account may own" in r.text
+    assert "already owns 1 team," in r.text and "the most one account may own" in r.text
     assert (await bob.get(site.url("alpha", "/echo"))).status_code == 403  # not a member
     (row,) = site.app.store.query("SELECT used_at FROM invites")
     assert row["used_at"] is None  # the link was not spent

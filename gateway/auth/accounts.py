@@ -32,11 +32,15 @@ class TooManyTeams(AccountError):
 
     def __init__(self, owned: int, limit: int) -> None:
         super().__init__(
-            f"This account already owns {owned} teams, the most one account may own here. "
+            f"This account already owns {_teams(owned)}, the most one account may own here. "
             "Leave one of them or ask an operator."
         )
         self.owned = owned
         self.limit = limit
+
+
+def _teams(n: int) -> str:
+    return f"{n} team{'s' if n != 1 else ''}"
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,8 @@ def register(cli: click.Group, teams: click.Group) -> None:
             accounts.add_member(store, slug, user.id, role, max_owned=limit)
         except accounts.TooManyTeams as exc:
             raise click.ClickException(
-                f"{user.email} already owns {exc.owned} teams (max_teams_per_user is "
+                f"{user.email} already owns {exc.owned} team{'s' if exc.owned != 1 else ''} "
+                f"(max_teams_per_user is "
                 f"{exc.limit}); add --force to make them owner anyway, or raise "
                 "--max-teams-per-user"
             ) from exc

@@ -146,6 +146,14 @@ SETTINGS: tuple[Setting, ...] = (
         1024**3,
         "Storage per team (volume plus uploads in progress); an upload past it gets 413.",
     ),
+    # -- tenant integrity: teams one user may own (issue 13) --
+    Setting(
+        "max_teams_per_user",
+        int,
+        5,
+        "Teams one user may own; making an owner beyond it is refused (the CLI's --force may "
+        "exceed it; 0 = no limit).",
+    ),
     # -- deploys --
     Setting(
         "deploy_timeout", float, 30.0, "Seconds a new instance has to become healthy in a deploy."
@@ -286,6 +294,8 @@ class Config:
     signups_per_hour: int = 30
     max_teams: int = 100
     team_quota_bytes: int = 1024**3
+    # teams one user may own (issue 13)
+    max_teams_per_user: int = 5
     deploy_timeout: float = 30.0
     deploy_parallel: int = 2
     max_pause: float = 30.0

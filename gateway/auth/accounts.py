@@ -26,6 +26,23 @@ class AccountError(GatewayError):
     """A user's mistake on an account form or command: the message is shown as is."""
 
 
+class TooManyTeams(AccountError):
+    """The user already owns ``max_teams_per_user`` teams: making them owner of one more is
+    refused (the CLI's ``--force`` passes ``max_owned=0``)."""
+
+    def __init__(self, owned: int, limit: int) -> None:
+        super().__init__(
+            f"This account already owns {_teams(owned)}, the most one account may own here. "
+            "Leave one of them or ask an operator."
+        )
+        self.owned = owned
+        self.limit = limit
+
+
+def _teams(n: int) -> str:
+    return f"{n} team{'s' if n != 1 else ''}"
+
+
 @dataclass(frozen=True)
 class User:
     id: str
@@ -162,12 +179,31 @@ def members(store: Store, team: str) -> list[tuple[User, str]]:
     return [(_user(r), r["role"]) for r in rows]
 
 
-def add_member(store: Store, team: str, user_id: str, role: str = "member") -> None:
+def check_owner_cap(conn: sqlite3.Connection, user_id: str, team: str, max_owned: int) -> None:
+    """The one check of ``max_teams_per_user`` (0 = no limit), run inside the write
+    transaction that would make ``user_id`` an owner of ``team``, so two at once cannot both
+    pass. Already owning ``team`` is no new team."""
+    if not max_owned:
+        return
+    owned = conn.execute(
+        "SELECT count(*) FROM memberships WHERE user_id = ? AND role = 'owner' AND team != ?",
+        [user_id, team],
+    ).fetchone()[0]
+    if owned >= max_owned:
+        raise TooManyTeams(owned, max_owned)
+
+
+def add_member(
+    store: Store, team: str, user_id: str, role: str = "member", *, max_owned: int = 0
+) -> None:
+    """Add ``user_id`` to ``team`` or change their role; ``max_owned``: max_teams_per_user."""
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
     with store.transaction() as conn:
         if not conn.execute("SELECT 1 FROM teams WHERE slug = ?", [team]).fetchone():
             raise AccountError(f"there is no team {team!r}")
+        if role == "owner":
+            check_owner_cap(conn, user_id, team, max_owned)
         conn.execute(
             "INSERT INTO memberships (team, user_id, role, created_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT(team, user_id) DO UPDATE SET role = excluded.role",
@@ -218,13 +254,21 @@ def create_invite(store: Store, team: str, created_by: str, role: str = "member"
     return invite_id
 
 
-def use_invite(store: Store, invite_id: str, user_id: str) -> str:
-    """Consume an invite once: returns the team joined, or raises AccountError."""
+def use_invite(store: Store, invite_id: str, user_id: str, *, max_owned: int = 0) -> str:
+    """Consume an invite once: returns the team joined, or raises AccountError.
+
+    An owner invitation counts toward ``max_owned`` (max_teams_per_user); refused, the
+    link stays unused."""
     now = time.time()
     with store.transaction() as conn:
         row = conn.execute("SELECT * FROM invites WHERE id = ?", [invite_id]).fetchone()
         if row is None or row["used_at"] is not None or row["expires_at"] < now:
             raise AccountError("This invitation link has expired or was already used.")
+        member = conn.execute(
+            "SELECT 1 FROM memberships WHERE team = ? AND user_id = ?", [row["team"], user_id]
+        ).fetchone()
+        if row["role"] == "owner" and member is None:  # a member keeps their role (DO NOTHING)
+            check_owner_cap(conn, user_id, row["team"], max_owned)
         conn.execute(
             "UPDATE invites SET used_at = ?, used_by = ? WHERE id = ?", [now, user_id, invite_id]
         )

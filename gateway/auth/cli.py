@@ -71,8 +71,8 @@ def register(cli: click.Group, teams: click.Group) -> None:
         user = accounts.create_user(
             store, email, _hash(password, email), verified=True, operator=operator
         )
-        if slug:
-            accounts.add_member(store, slug, user.id, role)
+        if slug:  # a new account owns no team yet: always within max_teams_per_user
+            accounts.add_member(store, slug, user.id, role, max_owned=config.max_teams_per_user)
         click.echo(
             f"Created user {email} ({user.id})"
             + (f", {role} of {slug}" if slug else "")
@@ -153,14 +153,26 @@ def register(cli: click.Group, teams: click.Group) -> None:
     @click.argument("slug")
     @click.argument("email")
     @click.option("--role", type=click.Choice(accounts.ROLES), default="member", show_default=True)
+    @click.option(
+        "--force", is_flag=True, help="Make them owner even beyond the max_teams_per_user limit."
+    )
     @config_options
     @run_cli
-    def teams_add_member(config: Config, slug: str, email: str, role: str) -> None:
+    def teams_add_member(config: Config, slug: str, email: str, role: str, force: bool) -> None:
         """Add user EMAIL to team SLUG (or change their role)."""
         store = open_store(config.control_db)
         slug = validate_slug(slug)
         user = _user(store, email)
-        accounts.add_member(store, slug, user.id, role)
+        limit = 0 if force else config.max_teams_per_user
+        try:
+            accounts.add_member(store, slug, user.id, role, max_owned=limit)
+        except accounts.TooManyTeams as exc:
+            raise click.ClickException(
+                f"{user.email} already owns {exc.owned} team{'s' if exc.owned != 1 else ''} "
+                f"(max_teams_per_user is "
+                f"{exc.limit}); add --force to make them owner anyway, or raise "
+                "--max-teams-per-user"
+            ) from exc
         click.echo(f"{user.email} is now {role} of {slug}")
 
     @teams.command("remove-member")

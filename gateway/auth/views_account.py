@@ -108,7 +108,8 @@ def routes(web: Web) -> list[Route]:
                 except accounts.AccountError as err:  # taken in the meantime: same answer
                     raise accounts.AccountError(TAKEN) from err
                 if invite:
-                    accounts.use_invite(gw.store, invite.id, user.id)
+                    limit = gw.config.max_teams_per_user  # a new account owns none: always within
+                    accounts.use_invite(gw.store, invite.id, user.id, max_owned=limit)
             except (accounts.AccountError, GatewayError) as err:
                 if isinstance(err, TooManyRequests):
                     raise

@@ -154,7 +154,8 @@ def routes(web: Web) -> list[Route]:
             if session is None:
                 return web.redirect(auth.login_url(request.url.path))
             await web.form(request, session)
-            slug = accounts.use_invite(gw.store, found.id, session.user_id)
+            limit = gw.config.max_teams_per_user  # an owner invitation may be one too many
+            slug = accounts.use_invite(gw.store, found.id, session.user_id, max_owned=limit)
             auth.changed()
             return web.redirect(f"/teams/{slug}")
         # Signed out: name the team and the inviter, and offer both ways in, keeping the link.

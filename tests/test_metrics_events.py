@@ -137,8 +137,8 @@ async def test_certificate_expiry(config: Config, start_gateway: StartGateway, t
 async def test_upstream_header_latency_histogram(
     config: Config, start_gateway: StartGateway
 ) -> None:
-    """The time an instance takes to answer, by team: a real upstream sleeping 0.3 s lands
-    above the 0.25 s bucket, fast answers below it, and another team's series stays still."""
+    """The time an instance takes to answer, by team: a real upstream sleeping 1.2 s lands
+    above the 1 s bucket, fast answers below it, and another team's series stays still."""
     name = "gateway_upstream_header_duration_seconds"
     alpha = await UvicornUpstream().start()
     beta = await UvicornUpstream().start()
@@ -152,12 +152,12 @@ async def test_upstream_header_latency_histogram(
         assert one(m, f"{name}_bucket", team="alpha", le="+Inf") == 0
 
         async with gw.client() as client:
-            r = await client.get(gw.url("alpha", "/slow"), params={"s": "0.3"})
+            r = await client.get(gw.url("alpha", "/slow"), params={"s": "1.2"})
         assert r.status_code == 200
         m = scrape(gw.app)
         assert one(m, f"{name}_count", team="alpha") == 1
-        assert one(m, f"{name}_sum", team="alpha") >= 0.3
-        assert one(m, f"{name}_bucket", team="alpha", le="0.25") == 0
+        assert one(m, f"{name}_sum", team="alpha") >= 1.2
+        assert one(m, f"{name}_bucket", team="alpha", le="1") == 0
         assert one(m, f"{name}_bucket", team="alpha", le="+Inf") == 1
         assert one(m, f"{name}_count", team="beta") == 0
 
@@ -168,8 +168,8 @@ async def test_upstream_header_latency_histogram(
         m = scrape(gw.app)
         assert one(m, f"{name}_count", team="alpha") == 4
         assert one(m, f"{name}_bucket", team="alpha", le="+Inf") == 4
-        # The three fast answers (milliseconds, even on a loaded machine) under 0.25 s.
-        assert one(m, f"{name}_bucket", team="alpha", le="0.25") == 3
+        # The three fast answers (milliseconds; a loaded machine stays far under 1 s).
+        assert one(m, f"{name}_bucket", team="alpha", le="1") == 3
         assert one(m, f"{name}_count", team="beta") == 0
     finally:
         await alpha.close()

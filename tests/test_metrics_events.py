@@ -132,3 +132,45 @@ async def test_certificate_expiry(config: Config, start_gateway: StartGateway, t
     cert = x509.load_pem_x509_certificate(certs.cert.read_bytes())
     expiry = one(scrape(gw.app), "gateway_tls_certificate_expiry_timestamp_seconds")
     assert expiry == pytest.approx(cert.not_valid_after_utc.timestamp())
+
+
+async def test_upstream_header_latency_histogram(
+    config: Config, start_gateway: StartGateway
+) -> None:
+    """The time an instance takes to answer, by team: a real upstream sleeping 1.2 s lands
+    above the 1 s bucket, fast answers below it, and another team's series stays still."""
+    name = "gateway_upstream_header_duration_seconds"
+    alpha = await UvicornUpstream().start()
+    beta = await UvicornUpstream().start()
+    try:
+        gw = await gateway_for(
+            start_gateway, config, {"alpha": [alpha.address], "beta": [beta.address]}
+        )
+        m = scrape(gw.app)
+        assert one(m, f"{name}_count", team="alpha") == 0
+        assert one(m, f"{name}_sum", team="alpha") == 0
+        assert one(m, f"{name}_bucket", team="alpha", le="+Inf") == 0
+
+        async with gw.client() as client:
+            r = await client.get(gw.url("alpha", "/slow"), params={"s": "1.2"})
+        assert r.status_code == 200
+        m = scrape(gw.app)
+        assert one(m, f"{name}_count", team="alpha") == 1
+        assert one(m, f"{name}_sum", team="alpha") >= 1.2
+        assert one(m, f"{name}_bucket", team="alpha", le="1") == 0
+        assert one(m, f"{name}_bucket", team="alpha", le="+Inf") == 1
+        assert one(m, f"{name}_count", team="beta") == 0
+
+        async with gw.client() as client:
+            for _ in range(3):
+                r = await client.get(gw.url("alpha", "/status"))
+                assert r.status_code == 200
+        m = scrape(gw.app)
+        assert one(m, f"{name}_count", team="alpha") == 4
+        assert one(m, f"{name}_bucket", team="alpha", le="+Inf") == 4
+        # The three fast answers (milliseconds; a loaded machine stays far under 1 s).
+        assert one(m, f"{name}_bucket", team="alpha", le="1") == 3
+        assert one(m, f"{name}_count", team="beta") == 0
+    finally:
+        await alpha.close()
+        await beta.close()

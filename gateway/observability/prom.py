@@ -96,16 +96,11 @@ class GatewayCollector(Collector):
             "Time from request to the end of the response, by team",
             labels=["team"],
         )
-        bounds = [*(str(b) for b in BUCKETS), "+Inf"]
         for team, st in sorted(self.gw.stats.teams.items()):
             label = team or NO_TEAM
             for status, n in sorted(st.statuses.items()):
                 requests.add_metric([label, str(status)], n)
-            cumulative, running = [], 0
-            for bound, n in zip(bounds, st.buckets, strict=True):
-                running += n
-                cumulative.append((bound, running))
-            latency.add_metric([label], cumulative, st.sum)
+            latency.add_metric([label], cumulative(st.buckets), st.sum)
         yield requests
         yield latency
 
@@ -174,6 +169,16 @@ class GatewayCollector(Collector):
         yield states
         yield inflight
         yield GaugeMetricFamily("gateway_teams", "Teams routed", value=len(self.gw.fleet.services))
+        upstream = HistogramMetricFamily(
+            "gateway_upstream_header_duration_seconds",
+            "Time from a request fully sent to an instance until its response head arrived, "
+            "by team",
+            labels=["team"],
+        )
+        for slug, service in sorted(self.gw.fleet.services.items()):
+            h = service.upstream_latency
+            upstream.add_metric([slug], cumulative(h.buckets), h.sum)
+        yield upstream
         yield from self._teams()
 
     def _teams(self) -> Iterator[Metric]:
@@ -218,6 +223,19 @@ class GatewayCollector(Collector):
         for state, n in _group_count(self.gw, "import_jobs", "state"):
             imports.add_metric([state], n)
         yield imports
+
+
+BOUNDS = [*(str(b) for b in BUCKETS), "+Inf"]
+
+
+def cumulative(buckets: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (``stats.BUCKETS`` and +Inf) as Prometheus's cumulative buckets."""
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, n in zip(BOUNDS, buckets, strict=True):
+        running += n
+        out.append((bound, running))
+    return out
 
 
 def _group_count(gw: Gateway, table: str, column: str) -> list[tuple[str, int]]:

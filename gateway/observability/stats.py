@@ -47,6 +47,20 @@ class TeamStats:
         self.current = 0
 
 
+class Histogram:
+    """Counts per ``BUCKETS`` bound (the last is +Inf) and their sum: ``prom.py`` exports it."""
+
+    __slots__ = ("buckets", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+
 class RequestStats:
     def __init__(self) -> None:
         self.teams: dict[str, TeamStats] = {}

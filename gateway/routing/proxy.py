@@ -298,7 +298,11 @@ class Proxy:
                     await conn.send(body)
                     if not complete:
                         await self._send_rest(conn, receive)
-                status, headers = await conn.response(max(deadline - loop.time(), 0.001))
+                # The request is all written: from here on the wait is the instance's (an
+                # upload streamed at the client's pace is not counted as upstream latency).
+                sent = loop.time()
+                status, headers = await conn.response(max(deadline - sent, 0.001))
+                service.upstream_latency.observe(loop.time() - sent)
             except UpstreamError as err:
                 target.end_request()
                 ex.conn = None

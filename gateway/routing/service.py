@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 
+from gateway.observability.stats import Histogram
 from gateway.routing.balancer import LoadBalancer
 from gateway.routing.target import State, Target
 
@@ -22,6 +23,8 @@ class Service:
         self.balancer = LoadBalancer()
         self.paused_until: float | None = None
         self.maintenance: str | None = None
+        # Request sent to an instance -> its response head arrived (the proxy observes it).
+        self.upstream_latency = Histogram()
         self._changed = asyncio.Event()
         self._pause_timer: asyncio.TimerHandle | None = None
 

@@ -366,6 +366,13 @@ async def test_points_the_replica_cannot_give_back_are_refused_clearly(edge: Edg
         await restore_team(gw.app, "alpha", None)
     jobs.fail(job.id, "a test's stand-in")
     # A team older than its history (retention dropped the start): the point is refused too.
+    # Its replica is one per team lifetime (named by the creation time): it moves along.
+    from gateway.backup.layout import file_path, lifetime
+
+    root = file_path(gw.app.backups.layout.root)
+    assert root is not None
+    lives = root / "teams" / "alpha"
+    (lives / lifetime(created)).rename(lives / lifetime(created - 7200))
     with gw.app.store.transaction() as conn:
         conn.execute("UPDATE teams SET created_at = ? WHERE slug = 'alpha'", [created - 7200])
     with pytest.raises(BackupError, match="before the oldest restorable point"):

@@ -53,9 +53,7 @@ async def test_every_page_fits_a_phone_and_passes_axe(
     from axe_playwright_python.async_playwright import Axe
     from playwright.async_api import async_playwright
 
-    gw = await start_gateway(
-        config.replace(domain="gateway.test", operators="ann@example.org"), teams=("alpha",)
-    )
+    gw = await start_gateway(config.replace(domain="gateway.test"), teams=("alpha",))
     user = make_user(gw, "ann@example.org", {"alpha": "owner"})
     await gw.wait_healthy("alpha", timeout=60)
     with sqlite3.connect(gw.config.teams_dir / "alpha" / "data.db") as conn:
@@ -97,10 +95,13 @@ async def test_status_page_updates_in_place_and_can_be_paused(
 ) -> None:
     from playwright.async_api import async_playwright
 
-    gw = await start_gateway(
-        config.replace(domain="gateway.test", operators="ann@example.org"), teams=("alpha",)
-    )
+    gw = await start_gateway(config.replace(domain="gateway.test"), teams=("alpha",))
     user = make_user(gw, "ann@example.org", {"alpha": "owner"})
+    # Operators are a role (docs/auth.md): granted explicitly, as `users grant-operator` does.
+    from gateway.auth import accounts
+
+    accounts.set_operator(gw.app.store, user, True)
+    gw.app.auth.changed()
     await gw.wait_healthy("alpha", timeout=60)
     base = gw.config.base_url
     token = gw.app.auth.tokens.create("alpha", user, "tests")

@@ -6,7 +6,9 @@ both working, and ``data_version`` lets a running gateway notice another process
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
 import secrets
 import sqlite3
 import threading
@@ -220,6 +222,20 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def open_store(path: Path) -> Store:
-    conn = connect(path)
-    migrate(conn)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Two first opens of a fresh file race on the switch to WAL and the first migration, and
+    # SQLite answers the loser "database is locked" without waiting (its deadlock rule for
+    # rollback-journal lock upgrades). Opens are rare, so they simply take turns. The lock is a
+    # file of its own: opening and closing control.db itself would drop SQLite's POSIX locks.
+    fd = os.open(path.with_name(path.name + ".open-lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        conn = connect(path)
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+    finally:
+        os.close(fd)
     return Store(conn, path)

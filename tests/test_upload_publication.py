@@ -91,7 +91,6 @@ def test_a_refused_import_leaves_no_marker(tmp_path: Path) -> None:
     csv = csv_file(tmp_path / "places.csv", 10)
     analysis = analyze(csv)
     options = resolve({"mode": "append", "table": "places"}, analysis, "places.csv")
-    options["mode"] = "append"
     conn = importer.connect(db)
     with pytest.raises(ImportFailed, match="no column"):
         importer.run_import(conn, csv, analysis, options, "_gateway_staging_j2", job_id="j2")

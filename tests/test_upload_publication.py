@@ -101,6 +101,22 @@ def test_a_refused_import_leaves_no_marker(tmp_path: Path) -> None:
     assert names == {"places"}
 
 
+def test_a_job_is_never_published_twice(tmp_path: Path) -> None:
+    db = tmp_path / "data.db"
+    setup = importer.connect(db)
+    setup.execute("CREATE TABLE places (id INTEGER, name TEXT)")
+    setup.close()
+    csv = csv_file(tmp_path / "places.csv", 10)
+    analysis = analyze(csv)
+    options = resolve({"mode": "append", "table": "places"}, analysis, "places.csv")
+    conn = importer.connect(db)
+    importer.run_import(conn, csv, analysis, options, "_gateway_staging_j3", job_id="j3")
+    with pytest.raises(ImportFailed, match="imported already"):
+        importer.run_import(conn, csv, analysis, options, "_gateway_staging_j3", job_id="j3")
+    assert conn.execute("SELECT count(*) FROM places").fetchone()[0] == 10
+    conn.close()
+
+
 def test_markers_are_pruned_to_the_newest(tmp_path: Path) -> None:
     db = tmp_path / "data.db"
     csv = csv_file(tmp_path / "t.csv", 2)

@@ -142,7 +142,8 @@ def _mark_published(conn: sqlite3.Connection, job_id: str, result: dict[str, Any
         " table_name TEXT NOT NULL, mode TEXT NOT NULL, rows INTEGER NOT NULL,"
         " published_at REAL NOT NULL, result TEXT NOT NULL) WITHOUT ROWID"
     )
-    # A plain INSERT: a job published once already fails here and rolls back, never twice.
+    if conn.execute(f"SELECT 1 FROM {IMPORTS_TABLE} WHERE job_id = ?", [job_id]).fetchone():
+        raise ImportFailed("This upload was imported already; nothing was added.")  # no twice
     conn.execute(
         f"INSERT INTO {IMPORTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
         [job_id, result["table"], result["mode"], result["rows"], time.time(),

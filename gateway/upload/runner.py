@@ -80,7 +80,7 @@ class Runner:
             reason = "the gateway stopped" if self._closing else f"exit status {code}"
             try:
                 await asyncio.to_thread(settle, self.jobs, job, f"The import stopped ({reason}).")
-            except Exception:  # no writes (a full disk): the sweep or next start retries
+            except Exception:  # undecided or unrecorded (a full disk): retried by the sweep
                 log.exception("could not end import job %s", job.id)
 
     async def close(self) -> None:
@@ -143,7 +143,7 @@ class Runner:
                         await asyncio.to_thread(
                             settle, self.jobs, job, "The import process stopped."
                         )
-                    except Exception:  # the control store refuses writes (a full disk)
+                    except Exception:  # undecided or unrecorded (a full disk)
                         log.exception("could not end import job %s; retrying", job.id)
 
 
@@ -157,6 +157,7 @@ def settle(jobs: Jobs, job: Job, message: str) -> None:
     ``failed`` there could be the very untruth the marker exists to prevent."""
     db_path = Path(job.spool_path).parent.parent / "data.db"
     result: dict[str, Any] | None = None
+    unpublished = False
     try:
         try:
             result = publication(db_path, job.id)
@@ -169,10 +170,11 @@ def settle(jobs: Jobs, job: Job, message: str) -> None:
             jobs.update(job.id, state="done", result=result, error=None, pid=None,
                         bytes_done=job.size, rows_done=result["rows"])  # fmt: skip
             return
+        unpublished = True
         jobs.fail(job.id, message)
     finally:
         remove_quietly(Path(job.spool_path))
-        if result is None and db_path.exists():
+        if unpublished and db_path.exists():
             try:
                 conn = connect(db_path)
                 try:

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from gateway.config import Config
+from gateway.upload.jobs import SERVICE_TABLES
 from tests.upload_support import Member, sign_in, staging_tables
 
 
@@ -16,7 +17,8 @@ def user_tables(member: Member) -> list[str]:
         return [
             r[0]
             for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if not r[0].startswith(("sqlite_", "_litestream_"))  # _litestream_: backups
+            # Litestream's (backups) and the imports' publication markers: not the user's.
+            if not r[0].startswith(SERVICE_TABLES)
         ]
 
 

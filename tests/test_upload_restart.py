@@ -1,8 +1,9 @@
 """An import running when its gateway dies for real (SIGKILL of a `gateway serve` process): the
 worker dies with it (PR_SET_PDEATHSIG), and the next gateway on the same data fails the job and
 leaves no half table; or, during a `gateway restart`, the successor's sweep does, once the
-predecessor's worker dies. (tests/test_upload_jobs.py covers a killed worker under a live
-gateway.)"""
+predecessor's worker dies. A gateway killed after the rows were published but before the job's
+record said so: the next gateway ends the job `done` from the team database's publication
+marker. (tests/test_upload_jobs.py covers a killed worker under a live gateway.)"""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.upload.jobs import IMPORTS_TABLE
 from tests.systemd_gateway import SystemdGateway, alive, prepare_team
-from tests.upload_support import staging_tables
+from tests.upload_support import hold_after_publication, staging_tables, two_batches
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +72,8 @@ def no_half_table(data_dir: Path) -> None:
         assert staging_tables(db) == []
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
         assert "half" not in tables, tables
+        if IMPORTS_TABLE in tables:  # no import of this test was published
+            assert db.execute(f"SELECT count(*) FROM {IMPORTS_TABLE}").fetchone()[0] == 0
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
@@ -176,3 +180,80 @@ def test_the_successor_sweeps_a_job_whose_predecessor_died_mid_restart(tmp_path:
         no_half_table(data_dir)
     finally:
         gw.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_gateway_killed_after_the_publication_ends_the_job_done_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """The worker is held for real between its publication and its record of the end (the
+    control store's write lock, taken by this test: tests/upload_support.py); the gateway is
+    SIGKILLed there, its worker dies with it, and the record still says `importing`. The next
+    gateway reads the team database: the rows are there, so the job is `done` with its count."""
+    data_dir = tmp_path / "data"
+    token = prepare_team(data_dir, "alpha")
+    team_db = data_dir / "teams" / "alpha" / "data.db"
+    first = SystemdGateway(data_dir)
+    second = SystemdGateway(data_dir)
+    csv = two_batches()
+    rows = csv.count(b"\n") - 1
+
+    def client(gw: SystemdGateway) -> httpx.Client:
+        headers = {
+            "host": f"alpha.localhost:{gw.port}",
+            "authorization": f"Bearer {token}",
+            "accept": "application/json",
+        }
+        return httpx.Client(base_url=f"http://127.0.0.1:{gw.port}", headers=headers, timeout=60)
+
+    def answers(gw: SystemdGateway) -> bool:
+        try:
+            with client(gw) as c:
+                return c.get("/data.json").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    held: sqlite3.Connection | None = None
+    try:
+        first.start()
+        until(lambda: answers(first), what="the first gateway serves alpha")
+        for attempt in range(4):  # the hold races the worker's first report: see its docstring
+            table = f"kept{attempt}"
+            with client(first) as c:
+                r = c.post("/-/upload-csv", data={"auto": "1", "table": table},
+                           files={"file": ("kept.csv", csv, "text/csv")})  # fmt: skip
+            assert r.status_code == 202, r.text
+            job_id = str(r.json()["jobs"][0]["id"])
+            held = hold_after_publication(data_dir / "control.db", team_db, job_id, table)
+            if held is not None:
+                break
+        assert held is not None, "the worker was never held after its publication"
+        worker = int(job_row(data_dir, job_id)["pid"])
+        os.kill(first.pid, signal.SIGKILL)
+        assert first.proc is not None and first.proc.wait(30) == -signal.SIGKILL
+        until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
+        held.execute("ROLLBACK")
+        held.close()
+        held = None
+        assert job_row(data_dir, job_id)["state"] == "importing"  # the record never said done
+
+        second.start()
+        until(lambda: answers(second), what="the next gateway serves alpha")
+        with client(second) as c:
+            job = c.get(f"/-/upload-csv/jobs/{job_id}.json").json()
+        assert job["state"] == "done" and job["error"] is None, job
+        assert job["rows_done"] == rows and job["result"]["rows"] == rows, job
+        assert job["result"]["table"] == table and job["progress"] == 1.0, job
+        db = sqlite3.connect(team_db)
+        try:
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
+            assert staging_tables(db) == []
+        finally:
+            db.close()
+        assert list((data_dir / "teams" / "alpha" / ".spool").glob("*.upload")) == []
+    finally:
+        if held is not None:
+            held.close()
+        second.stop()
+        if first.proc is not None and first.proc.poll() is None:
+            first.stop()

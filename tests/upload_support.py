@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from gateway.auth.accounts import add_member, create_user
+from gateway.upload.source import BATCH
 from tests.conftest import Running
 
 
@@ -88,3 +91,67 @@ def staging_tables(conn: sqlite3.Connection) -> list[str]:
         "SELECT name FROM sqlite_master WHERE name LIKE '\\_gateway\\_staging%' ESCAPE '\\'"
     )
     return [r[0] for r in rows]
+
+
+def two_batches(rows: int = BATCH + BATCH // 2) -> bytes:
+    """A CSV the importer takes in two batches (source.BATCH rows each at most)."""
+    assert BATCH < rows <= 2 * BATCH
+    return b"id,name\n" + b"".join(b"%d,row %d\n" % (i, i) for i in range(rows))
+
+
+def _has_table(db: Path, table: str) -> bool:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [table]).fetchone()
+        return found is not None
+    finally:
+        conn.close()
+
+
+def hold_after_publication(
+    control_db: Path, team_db: Path, job_id: str, table: str, timeout: float = 120
+) -> sqlite3.Connection | None:
+    """Stop an import's worker for real between its publication and the record of its end.
+
+    From the worker's first progress report on a ``two_batches`` import, this takes the
+    control store's write lock: the worker's next report is a second away, so it imports the
+    second batch and publishes (the table appears in ``team_db``), then waits for the lock to
+    record ``done``. Returns the connection holding the lock (the caller ends it), or None when
+    the worker got past (it finished first, or was slow enough to need a second report before
+    publishing, so the lock was let go): try again with another job."""
+    deadline = time.monotonic() + timeout
+    while (state := job_state(control_db, job_id)) != ("importing", True):
+        if state[0] in ("done", "failed", "ready"):
+            return None
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} never reported its first batch: {state}")
+        time.sleep(0.001)
+    conn = sqlite3.connect(control_db, timeout=10, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    row = conn.execute("SELECT state FROM import_jobs WHERE id = ?", [job_id]).fetchone()
+    if row[0] != "importing":  # the worker recorded its end before the lock was taken
+        conn.execute("ROLLBACK")
+        conn.close()
+        return None
+    # Below the worker's 10 s wait for the store (store/db.py), so a progress report that
+    # waits here is let go in time, not failed.
+    until = time.monotonic() + 8
+    while time.monotonic() < until:
+        if _has_table(team_db, table):
+            return conn
+        time.sleep(0.005)
+    conn.execute("ROLLBACK")
+    conn.close()
+    return None
+
+
+def job_state(control_db: Path, job_id: str) -> tuple[str, bool]:
+    """(state, whether a first batch was reported) of a job, read as another process would."""
+    conn = sqlite3.connect(f"file:{control_db}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute(
+            "SELECT state, rows_done FROM import_jobs WHERE id = ?", [job_id]
+        ).fetchone()
+        return str(row[0]), int(row[1]) >= BATCH
+    finally:
+        conn.close()

@@ -7,7 +7,8 @@
 * ``actor_from_request`` trusts the ``x-gateway-actor`` header only when it is signed with this
   instance's own secret (DATASETTE_SECRET) by the gateway, and fresh. The gateway strips any
   client-sent ``x-gateway-*`` header, so a forged identity never reaches here unsigned.
-* Litestream's bookkeeping tables (backups, gateway/backup/) are hidden from the team.
+* Litestream's bookkeeping tables (backups, gateway/backup/) and the imports' publication
+  markers (gateway/upload/importer.py) are hidden from the team.
 """
 
 import time
@@ -36,11 +37,13 @@ def register_routes():
 
 
 LITESTREAM_TABLES = ("_litestream_seq", "_litestream_lock")
+# gateway.upload.jobs.IMPORTS_TABLE: this file runs inside the instance, without the gateway.
+IMPORTS_TABLE = "_gateway_imports"
 
 
 @hookimpl
 def get_metadata(datasette, key, database, table):
-    hidden = {name: {"hidden": True} for name in LITESTREAM_TABLES}
+    hidden = {name: {"hidden": True} for name in (*LITESTREAM_TABLES, IMPORTS_TABLE)}
     return {"databases": {name: {"tables": hidden} for name in datasette.databases}}
 
 

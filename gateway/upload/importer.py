@@ -11,22 +11,35 @@
   numeric cells NULL. REAL cells go through Python's ``float()`` (see below).
 * WAL and a busy timeout let the team's Datasette keep reading throughout; imports into one
   database take turns (the worker's lock), so the long write transaction blocks no import.
+* The same transaction writes the job's row in ``_gateway_imports`` (the publication marker):
+  the job's own record lives in the control store, a second file that cannot commit together
+  with this one, so a job whose record could not be written after the publication (a full disk,
+  a killed gateway) is ended from the marker, as ``done``, at the next look (runner.settle).
+  Only this table commits atomically with the data: a side file or an attached database would
+  not (SQLite's multi-file commits are not atomic in WAL mode). Datasette hides it
+  (instance/gateway_plugin.py) and the dashboard never lists it (jobs.SERVICE_TABLES).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.upload.columns import INTEGER, REAL, TEXT, quote
 from gateway.upload.errors import ImportFailed
+from gateway.upload.jobs import IMPORTS_TABLE
 from gateway.upload.source import Rows
 
 NUMERIC_AFFINITY = ("INT", "REAL", "FLOA", "DOUB", "NUM", "DEC")
+# Markers kept per database: one is needed only until its job's record says done, which a live
+# gateway retries every few seconds; far more than the open jobs a team may have (views.py).
+MARKERS_KEPT = 100
 
 
 def connect(db_path: Path) -> sqlite3.Connection:
@@ -64,6 +77,8 @@ def run_import(
     options: dict[str, Any],
     staging: str,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    job_id: str,
 ) -> dict[str, Any]:
     rename: dict[str, str] = options.get("rename") or {}
     dropped = set(options.get("drop") or ())
@@ -101,20 +116,63 @@ def run_import(
                         row[i] = float(row[i]) if row[i] else None  # type: ignore[call-overload]
                 conn.executemany(insert, batch)
             table, replaced = _publish(conn, staging, options, [c[0] for c in columns])
+            result = {
+                "table": table,
+                "mode": options["mode"],
+                "replaced_rows": replaced,
+                "rows": rows.rows,
+                "ragged": {"count": rows.ragged, "lines": rows.ragged_lines},
+                "extra_column": rows.extra,
+            }
+            _mark_published(conn, job_id, result)
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.IntegrityError):
                 raise ImportFailed(_integrity_message(exc, options)) from None
             raise
-        return {
-            "table": table,
-            "mode": options["mode"],
-            "replaced_rows": replaced,
-            "rows": rows.rows,
-            "ragged": {"count": rows.ragged, "lines": rows.ragged_lines},
-            "extra_column": rows.extra,
-        }
+        return result
+
+
+def _mark_published(conn: sqlite3.Connection, job_id: str, result: dict[str, Any]) -> None:
+    """The publication marker, written inside the import's transaction (module docstring)."""
+    # WITHOUT ROWID: the job id is the b-tree's key, with no autoindex beside the table.
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {IMPORTS_TABLE} (job_id TEXT PRIMARY KEY,"
+        " table_name TEXT NOT NULL, mode TEXT NOT NULL, rows INTEGER NOT NULL,"
+        " published_at REAL NOT NULL, result TEXT NOT NULL) WITHOUT ROWID"
+    )
+    if conn.execute(f"SELECT 1 FROM {IMPORTS_TABLE} WHERE job_id = ?", [job_id]).fetchone():
+        raise ImportFailed("This upload was imported already; nothing was added.")  # no twice
+    conn.execute(
+        f"INSERT INTO {IMPORTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+        [job_id, result["table"], result["mode"], result["rows"], time.time(),
+         json.dumps(result)],
+    )  # fmt: skip
+    conn.execute(
+        f"DELETE FROM {IMPORTS_TABLE} WHERE job_id NOT IN"
+        f" (SELECT job_id FROM {IMPORTS_TABLE} ORDER BY published_at DESC LIMIT ?)",
+        [MARKERS_KEPT],
+    )
+
+
+def publication(db_path: Path, job_id: str) -> dict[str, Any] | None:
+    """The job's result if its rows were published into ``db_path``, else None (read only)."""
+    if not db_path.exists():
+        return None
+    conn = connect(db_path)
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [IMPORTS_TABLE]
+        ).fetchone()
+        if found is None:
+            return None
+        row = conn.execute(
+            f"SELECT result FROM {IMPORTS_TABLE} WHERE job_id = ?", [job_id]
+        ).fetchone()
+        return dict(json.loads(row[0])) if row else None
+    finally:
+        conn.close()
 
 
 def _create_staging(

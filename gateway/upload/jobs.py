@@ -19,10 +19,13 @@ from gateway.store.db import Store
 RUNNING = ("analyzing", "queued", "importing")
 FINISHED = ("done", "failed")
 STAGING_PREFIX = "_gateway_staging_"
+# Each import's publication marker, committed with its rows (importer.py); hidden by the
+# instance's plugin (instance/gateway_plugin.py names it too).
+IMPORTS_TABLE = "_gateway_imports"
 # Tables in a team's database that are not the journalist's: SQLite's own, an import's staging
-# table, and Litestream's bookkeeping (gateway/backup/). Never listed, renamed, dropped or
-# imported into.
-SERVICE_TABLES = ("sqlite_", STAGING_PREFIX, "_litestream_")
+# table, the publication markers, and Litestream's bookkeeping (gateway/backup/). Never
+# listed, renamed, dropped or imported into.
+SERVICE_TABLES = ("sqlite_", STAGING_PREFIX, IMPORTS_TABLE, "_litestream_")
 
 
 @dataclass

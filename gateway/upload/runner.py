@@ -1,9 +1,13 @@
 """Start worker processes for jobs, notice when they die, and clean up after a restart.
 
 The gateway never parses CSV itself: each job's work runs in ``gateway.upload.worker``. This
-module is the gateway's side: a bounded number of workers at once, a watcher that fails a job
+module is the gateway's side: a bounded number of workers at once, a watcher that ends a job
 whose worker died without finishing it, and recovery at startup (a worker dies with its
-gateway, so every job still marked running is failed and its staging table dropped).
+gateway, so every job still marked running is ended and its staging table dropped).
+
+A job is ended from what is really in the team's database (``settle``): ``done`` when its
+publication marker is there (the rows went live but the record could not be written: a full
+disk, or a gateway killed between the two), else ``failed`` with nothing half-written.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from gateway.config import Config
 from gateway.store.db import Store
-from gateway.upload.importer import connect, drop_staging
+from gateway.upload.importer import connect, drop_staging, publication
 from gateway.upload.jobs import RUNNING, STAGING_PREFIX, Job, Jobs
 from gateway.upload.receive import remove_quietly
 
@@ -73,12 +78,13 @@ class Runner:
         job = self.jobs.get(job_id)
         if job.state in RUNNING:
             reason = "the gateway stopped" if self._closing else f"exit status {code}"
-            await asyncio.to_thread(
-                fail_and_clean, self.jobs, job, f"The import stopped ({reason})."
-            )
+            try:
+                await asyncio.to_thread(settle, self.jobs, job, f"The import stopped ({reason}).")
+            except Exception:  # undecided or unrecorded (a full disk): retried by the sweep
+                log.exception("could not end import job %s", job.id)
 
     async def close(self) -> None:
-        """Stop running workers; their jobs are failed and their staging tables dropped."""
+        """Stop running workers; their jobs are ended (settle) and staging tables dropped."""
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -95,18 +101,22 @@ class Runner:
             await asyncio.wait(list(self._tasks), timeout=STOP_GRACE)
 
     def recover(self) -> None:
-        """At startup: fail every job whose worker is gone, drop staging tables nobody owns.
+        """At startup: end every job whose worker is gone (done if its rows were published,
+        else failed), drop staging tables nobody owns.
 
         Workers die with their gateway (PR_SET_PDEATHSIG). During a socket hand-over restart
         the predecessor and its workers may still be finishing, so a job whose worker is
-        alive is left alone; the sweep fails it later if that worker dies.
+        alive is left alone; the sweep ends it later if that worker dies.
         """
         alive = set()
         for job in self.jobs.unfinished():
             if job.pid is not None and worker_alive(job.pid, job.id):
                 alive.add(job.staging_table)
-            else:
-                fail_and_clean(self.jobs, job, "The import was interrupted by a gateway restart.")
+                continue
+            try:
+                settle(self.jobs, job, "The import was interrupted by a gateway restart.")
+            except Exception:  # undecided for now: left running, so the sweep tries again
+                log.exception("could not end import job %s at start", job.id)
         for db_path in sorted(self.config.teams_dir.glob("*/data.db")):
             drop_all_staging(db_path, keep=alive)
         keep = {Path(j.spool_path) for j in self.jobs.ready() + self.jobs.unfinished()}
@@ -121,31 +131,58 @@ class Runner:
                     remove_quietly(part)
 
     async def _sweep(self) -> None:
-        """Fail jobs whose worker died unseen (one started by a predecessor gateway)."""
+        """End jobs whose worker died unseen (one started by a predecessor gateway), or whose
+        end could not be recorded when it died (a full disk): retried until it is."""
         while True:
             await asyncio.sleep(SWEEP_EVERY)
             for job in await asyncio.to_thread(self.jobs.unfinished):
                 if job.id in self._owner or job.pid is None:
                     continue
                 if not await asyncio.to_thread(worker_alive, job.pid, job.id):
-                    await asyncio.to_thread(
-                        fail_and_clean, self.jobs, job, "The import process stopped."
-                    )
+                    try:
+                        await asyncio.to_thread(
+                            settle, self.jobs, job, "The import process stopped."
+                        )
+                    except Exception:  # undecided or unrecorded (a full disk)
+                        log.exception("could not end import job %s; retrying", job.id)
 
 
-def fail_and_clean(jobs: Jobs, job: Job, message: str) -> None:
-    jobs.fail(job.id, message)
-    remove_quietly(Path(job.spool_path))
+def settle(jobs: Jobs, job: Job, message: str) -> None:
+    """End a job whose worker is gone, truthfully: ``done`` with its result when the team's
+    database holds its publication marker, else ``failed`` with ``message`` and its staging
+    table dropped. The spool goes either way, even when the record cannot be written.
+
+    Raises, leaving the job running for a later try (the sweep, the next start), when the
+    database cannot be read now (busy, or a full disk refusing its -shm file): guessing
+    ``failed`` there could be the very untruth the marker exists to prevent."""
     db_path = Path(job.spool_path).parent.parent / "data.db"
-    if db_path.exists():
+    result: dict[str, Any] | None = None
+    unpublished = False
+    try:
         try:
-            conn = connect(db_path)
+            result = publication(db_path, job.id)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError:  # not a database any more: no rows of it are live
+            log.exception("could not read the publication of job %s in %s", job.id, db_path)
+        if result is not None:
+            log.info("import job %s was published before it ended; recorded as done", job.id)
+            jobs.update(job.id, state="done", result=result, error=None, pid=None,
+                        bytes_done=job.size, rows_done=result["rows"])  # fmt: skip
+            return
+        unpublished = True
+        jobs.fail(job.id, message)
+    finally:
+        remove_quietly(Path(job.spool_path))
+        if unpublished and db_path.exists():
             try:
-                drop_staging(conn, job.staging_table)
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            log.exception("could not drop %s in %s", job.staging_table, db_path)
+                conn = connect(db_path)
+                try:
+                    drop_staging(conn, job.staging_table)
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                log.exception("could not drop %s in %s", job.staging_table, db_path)
 
 
 def worker_alive(pid: int, job_id: str) -> bool:

@@ -2,8 +2,10 @@
 
 Parsing CSV is CPU-bound Python; in a thread it would hold the GIL and slow the gateway's
 proxying. A separate process (at a lower priority) leaves the event loop alone. It dies with
-the gateway (PR_SET_PDEATHSIG), so a restarted gateway can safely fail the job and drop its
-staging table. Progress goes into the control store at most once a second.
+the gateway (PR_SET_PDEATHSIG), so a restarted gateway can safely end the job and drop its
+staging table. Progress goes into the control store at most once a second. A job ends from
+what the team's database holds (runner.settle): its rows may be published while its record
+cannot be written.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.upload.analyze import analyze
 from gateway.upload.errors import ImportFailed
 from gateway.upload.jobs import Job, Jobs
 from gateway.upload.options import resolve
+from gateway.upload.runner import settle
 
 log = logging.getLogger("gateway.upload.worker")
 PR_SET_PDEATHSIG = 1
@@ -92,6 +95,7 @@ class Worker:
                     job.options,
                     job.staging_table,
                     self.progress,
+                    job_id=job.id,
                 )
             except ImportFailed:
                 # A choice made on the review page did not fit the data: the job goes back
@@ -172,10 +176,11 @@ def main(argv: list[str]) -> int:
 
 
 def _end_failed(jobs: Jobs, job: Job, message: str) -> None:
-    """Record the failure if the control store still takes writes; remove the spool anyway
-    (a job whose record cannot be written is failed at the next start, truthfully)."""
+    """End the job truthfully (done if its rows were published before the error, such as a
+    full disk refusing the record) if the control store still takes writes; the spool goes
+    anyway. A job whose end cannot be written is ended by the gateway later (runner.settle)."""
     try:
-        jobs.fail(job.id, message)
+        settle(jobs, job, message)
     except Exception:
         traceback.print_exc()
     finally:

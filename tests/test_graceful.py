@@ -53,9 +53,7 @@ async def shutdown_began(port: int) -> None:
     raise AssertionError("the listener never closed")
 
 
-async def test_a_shutdown_does_not_close_an_idle_connection_before_its_keep_alive_timeout() -> (
-    None
-):
+async def test_a_shutdown_keeps_an_idle_connection_until_its_keep_alive_deadline() -> None:
     """A correct client keeps an idle connection for less than the server's keep-alive
     timeout, then may reuse it. Had the shutdown closed it sooner, the request would meet the
     close on the wire (the failure, or the RFC 9112 9.3.1 resend, the load test counted). It

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.runtimes.local import free_port
 from tests.load.prep import commands
 from tests.load.scenario import TEAMS, cli, prepare, start_gateway, wait_ready
+from tests.systemd_gateway import listening_socket
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,10 @@ def events(data_dir: Path) -> int:
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[tuple[Path, dict[str, str]]]:
-    data_dir, port = tmp_path / "data", free_port()
+    public = listening_socket()  # bound here and passed on: no free-port-then-bind race
+    data_dir, port = tmp_path / "data", public.getsockname()[1]
     tokens = prepare(data_dir, port)
-    proc = start_gateway(data_dir, port, tmp_path / "gateway.log")
+    proc = start_gateway(data_dir, public, tmp_path / "gateway.log")
     try:
         await wait_ready(data_dir, port)
         yield data_dir, commands(data_dir, port, tokens)

@@ -20,7 +20,7 @@ It keeps uvicorn's semantics, which the whole test suite exercises through this 
 pipelining, 100-continue, HEAD, chunked responses when no length is given, ``Connection:
 close``, Content-Length checks, 400 on a malformed request, a 500 when the app fails before it
 answers, flow control both ways, and ``limit_concurrency``. It adds one thing on shutdown: an
-idle keep-alive connection gets a short grace (see ``shutdown``).
+idle keep-alive connection is not cut early, it keeps its keep-alive deadline (see ``shutdown``).
 
 It is also the public listener's first line against hostile clients (``gateway/limits.py``,
 docs/reliability.md "hostile clients"), all enforced while parsing, before anything is held
@@ -77,7 +77,6 @@ from gateway.routing.deadlines import deadlines
 # One fullmatch over the joined head rejects CR/LF injection and bad names in one C loop.
 _HEAD_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: [\t\x20-\x7e\x80-\xff]*\r\n)*")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-SHUTDOWN_IDLE_GRACE = 1.0  # seconds; well above a loopback or LAN round trip
 # A head this much longer than both limits is refused even before its current line ends (the
 # slack is the method, the version and the line ends around the target).
 HEAD_SLACK: Final = 1024
@@ -147,7 +146,6 @@ class GatewayHttpProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100_continue = False
         self._clock = deadlines(self.loop)
-        self._grace: asyncio.TimerHandle | None = None  # the shutdown grace (see shutdown)
         self._draining = False
         limits = self.limits = limits_of(config)
         self._max_target = limits.max_request_line
@@ -392,8 +390,6 @@ class GatewayHttpProtocol(asyncio.Protocol):
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start(cycle, app)
-        elif self._draining:
-            self._arm_grace()
         elif self._parse == BETWEEN:
             # A coarse deadline per idle connection, not a timer armed and cancelled per
             # response (see gateway/routing/deadlines.py).
@@ -447,9 +443,6 @@ class GatewayHttpProtocol(asyncio.Protocol):
     def _unset_keep_alive(self) -> None:
         if self._waiting != W_NONE:
             self._clear_wait()
-        if self._grace is not None:
-            self._grace.cancel()
-            self._grace = None
 
     def timeout_keep_alive_handler(self) -> None:
         if not self.transport.is_closing():
@@ -459,22 +452,21 @@ class GatewayHttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """The server is stopping (``gateway restart``, SIGTERM).
 
-        Closing an idle keep-alive connection at once races with a request the client may
-        have on the wire: it would see the connection close with no answer. Instead an idle
-        connection is kept for a short grace; a request that arrives is served with
-        ``Connection: close`` and the client reconnects (to the successor, which holds the
-        same listening socket). A connection still idle after the grace is closed.
+        The response in flight (or the next one, if none is) goes out with ``Connection:
+        close``, and the client reconnects (to the successor, which holds the same listening
+        socket). An idle keep-alive connection is NOT closed early: it keeps the deadline it
+        already has (``timeout_keep_alive`` after its last response, or ``header_timeout`` for
+        a head still coming). Closing it sooner would race with a request the client may be
+        sending on it: a client that keeps idle connections for less than our keep-alive
+        timeout never reuses one we close at that deadline, but it would reuse one we closed
+        earlier, and see it close with no answer (a failed request, or a resend).
         """
         self._draining = True
         cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            self._arm_grace()
-        else:
+        if cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False
-
-    def _arm_grace(self) -> None:
-        self._unset_keep_alive()
-        self._grace = self.loop.call_later(SHUTDOWN_IDLE_GRACE, self.timeout_keep_alive_handler)
+        elif self._waiting == W_NONE:
+            self._arm(W_IDLE, self.timeout_keep_alive)  # idle without a deadline: bound it
 
     def _refuse(self, err: HTTPError) -> None:
         """Answer a request the protocol refuses (400, 408, 414, 431), then close.

@@ -135,16 +135,30 @@ class Browser:
         await self.client.aclose()
 
 
+class _BoundController(Controller):
+    """aiosmtpd's threaded server on a socket bound here on port 0. Its own ``Controller``
+    binds a port it is given, which would have to be probed free first and could be taken by
+    another process before it binds."""
+
+    def __init__(self, handler: Any, sock: socket.socket) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=sock.getsockname()[1])
+        self._sock = sock
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self._sock)
+
+
 class Mailbox:
     """A real SMTP server (aiosmtpd) on a loopback port; ``messages`` holds what it got."""
 
     def __init__(self) -> None:
         self.messages: list[str] = []
         self.event = threading.Event()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        self.port = int(sock.getsockname()[1])
+        self.controller = _BoundController(self, sock)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope.content.decode("utf-8", "replace"))

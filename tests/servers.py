@@ -480,16 +480,17 @@ class UvicornUpstream:
 
 
 async def start_protocol_server(
-    app: Callable[..., Awaitable[None]], log_level: str = "critical"
+    app: Callable[..., Awaitable[None]], log_level: str = "critical", **options: Any
 ) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    """``app`` under uvicorn with GatewayHttpProtocol on a random loopback port.
+    """``app`` under uvicorn with GatewayHttpProtocol on a random loopback port (``options``:
+    more ``uvicorn.Config`` settings).
 
     Returns the server, its task and the port; stop it with ``server.should_exit = True`` and
     await the task.
     """
     sock = free_socket()
     config = uvicorn.Config(
-        app, lifespan="off", log_level=log_level, loop="none", http=GatewayHttpProtocol
+        app, lifespan="off", log_level=log_level, loop="none", http=GatewayHttpProtocol, **options
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gateway.config import Config
 from tests.conftest import StartGateway
+from tests.servers import wait_for
 
 SECRETS = ("S3CRET-RESET", "S3CRET-INVITE", "S3CRET-TICKET", "S3CRET-QUERY")
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
@@ -62,7 +63,7 @@ async def test_reopen_after_logrotate(
         assert gw.app.access_log is not None
         gw.app.access_log.reopen()
         await client.get(gw.url(None, "/-/gateway/readyz"))
-    await asyncio.sleep(1.5)
+    await wait_for(lambda: log.exists() and bool(lines(log)))  # the flush timer wrote it
     assert [e["path"] for e in lines(tmp_path / "access.log.1")] == ["/-/gateway/livez"]
     assert [e["path"] for e in lines(log)] == ["/-/gateway/readyz"]
 

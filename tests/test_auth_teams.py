@@ -10,6 +10,7 @@ import email
 import email.policy
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -81,6 +82,18 @@ async def test_reset_by_mail_works_once_and_uses_the_base_url(
         assert len(mailbox.messages) == 1
 
 
+class LinkLogged(logging.Handler):
+    """Set once a reset link is logged (the unsent mail's one line)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "/reset/" in record.getMessage():
+            self.event.set()
+
+
 async def test_reset_token_expires_and_unknown_addresses_get_no_mail(
     config: Config,
     start_gateway: StartGateway,
@@ -91,13 +104,17 @@ async def test_reset_token_expires_and_unknown_addresses_get_no_mail(
     # Without SMTP the link is logged only when the operator turned that on (unsent_mail).
     site = await start(start_gateway, config.replace(unsent_mail="log"), upstream)
     b = browsers(site)
-    with caplog.at_level(logging.WARNING, logger="gateway.mail"):
-        await b.post("/reset", {"email": "nobody@example.org"})
-        await b.post("/reset", {"email": "bob@example.org"})
-        for _ in range(100):  # the mail task runs in the background
-            if "/reset/" in caplog.text:
-                break
-            await asyncio.sleep(0.05)
+    logged = LinkLogged()
+    mail_log = logging.getLogger("gateway.mail")
+    mail_log.addHandler(logged)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.mail"):
+            await b.post("/reset", {"email": "nobody@example.org"})
+            await b.post("/reset", {"email": "bob@example.org"})
+            # The mail task runs in the background: wait for its line (bounded), not a while.
+            assert await asyncio.to_thread(logged.event.wait, 30), "bob's reset link never logged"
+    finally:
+        mail_log.removeHandler(logged)
     # Without SMTP configured, the link is logged (docs/auth.md says so); only bob's.
     assert caplog.text.count("/reset/") == 1 and "bob@example.org" in caplog.text
     assert len([r for r in caplog.records if "/reset/" in r.getMessage()]) == 1

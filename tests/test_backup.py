@@ -273,9 +273,9 @@ async def test_kill_9_of_litestream_under_writes_loses_nothing(edge: Edge) -> No
             conn.close()
 
     task = asyncio.create_task(writer())
-    await asyncio.sleep(1.5)
+    # Writes under way and the daemon running: counted, not a while.
+    assert await eventually(lambda: len(written) >= 50 and bool(backups.status()["pid"]))
     pid = backups.status()["pid"]
-    assert pid
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -285,7 +285,8 @@ async def test_kill_9_of_litestream_under_writes_loses_nothing(edge: Edge) -> No
         await asyncio.sleep(0.1)
     else:
         raise AssertionError(f"litestream was not restarted: {backups.status()}")
-    await asyncio.sleep(2)  # writes go on against the new daemon
+    seen = len(written)  # writes go on against the new daemon
+    assert await eventually(lambda: len(written) >= seen + 50)
     stop.set()
     await task
     assert backups.errors >= 1 and "exited" in backups.last_error
@@ -328,7 +329,8 @@ async def test_restore_under_read_load_fails_no_request(edge: Edge) -> None:
     assert await eventually(lambda: len(statuses) >= 20)
     served_before = len(statuses)
     result = await restore_team(gw.app, "alpha", None)
-    await asyncio.sleep(1.0)
+    served_during = len(statuses)  # the readers go on against the restored team
+    assert await eventually(lambda: len(statuses) >= served_during + 20)
     stop.set()
     await asyncio.gather(*readers)
 

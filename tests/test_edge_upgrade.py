@@ -26,6 +26,7 @@ from gateway.tls import make_dev_certs
 from tests import traefik_harness as harness
 from tests import traefik_load as load
 from tests.edge import run_edge
+from tests.servers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +51,10 @@ async def test_upgrade_under_load_fails_no_request(config: Config, tmp_path: Pat
         http = load.Target(old.ports.web, "alpha.example.org", "/x", 301, None)
         stop = asyncio.Event()
         workers = [(https, "fresh", 3), (https, "keepalive", 3), (http, "fresh", 1)]
-        running = asyncio.create_task(load.run(workers, stop, limit=120))
-        await asyncio.sleep(1.5)  # load before
+        live: dict[str, load.Tally] = {}
+        running = asyncio.create_task(load.run(workers, stop, limit=120, tallies=live))
+        await wait_for(lambda: len(live) == len(workers))  # every worker kind started
+        await load.answered(live, 20)  # load before
         plan = Plan(
             binary=harness.traefik_binary(),
             config=old.static_path,
@@ -60,7 +63,7 @@ async def test_upgrade_under_load_fails_no_request(config: Config, tmp_path: Pat
         )
         result = await asyncio.to_thread(upgrade, plan)
         try:
-            await asyncio.sleep(1.5)  # load after
+            await load.answered(live, 20)  # load after
             stop.set()
             tallies = await running
             await asyncio.to_thread(old.proc.wait, 60)  # in-flight finished, old gone

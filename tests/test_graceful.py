@@ -31,20 +31,60 @@ async def test_a_request_on_an_idle_connection_during_shutdown_is_answered() -> 
     assert b"connection: close" not in first  # a normal keep-alive answer
 
     server.should_exit = True  # shutdown begins while the connection is idle
-    # uvicorn closes its listener and tells the connections to stop in one step: once a new
-    # connection is refused, this idle one has been told.
-    for _ in range(500):  # bounded: 10 s
-        try:
-            _, probe = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            break
-        probe.close()
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the listener never closed")
+    await shutdown_began(port)
     second = await exchange(reader, writer)  # plain uvicorn would have cut this connection
     assert second.startswith(b"http/1.1 200")
     assert b"connection: close" in second  # the client is told to reconnect elsewhere
     assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await asyncio.wait_for(task, 10)
+
+
+async def shutdown_began(port: int) -> None:
+    """uvicorn closes its listener and tells the connections to stop in one step: once a new
+    connection is refused, every open one has been told."""
+    for _ in range(500):  # bounded: 10 s
+        try:
+            _, probe = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return
+        probe.close()
+        await asyncio.sleep(0.02)  # a poll interval; the refusal is what is waited on
+    raise AssertionError("the listener never closed")
+
+
+async def test_a_shutdown_keeps_an_idle_connection_until_its_keep_alive_deadline() -> None:
+    """A correct client keeps an idle connection for less than the server's keep-alive
+    timeout, then may reuse it. Had the shutdown closed it sooner, the request would meet the
+    close on the wire (the failure, or the RFC 9112 9.3.1 resend, the load test counted). It
+    keeps its keep-alive deadline instead, and the request is answered."""
+    keep_alive = 30
+    server, task, port = await start_protocol_server(
+        app, log_level="warning", timeout_keep_alive=keep_alive
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await exchange(reader, writer)
+    server.should_exit = True
+    await shutdown_began(port)
+    # The client's idle period, well inside the keep-alive timeout: what is tested is that the
+    # connection is still there after it (the old 1 s shutdown grace had closed it by then).
+    await asyncio.sleep(3)
+    second = await exchange(reader, writer)
+    assert second.startswith(b"http/1.1 200")
+    assert b"connection: close" in second
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_shutdown_closes_an_idle_connection_at_its_keep_alive_deadline() -> None:
+    """The other side: an idle connection does not hold the shutdown past its deadline."""
+    server, task, port = await start_protocol_server(app, log_level="warning", timeout_keep_alive=1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await exchange(reader, writer)
+    server.should_exit = True
+    # Closed by the server within its keep-alive timeout, without a request (bounded: 10 s,
+    # far below uvicorn's default graceful-shutdown timeout, which is none).
+    assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
     await asyncio.wait_for(task, 10)

@@ -13,6 +13,7 @@ from gateway.routing.service import Service
 from gateway.routing.table import RouteTable, normalize_host
 from gateway.routing.target import State, Target
 from gateway.slugs import RESERVED, validate_slug
+from tests.servers import wait_for
 
 
 @pytest.mark.parametrize(
@@ -135,8 +136,7 @@ async def test_drain_refuses_new_requests_waits_then_stops() -> None:
     t = healthy("t")
     assert t.start_request()
     drain = asyncio.ensure_future(t.drain(timeout=30))
-    await asyncio.sleep(0.05)
-    assert t.state is State.DRAINING
+    await wait_for(lambda: t.state is State.DRAINING)  # the drain task has begun
     assert not t.start_request()  # refused while draining
     t.report_health(True)
     assert t.state is State.DRAINING  # health no longer matters

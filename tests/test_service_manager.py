@@ -103,7 +103,11 @@ def test_restart_moves_the_main_pid_and_drops_nothing(tmp_path: Path) -> None:
             assert successor != proc.pid
             proc.wait(60)  # the old main process drained and exited, cleanly
             assert proc.returncode == 0
-            time.sleep(0.5)
+            # The load goes on against the successor alone: a count of answers, not a while.
+            seen, deadline = len(answers), time.monotonic() + 90
+            while len(answers) < seen + 20:
+                assert loader.is_alive() and time.monotonic() < deadline, "the load stopped"
+                time.sleep(0.02)
         finally:
             stop.set()
             loader.join(60)

@@ -212,34 +212,6 @@ async def test_killed_worker_leaves_no_half_table(roomy: Member):
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-async def test_restart_fails_unfinished_jobs_and_drops_staging(start_gateway, config: Config):
-    running = await start_gateway(config, teams=("alpha",))
-    member = await sign_in(running)
-    job, pid = await _stop_while_importing(member, big_csv(300_000))
-    with member.db() as conn:
-        # Its rows are in an open transaction: invisible to readers such as Datasette.
-        assert staging_tables(conn) == []
-    # The worker dies with its gateway (PDEATHSIG); killing it stands in for the gateway dying
-    # without a chance to record anything, then a new gateway starts on the same data.
-    old = running.app.upload.runner
-    old._owner.clear()
-    if old._sweeper is not None:
-        old._sweeper.cancel()
-    os.kill(pid, signal.SIGKILL)
-    await asyncio.sleep(0)  # let the old runner see the exit (it no longer owns the job)
-    with member.db() as conn:
-        # What a crash between the filling commit and the publishing rename leaves behind.
-        conn.execute(f"CREATE TABLE _gateway_staging_{job['id']} (x)")
-        conn.execute(f"INSERT INTO _gateway_staging_{job['id']} VALUES (1)")
-    second = await start_gateway(config, teams=())
-    state = second.app.upload.jobs.get(job["id"])
-    assert state.state == "failed" and "restart" in (state.error or ""), state
-    with member.db() as conn:
-        assert staging_tables(conn) == []
-        assert user_tables(conn) == []
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
-
 async def test_gateway_keeps_proxying_during_an_import(roomy: Member):
     r = await roomy.post(big_csv(200_000), auto="1", table="busy")
     job = r.json()["jobs"][0]

@@ -134,11 +134,16 @@ async def keepalive(target: Target, tally: Tally, stop: asyncio.Event, t0: float
 
 
 async def run(
-    targets: list[tuple[Target, str, int]], stop: asyncio.Event, limit: float
+    targets: list[tuple[Target, str, int]],
+    stop: asyncio.Event,
+    limit: float,
+    tallies: dict[str, Tally] | None = None,
 ) -> dict[str, Tally]:
-    """Run ``count`` workers of ``kind`` per target until ``stop`` (at most ``limit`` s)."""
+    """Run ``count`` workers of ``kind`` per target until ``stop`` (at most ``limit`` s).
+
+    ``tallies`` (filled as answers come) lets a caller watch the load while it runs."""
     t0 = time.monotonic()
-    tallies: dict[str, Tally] = {}
+    tallies = {} if tallies is None else tallies
     tasks = []
     for target, kind, count in targets:
         tally = tallies.setdefault(f"{kind} {target.port}", Tally())
@@ -149,3 +154,14 @@ async def run(
     stop.set()
     await asyncio.gather(*tasks)
     return tallies
+
+
+async def answered(tallies: dict[str, Tally], more: int, timeout: float = 60) -> None:
+    """Until every worker kind has ``more`` answers beyond its count now (bounded): load
+    before or after an operation, counted rather than timed."""
+    goal = {name: tally.ok + more for name, tally in tallies.items()}
+    deadline = time.monotonic() + timeout
+    while any(tallies[name].ok < n for name, n in goal.items()):
+        seen = {k: (t.ok, dict(t.failures)) for k, t in tallies.items()}
+        assert time.monotonic() < deadline, f"the load stalled: {seen}"
+        await asyncio.sleep(0.02)

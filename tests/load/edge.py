@@ -33,6 +33,7 @@ import httpx
 from gateway.tls import make_dev_certs
 from tests import traefik_harness as harness
 from tests.load import scenario as base
+from tests.systemd_gateway import listening_socket
 
 
 class ThroughTraefik(httpx.AsyncHTTPTransport):
@@ -118,13 +119,12 @@ def _stop_pid(pid: int) -> None:
 async def scenario(
     *, rate: float, warmup: float, cooldown: float, deploys: int, work_dir: Path | None = None
 ) -> dict[str, Any]:
-    from gateway.runtimes.local import free_port
-
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="gateway-load-edge-"))
-    data_dir, port = tmp / "data", free_port()
+    public = listening_socket()  # bound here, passed on: no free-port-then-bind race
+    data_dir, port = tmp / "data", public.getsockname()[1]
     base.say(f"preparing {len(base.TEAMS)} teams in {tmp}")
     tokens = base.prepare(data_dir, port)
-    proc = base.start_gateway(data_dir, port, tmp / "gateway.log")
+    proc = base.start_gateway(data_dir, public, tmp / "gateway.log")
     run = base.Run()
     certs = make_dev_certs("localhost", tmp / "certs")
     traefik: harness.Traefik | None = None
@@ -139,7 +139,10 @@ async def scenario(
         # The chain is verified, the host name not: OpenSSL refuses a wildcard right under a
         # single label (*.localhost). tests/test_traefik_https.py checks names on example.org.
         tls.check_hostname = False
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        # Idle connections expire well before Traefik's (and the gateway's) idle timeouts.
+        limits = httpx.Limits(
+            max_connections=64, max_keepalive_connections=32, keepalive_expiry=base.KEEPALIVE_EXPIRY
+        )
         transport = ThroughTraefik(traefik.ports.websecure, tls, limits=limits)
         base.say(f"gateway on {port}, Traefik on {traefik.ports.websecure}; {rate:.0f} req/s")
         stop = asyncio.Event()

@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -36,7 +37,10 @@ from typing import Any
 
 import httpx
 
+from gateway.config import Config
+from gateway.server import uvicorn_config
 from tests.load.restore_step import restore_step
+from tests.systemd_gateway import listening_socket
 
 TEAMS = ("loada", "loadb", "loadc")
 METADATA = {
@@ -56,6 +60,12 @@ MIX = ((3, "html"), (3, "json"), (2, "sql"), (2, "post"))
 # Outstanding requests at most: below the client's connection limit, so requests never queue
 # inside httpx (see drive()).
 MAX_IN_FLIGHT = 48
+# The client drops an idle connection well before the gateway's keep-alive timeout closes it
+# (half of it: the client's clock starts when it has read a response, later than the
+# server's, and a busy test process reads late). Expiring at or after the server's timeout,
+# a client reuses a connection the server is closing at that moment, and that request fails
+# or must be resent (RFC 9112 section 9.3.1).
+KEEPALIVE_EXPIRY = float(uvicorn_config(None, Config()).timeout_keep_alive) / 2
 
 
 @dataclass
@@ -121,14 +131,25 @@ def prepare(data_dir: Path, port: int) -> dict[str, str]:
     return out
 
 
-def start_gateway(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_gateway(data_dir: Path, public: socket.socket, log: Path) -> subprocess.Popen[bytes]:
+    """``gateway serve`` given its public listener as systemd gives it (LISTEN_FDS): bound here
+    on port 0 and read back, so no other process can take the port between a "free port" probe
+    and the gateway's bind. The socket is closed here once passed on."""
+    port = public.getsockname()[1]
+    root = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
         "GATEWAY_HOLD_TIMEOUT": "30",
         "GATEWAY_ADMIN_PORT": "0",
         "GATEWAY_LOG_LEVEL": os.environ.get("GATEWAY_LOG_LEVEL", "warning"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
     }
     cmd = [
+        sys.executable,
+        "-m",
+        "tests.systemd_gateway",  # moves the socket to fd 3 and sets LISTEN_PID, then execs
+        str(public.fileno()),
+        "public",
         sys.executable,
         "-m",
         "gateway",
@@ -138,10 +159,18 @@ def start_gateway(data_dir: Path, port: int, log: Path) -> subprocess.Popen[byte
         "--port",
         str(port),
     ]
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    try:
+        with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=[public.fileno()],
+            )
+    finally:
+        public.close()  # the gateway's copy is the only one: it alone decides when it closes
 
 
 async def wait_ready(data_dir: Path, port: int, timeout: float = 60) -> None:
@@ -237,7 +266,9 @@ async def drive(
     not the gateway, is what fails (httpx scans its queue of waiting requests on every
     event, so a long queue starves the whole test process)."""
     kinds = [k for w, k in MIX for _ in range(w)]
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    limits = httpx.Limits(
+        max_connections=64, max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_EXPIRY
+    )
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         pending: set[asyncio.Task[None]] = set()
@@ -383,13 +414,12 @@ def print_report(r: dict[str, Any]) -> None:
 async def scenario(
     *, rate: float, warmup: float, cooldown: float, deploys: int, work_dir: Path | None = None
 ) -> dict[str, Any]:
-    from gateway.runtimes.local import free_port
-
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="gateway-load-"))
-    data_dir, port = tmp / "data", free_port()
+    public = listening_socket()
+    data_dir, port = tmp / "data", public.getsockname()[1]
     say(f"preparing {len(TEAMS)} teams in {tmp}")
     tokens = prepare(data_dir, port)
-    proc = start_gateway(data_dir, port, tmp / "gateway.log")
+    proc = start_gateway(data_dir, public, tmp / "gateway.log")
     run = Run()
     try:
         await wait_ready(data_dir, port)

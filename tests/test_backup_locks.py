@@ -30,9 +30,10 @@ from tests.edge import Edge, run_edge
 from tests.test_backup import post_rows, prepare, team_token, uids, wait_replicating
 from tests.upload_support import Member, sign_in
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # several CLI processes each
 
 BUSY_RESTORE = "team alpha is being restored right now"
+CLI_BOUND = 50  # seconds: a refusal is immediate; an operation that was let through is not
 
 
 @pytest.fixture
@@ -43,7 +44,12 @@ async def edge(config: Config) -> AsyncIterator[Edge]:
     async with run_edge(cfg, teams=("alpha",)) as gw:
         await gw.wait_healthy("alpha")
         await wait_replicating(gw, "alpha")
-        yield gw
+        try:
+            yield gw
+        finally:  # a failed test leaves no request open: the gateway can stop
+            for held in HeldRequest.opened:
+                held.writer.close()
+            HeldRequest.opened.clear()
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -60,7 +66,12 @@ async def gateway_cli(gw: Edge, *args: str) -> tuple[int, str]:
         sys.executable, "-m", "gateway", *args, "--data-dir", str(gw.config.data_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=CLI_BOUND)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"`gateway {' '.join(args)}` still ran after {CLI_BOUND}s") from None
     assert proc.returncode is not None
     return proc.returncode, out.decode()
 
@@ -72,10 +83,13 @@ class HeldRequest:
     the instance and streams what it has; Datasette's canned query reads the whole form first.
     """
 
+    opened: list[HeldRequest] = []
+
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rest: bytes
     ) -> None:
         self.reader, self.writer, self.rest = reader, writer, rest
+        HeldRequest.opened.append(self)
 
     @classmethod
     async def open(cls, gw: Edge, target: Target, token: str, uid: str) -> HeldRequest:

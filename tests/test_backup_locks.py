@@ -283,6 +283,8 @@ def people(db: Path) -> list[tuple[str, int]]:
 def waits_on_flock(path: Path) -> bool:
     """Someone is blocked waiting for the flock on ``path`` (``/proc/locks`` marks such a
     waiter with ``->``)."""
+    if not path.exists():
+        return False  # nobody took the lock yet
     inode = path.stat().st_ino
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()

@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.backup.layout import Layout
-from gateway.backup.litestream import BackupError, Nudger, restore
+from gateway.backup.litestream import BackupError, restore
 from gateway.backup.restore import restore_team
 from gateway.backup.supervisor import Replication, State
 from gateway.cli import cli
@@ -494,6 +494,8 @@ async def test_teams_registered_at_run_time_are_synced_by_the_gateway(bconfig: C
         await asyncio.to_thread(restore, beta.replica, check, None)
         assert uids(check) == ["nudged"]
         # Unchanged WAL, no sync: an idle team costs one stat per interval.
+        from gateway.backup.litestream import Nudger
+
         own = Nudger(backups.control)
         assert own.nudge([beta_path]) == 1  # first look: unknown, so synced
         assert await eventually(lambda: own.nudge([beta_path]) == 0)

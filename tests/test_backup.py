@@ -32,6 +32,7 @@ from gateway.backup.restore import restore_team
 from gateway.backup.supervisor import Replication, State
 from gateway.cli import cli
 from gateway.config import Config
+from gateway.errors import TeamBusy
 from gateway.runtimes.base import prepare_team_dir
 from gateway.store import open_store
 from tests.edge import Edge, free_port, run_edge
@@ -362,7 +363,7 @@ async def test_points_the_replica_cannot_give_back_are_refused_clearly(edge: Edg
     jobs = gw.app.upload.jobs
     job = jobs.create(job_id="j-backup", team="alpha", user_id=None, filename="x.csv",
                       spool_path="/nonexistent", size=1, auto=True, options={})  # fmt: skip
-    with pytest.raises(BackupError, match="an import into alpha is under way"):
+    with pytest.raises(TeamBusy, match="an import into alpha is under way"):  # API: 409
         await restore_team(gw.app, "alpha", None)
     jobs.fail(job.id, "a test's stand-in")
     # A team older than its history (retention dropped the start): the point is refused too.

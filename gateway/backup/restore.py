@@ -165,7 +165,7 @@ def _imports_held(team_dir: Path, slug: str) -> Iterator[None]:
     """The lock the import worker and the dashboard's table edits take before they write the
     file themselves (gateway/upload/worker.py): held, they wait until the swap is done."""
     spool = team_dir / ".spool"
-    spool.mkdir(exist_ok=True)
+    spool.mkdir(parents=True, exist_ok=True)  # the volume may be lost: that is why we restore
     fd = os.open(spool / "data.db.import-lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

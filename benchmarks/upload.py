@@ -34,6 +34,7 @@ import json
 import os
 import random
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,9 +218,9 @@ def start_team_gateway(
 
 
 def ltx_max(replica: Path) -> int:
-    """The newest transaction in a file replica (level 0), or 0."""
-    level0 = replica / "ltx" / "0"
-    names = [p.name for p in level0.glob("*.ltx")] if level0.is_dir() else []
+    """The newest transaction in a team's file replica (level 0), or 0. A team's replicas are
+    one per team lifetime, ``teams/<slug>/<lifetime>/``: the one the benchmark's team has."""
+    names = [p.name for p in replica.glob("*/ltx/0/*.ltx")]
     return max((int(n.split("-")[1].split(".")[0], 16) for n in names), default=0)
 
 
@@ -321,6 +322,12 @@ def replication_main(rows: int, rounds: int) -> None:
         off, on = (sum(v) / len(v) for v in (rates["off"], rates["on"]))
         print(f"mean rows/s: off {off:,.0f}, on {on:,.0f}; on/off {on / off:.2f}x "
               f"(target >= 0.90)")  # fmt: skip
+        # Each round's pair met the same neighbours' load: its ratio is the fair comparison,
+        # and their spread says how far one figure can be trusted on this machine.
+        ratios = sorted(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
+        print(f"per-round on/off: {', '.join(f'{x:.2f}' for x in ratios)}; median "
+              f"{statistics.median(ratios):.2f}, spread {ratios[0]:.2f}-{ratios[-1]:.2f}; "
+              f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
 def main() -> int:

@@ -204,6 +204,7 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
     if not yes and not click.confirm(f"Delete team {slug} {what}?", default=False):
         raise click.Abort()
     if gateway_running(config.data_dir):
+        _refuse_if_busy(config, slug)
         store.set_team_state(slug, "deleting")
         click.echo(f"Draining {slug} (up to {config.drain_timeout:.0f}s)...")
         deadline = time.monotonic() + config.drain_timeout + 30
@@ -230,6 +231,24 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
         click.echo(f"Deleted team {slug}; its data is archived in {kept[-1].path}")
     else:
         click.echo(f"Deleted team {slug}")
+
+
+def _refuse_if_busy(config: Config, slug: str) -> None:
+    """A restore or deploy of the team under way: refuse now, in one line. (One that starts
+    after this check makes the gateway's delete wait for it instead: Fleet.reconcile.)"""
+    from gateway.admin.cli import AdminUnavailable, admin_get
+    from gateway.fleet import BUSY
+
+    try:
+        teams = admin_get(config, "/api/teams")["teams"]
+    except AdminUnavailable:
+        return
+    operation = next((t.get("operation") for t in teams if t["slug"] == slug), None)
+    if operation:
+        raise click.ClickException(
+            f"team {slug} is {BUSY.get(operation, operation)} right now; "
+            "delete it once that has finished"
+        )
 
 
 @cli.command()

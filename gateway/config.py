@@ -172,7 +172,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "backup_sync_interval",
         float,
-        1.0,
+        0.5,
         "Seconds between uploads of new changes to the replica (the RPO's main part).",
     ),
     # -- edge and operations (TLS without Traefik, admin listener, access log) --
@@ -301,7 +301,7 @@ class Config:
     max_pause: float = 30.0
     backup_replica: str = ""
     backup_retention: float = 24.0
-    backup_sync_interval: float = 1.0
+    backup_sync_interval: float = 0.5
     tls_cert: str = ""
     tls_key: str = ""
     redirect_port: int = 0

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from gateway.errors import GatewayError, TeamNotFound
+from gateway.errors import GatewayError, TeamBusy, TeamNotFound
 from gateway.fleet import Fleet
 from gateway.routing.target import State, Target
 
@@ -60,8 +60,17 @@ class Deployer:
         self, team: str, version: str | None = None, *, rollout: str | None = None
     ) -> DeployResult:
         lock = self._locks.setdefault(team, asyncio.Lock())
-        async with lock:
-            return await self._deploy(team, version, rollout)
+        async with lock:  # two deploys of one team take turns
+            try:
+                self.fleet.check_free(team)
+            except TeamBusy as exc:
+                # A restore or delete holds the team: refused, not queued (a deploy after a
+                # delete, or onto a file being swapped, is never what was meant). Not recorded
+                # as a deploy, so a rollout's --resume deploys this team again.
+                log.warning("deploy of %s refused: %s", team, exc)
+                return DeployResult(team, False, "", version or "", str(exc))
+            with self.fleet.claim(team, "deploy"):  # no await since the check: it cannot fail
+                return await self._deploy(team, version, rollout)
 
     async def _deploy(self, team: str, version: str | None, rollout: str | None) -> DeployResult:
         fleet, store = self.fleet, self.fleet.store

@@ -22,7 +22,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway.deploy import DeployResult, new_rollout_id
-from gateway.errors import BadRequest, GatewayError, HTTPError, NotFound, TeamNotFound
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    GatewayError,
+    HTTPError,
+    NotFound,
+    TeamBusy,
+    TeamNotFound,
+)
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -55,6 +63,7 @@ async def deploy(request: Request) -> Response:
         teams = gw.deployer.pending(rollout)
     elif isinstance(body.get("team"), str):
         gw.fleet.require(body["team"])
+        gw.fleet.check_free(body["team"])  # refused with 409 before the stream starts
         teams = [body["team"]]
     else:
         raise BadRequest('give {"team": "<slug>"} or {"all": true}')
@@ -125,6 +134,8 @@ def _mapped(handler: Any) -> Any:
             raise
         except TeamNotFound as exc:
             raise NotFound(str(exc)) from exc
+        except TeamBusy as exc:  # a restore, deploy or delete holds the team
+            raise Conflict(str(exc)) from exc
         except GatewayError as exc:
             raise BadRequest(str(exc)) from exc
         return response

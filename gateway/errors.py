@@ -4,6 +4,7 @@ GatewayError
 ├── ConfigError            bad setting (CLI exits 2)
 ├── InvalidSlug            a team slug that is not a safe DNS label, or reserved
 ├── TeamExists / TeamNotFound
+├── TeamBusy               a restore, deploy or delete of the team is under way (API: 409)
 ├── RuntimeUnavailable     docker/debootstrap missing, engine unreachable
 └── HTTPError              anything answered to a client; ``status`` is the mapping
     ├── BadRequest          400  malformed host, headers or framing
@@ -14,6 +15,7 @@ GatewayError
     ├── NotFound            404  unknown page
     │   └── UnknownHost     404  no team at this host
     ├── MethodNotAllowed    405  a page that does not take this method
+    ├── Conflict            409  the team is busy with another operation
     ├── RequestTimeout      408  request head or body too slow (written by gateway/protocol.py)
     ├── PayloadTooLarge     413
     ├── URITooLong          414  request target longer than max_request_line
@@ -47,6 +49,10 @@ class TeamExists(GatewayError):
 
 class TeamNotFound(GatewayError):
     pass
+
+
+class TeamBusy(GatewayError):
+    """Another operation (restore, deploy, delete) holds the team; the message names it."""
 
 
 class RuntimeUnavailable(GatewayError):
@@ -102,6 +108,10 @@ class NotFound(HTTPError):
 
 class MethodNotAllowed(HTTPError):
     status, title = 405, "Method not allowed"
+
+
+class Conflict(HTTPError):
+    status, title = 409, "Conflict"
 
 
 class RequestTimeout(HTTPError):

@@ -13,13 +13,13 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from gateway import archive
 from gateway.config import Config
-from gateway.errors import ConfigError, TeamNotFound
+from gateway.errors import ConfigError, TeamBusy, TeamNotFound
 from gateway.routing.health import HealthMonitor
 from gateway.routing.service import Service
 from gateway.routing.signature import RequestSigner
@@ -34,6 +34,9 @@ VolumeGuard = Callable[[str, Path], AbstractAsyncContextManager[None]]
 log = logging.getLogger("gateway.fleet")
 
 FULL_RESYNC = 5.0  # seconds: reconcile even without a visible store change
+
+# What each operation that replaces or removes a team's instance or file is called in refusals.
+BUSY = {"restore": "being restored", "deploy": "being deployed", "delete": "being deleted"}
 
 
 class Fleet:
@@ -63,6 +66,9 @@ class Fleet:
         # Wraps the move of a deleted team's volume to the archive: replication (backups)
         # makes its final sync and lets go of the file first. None: nothing to wait for.
         self.volume_guard: VolumeGuard | None = None
+        # team -> the one operation that holds it ("restore", "deploy", "delete"): two of them
+        # at once would each stop the other's instance or swap a file under it (claim()).
+        self.operations: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -88,6 +94,11 @@ class Fleet:
                     log.exception("could not start team %s; will retry", slug)
             self.table.replace(self.services)
             for slug in sorted(self.services.keys() - wanted):
+                if slug in self.operations:
+                    # A restore or deploy holds it: the delete (already in the store) waits
+                    # for it and goes ahead at a later reconcile.
+                    log.info("removal of %s waits for its %s", slug, self.operations[slug])
+                    continue
                 await self._remove_team(slug, deleting=slug in teams)
             for slug, team in teams.items():
                 if team.state == "deleting" and slug not in self.services:
@@ -172,6 +183,10 @@ class Fleet:
         self.health.watch(target)
 
     async def _remove_team(self, slug: str, *, deleting: bool) -> None:
+        with self.claim(slug, "delete"):
+            await self._removing(slug, deleting=deleting)
+
+    async def _removing(self, slug: str, *, deleting: bool) -> None:
         service = self.services[slug]
         results = await asyncio.gather(*(self.stop_target(t) for t in list(service.targets())))
         self.drains.extend(results)
@@ -205,6 +220,26 @@ class Fleet:
         if service is None:
             raise TeamNotFound(f"no running team {slug!r}")
         return service
+
+    # -- one operation per team at a time --------------------------------------------------------
+    def check_free(self, slug: str) -> None:
+        """Raise TeamBusy, naming what holds the team, if anything does."""
+        held = self.operations.get(slug)
+        if held is not None:
+            raise TeamBusy(
+                f"team {slug} is {BUSY.get(held, held)} right now; try again once that has finished"
+            )
+
+    @contextlib.contextmanager
+    def claim(self, slug: str, operation: str) -> Iterator[None]:
+        """Hold ``slug`` for ``operation``, or refuse at once (TeamBusy) if another holds it.
+        Check and take happen in one step of the event loop, so two callers cannot both win."""
+        self.check_free(slug)
+        self.operations[slug] = operation
+        try:
+            yield
+        finally:
+            del self.operations[slug]
 
     # -- pause, resume, maintenance --------------------------------------------------------------
     def pause(self, slug: str, seconds: float) -> float:

@@ -32,6 +32,7 @@ from gateway.backup.restore import restore_team
 from gateway.backup.supervisor import Replication, State
 from gateway.cli import cli
 from gateway.config import Config
+from gateway.errors import TeamBusy
 from gateway.runtimes.base import prepare_team_dir
 from gateway.store import open_store
 from tests.edge import Edge, free_port, run_edge
@@ -364,7 +365,7 @@ async def test_points_the_replica_cannot_give_back_are_refused_clearly(edge: Edg
     jobs = gw.app.upload.jobs
     job = jobs.create(job_id="j-backup", team="alpha", user_id=None, filename="x.csv",
                       spool_path="/nonexistent", size=1, auto=True, options={})  # fmt: skip
-    with pytest.raises(BackupError, match="an import into alpha is under way"):
+    with pytest.raises(TeamBusy, match="an import into alpha is under way"):  # API: 409
         await restore_team(gw.app, "alpha", None)
     jobs.fail(job.id, "a test's stand-in")
     # A team older than its history (retention dropped the start): the point is refused too.
@@ -459,6 +460,55 @@ async def test_new_and_deleted_teams_start_and_stop_replicating(edge: Edge) -> N
     old = cfg.data_dir / "beta-old.db"
     await asyncio.to_thread(restore, beta.replica, old, None)
     assert uids(old) == ["last words"]
+
+
+async def test_teams_registered_at_run_time_are_synced_by_the_gateway(bconfig: Config) -> None:
+    """Litestream 0.5.17 gives a database registered through its control socket its own 1 s
+    monitor and sync intervals, whatever the config says: the gateway syncs such databases
+    itself (the Nudger) every backup_sync_interval when their WAL changed. A team in the
+    config file gets the intervals there (monitor-interval included); a successor gateway that
+    adopts the daemon keeps nudging the teams registered before it."""
+    cfg = bconfig.replace(backup_sync_interval=0.2)
+    prepare(cfg, "alpha")
+    async with run_edge(cfg, teams=("alpha",)) as gw:
+        backups = gw.app.backups
+        await wait_replicating(gw, "alpha")
+        daemon = json.loads(backups.layout.config_file.read_text())
+        (alpha_conf,) = [d for d in daemon["dbs"] if d["path"].endswith("alpha/data.db")]
+        assert alpha_conf["monitor-interval"] == "250ms"
+        assert alpha_conf["replica"]["sync-interval"] == "200ms"
+        alpha_path = str(cfg.teams_dir / "alpha" / "data.db")
+        assert alpha_path not in backups._runtime  # in the config file: Litestream's timers
+
+        prepare(cfg, "beta")
+        gw.app.store.create_team("beta")  # after the daemon started: registered at run time
+        await wait_replicating(gw, "beta")
+        beta_path = cfg.teams_dir / "beta" / "data.db"
+        assert str(beta_path) in backups._runtime
+        assert json.loads(backups.layout.daemon_file.read_text())["runtime"] == [str(beta_path)]
+        before = backups.nudger.synced
+        db = sqlite3.connect(beta_path)
+        db.execute("insert into events (uid) values ('nudged')")
+        db.commit()
+        db.close()
+        assert await eventually(lambda: backups.nudger.synced > before), "never nudged"
+        beta = backups.layout.team("beta", gw.app.store.team("beta").created_at)
+        check = cfg.data_dir / "beta-check.db"
+        await asyncio.to_thread(restore, beta.replica, check, None)
+        assert uids(check) == ["nudged"]
+        # Unchanged WAL, no sync: an idle team costs one stat per interval.
+        from gateway.backup.litestream import Nudger
+
+        own = Nudger(backups.control)
+        assert own.nudge([beta_path]) == 1  # first look: unknown, so synced
+        assert await eventually(lambda: own.nudge([beta_path]) == 0)
+
+        successor = Replication(cfg, gw.app.store)  # what `gateway restart` starts
+        await successor.start()
+        try:
+            assert successor._runtime == {str(beta_path)}
+        finally:
+            await successor.close()
 
 
 async def test_a_successor_gateway_adopts_the_daemon_with_no_gap(bconfig: Config) -> None:

@@ -53,6 +53,8 @@ def team_view(gw: Gateway, slug: str, store_state: str = "active") -> dict[str, 
         "state": service.state() if service else store_state,
         "hosts": list(service.hosts) if service else [],
         "targets": [t.snapshot() for t in service.targets()] if service else [],
+        # "restore", "deploy" or "delete" while one holds the team (Fleet.claim), else null.
+        "operation": gw.fleet.operations.get(slug),
     }
 
 

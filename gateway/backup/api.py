@@ -16,7 +16,15 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.backup.litestream import parse_time
 from gateway.backup.restore import restore_team
-from gateway.errors import BadRequest, GatewayError, HTTPError, NotFound, TeamNotFound
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    GatewayError,
+    HTTPError,
+    NotFound,
+    TeamBusy,
+    TeamNotFound,
+)
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -69,6 +77,8 @@ def _mapped(handler: Any) -> Any:
             raise
         except TeamNotFound as exc:
             raise NotFound(str(exc)) from exc
+        except TeamBusy as exc:  # a restore, deploy or delete holds the team
+            raise Conflict(str(exc)) from exc
         except GatewayError as exc:
             raise BadRequest(str(exc)) from exc
         return response

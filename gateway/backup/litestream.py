@@ -51,6 +51,9 @@ def config_text(layout: Layout, dbs: list[Database], watchdog: bool = False) -> 
         "dbs": [
             {
                 "path": str(db.path),
+                # How often Litestream looks for new WAL frames (its default is 1 s): with the
+                # sync interval, what bounds the RPO.
+                "monitor-interval": MONITOR_INTERVAL,
                 "replica": {
                     "url": db.replica,
                     "sync-interval": f"{int(config.backup_sync_interval * 1000)}ms",
@@ -68,6 +71,7 @@ def config_text(layout: Layout, dbs: list[Database], watchdog: bool = False) -> 
 
 # A full snapshot each hour bounds how many incremental files a restore must apply.
 SNAPSHOT_INTERVAL = "1h"
+MONITOR_INTERVAL = "250ms"
 
 
 class Control:
@@ -124,6 +128,44 @@ class Control:
         body = {"path": str(path), "wait": True, "timeout": max(1, int(timeout))}
         data: dict[str, Any] = self._call("POST", "/sync", body)
         return data
+
+
+class Nudger:
+    """Uploads the new changes of databases registered at run time (new and restored teams).
+
+    Litestream 0.5.17 gives a database registered through its control socket its built-in
+    monitor and sync intervals (1 s each, whatever the config file says: server.go's
+    handleRegister makes a bare NewDB), which lets the worst loss reach ~2 s. So every
+    ``backup_sync_interval`` the gateway looks at each such database's WAL (one stat) and asks
+    for a sync of those that changed: their loss window becomes the config file's.
+    """
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.synced = 0  # syncs asked for so far
+        self._seen: dict[Path, tuple[int, int]] = {}
+
+    def nudge(self, paths: list[Path]) -> int:
+        """Sync each of ``paths`` whose WAL changed since the last call; returns how many."""
+        synced = 0
+        for path in paths:
+            try:
+                st = os.stat(f"{path}-wal")
+            except OSError:
+                continue  # no WAL yet (or the file is being swapped by a restore)
+            key = (st.st_size, st.st_mtime_ns)
+            if self._seen.get(path) == key:
+                continue
+            try:
+                self.control.sync(path, timeout=10.0)
+            except BackupError:
+                continue  # unregistered meanwhile, or the daemon is down: the poll reports it
+            self._seen[path] = key
+            synced += 1
+        self.synced += synced
+        for gone in set(self._seen) - set(paths):
+            del self._seen[gone]
+        return synced
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -8,6 +8,12 @@ A team restore in a running gateway (``restore_team``):
     4. verify it (PRAGMA integrity_check), move the old file aside, swap the new one in
     5. start a new instance on it, wait until healthy, resume: held requests are served
 
+While it runs the team is held for the restore alone (``Fleet.claim``): a deploy, a delete's
+drain or a second restore is refused (409) rather than queued, since each would stop the
+instance or move the file the restore is swapping (a delete confirmed in the store meanwhile goes
+ahead once the restore has finished). It also holds the team's import lock: an import confirmed
+meanwhile waits in "queued" and then applies to the restored file, never to the one moved aside.
+
 A failure before the swap changes nothing: the team comes back on its old file. The old file
 (with its WAL and Litestream's state) stays in ``<data_dir>/restored/<team>/<time>/``.
 """
@@ -16,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.backup.layout import Database, Layout, join_url
 from gateway.backup.litestream import BackupError, replica_span, restore
-from gateway.errors import TeamNotFound
+from gateway.errors import TeamBusy, TeamNotFound
 from gateway.routing.target import State
 
 if TYPE_CHECKING:
@@ -143,15 +151,32 @@ def _label(at: datetime | None) -> str:
 
 
 # -- a running gateway: pause, drain, restore, swap, resume --------------------------------------
-_LOCKS: dict[str, asyncio.Lock] = {}
-
-
 async def restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreResult:
-    lock = _LOCKS.setdefault(slug, asyncio.Lock())
-    if lock.locked():
-        raise BackupError(f"a restore of {slug} is already under way")
-    async with lock:
+    team = gw.store.team(slug)
+    if team.state != "active":
+        raise TeamBusy(f"team {slug} is being deleted; there is nothing to restore it into")
+    gw.fleet.require(slug)
+    with gw.fleet.claim(slug, "restore"), _imports_held(gw.config.teams_dir / slug, slug):
         return await _restore_team(gw, slug, at)
+
+
+@contextlib.contextmanager
+def _imports_held(team_dir: Path, slug: str) -> Iterator[None]:
+    """The lock the import worker and the dashboard's table edits take before they write the
+    file themselves (gateway/upload/worker.py): held, they wait until the swap is done."""
+    spool = team_dir / ".spool"
+    spool.mkdir(parents=True, exist_ok=True)  # the volume may be lost: that is why we restore
+    fd = os.open(spool / "data.db.import-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise TeamBusy(
+                f"an import into {slug} is under way; restore once it has finished or failed"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
 
 
 async def _restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreResult:
@@ -162,7 +187,7 @@ async def _restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreR
     db = replication.layout.team(slug, team.created_at)
     running = [j.id for j in gw.upload.jobs.unfinished() if j.team == slug]
     if running:  # an import worker writes the file itself, not through the paused instance
-        raise BackupError(
+        raise TeamBusy(
             f"an import into {slug} is under way (job {running[0]}); "
             "restore once it has finished or failed"
         )

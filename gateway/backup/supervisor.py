@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway.backup.layout import Database, Layout
-from gateway.backup.litestream import BackupError, Control, binary, config_text, parse_time
+from gateway.backup.litestream import (
+    BackupError,
+    Control,
+    Nudger,
+    binary,
+    config_text,
+    parse_time,
+)
 from gateway.config import Config
 from gateway.store.db import Store
 
@@ -96,6 +103,12 @@ class Replication:
         # The replica each database path was registered with by this object: a team deleted
         # and made again under its name between two polls has the same path, a new replica.
         self._replicas: dict[str, str] = {}
+        # Paths registered through the control socket since the daemon started, not from its
+        # config file: Litestream ignores our intervals for them, so the Nudger syncs them.
+        # Kept in daemon.json, so a successor gateway that adopts the daemon knows them.
+        self._runtime: set[str] = set()
+        self.nudger = Nudger(self.control)
+        self._nudge_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         # Who owns the daemon: this object (a gateway restart runs two of them at once).
@@ -121,12 +134,14 @@ class Replication:
         except BackupError as exc:  # the gateway serves anyway; the status shows the trouble
             self._failed(str(exc))
         self._task = asyncio.get_running_loop().create_task(self._watch(), name="backups")
+        self._nudge_task = asyncio.get_running_loop().create_task(self._nudge(), name="nudge")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._nudge_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.enabled and self._owner() == self._me:
             await asyncio.to_thread(self._stop_daemon)
             self.state = State.STOPPED
@@ -158,6 +173,7 @@ class Replication:
             text = config_text(self.layout, wanted, watchdog=True)
             self.layout.config_file.write_text(text)
             self._replicas = {str(db.path): db.replica for db in wanted}
+            self._runtime = set()  # every database is in the config file
             with open(self.layout.log_file, "ab") as logfile:
                 self._proc = subprocess.Popen(
                     [binary(), "replicate", "-config", str(self.layout.config_file)],
@@ -185,6 +201,7 @@ class Replication:
         if not pid or not process_alive(pid) or not self.control.alive():
             return False
         self._proc, self._pid = None, pid
+        self._runtime = set(info.get("runtime") or [])
         self._write_daemon_file()
         self.state = State.RUNNING
         log.info("litestream pid %d adopted", pid)
@@ -225,7 +242,8 @@ class Replication:
 
     def _write_daemon_file(self) -> None:
         tmp = self.layout.daemon_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": self._pid, "owner": self._me}))
+        info = {"pid": self._pid, "owner": self._me, "runtime": sorted(self._runtime)}
+        tmp.write_text(json.dumps(info))
         tmp.replace(self.layout.daemon_file)
 
     @contextlib.contextmanager
@@ -275,6 +293,17 @@ class Replication:
         async with self._lock:
             await asyncio.to_thread(self._reconcile_now)
 
+    async def _nudge(self) -> None:
+        period = self.layout.config.backup_sync_interval
+        while True:
+            await asyncio.sleep(period)
+            paths = [Path(p) for p in sorted(self._runtime.copy())]  # a thread may add
+            if paths and self.state is State.RUNNING and self._owner() in ("", self._me):
+                try:
+                    await asyncio.to_thread(self.nudger.nudge, paths)
+                except Exception:
+                    log.exception("backup nudge failed; retrying")
+
     def _reconcile_now(self) -> None:
         known = self.known()  # one snapshot: statuses never name a team not yet unregistered
         registered = self.control.databases()
@@ -288,11 +317,15 @@ class Replication:
             if path not in registered:
                 self.control.register(db)
                 self._replicas[path] = db.replica
+                self._runtime.add(path)
+                if self._owner() in ("", self._me):  # not a predecessor's, mid-restart
+                    self._write_daemon_file()
                 log.info("replicating %s to %s", db.path, db.replica)
         for path in set(registered) - set(wanted):
             if not any(str(self.layout.team_path(h)) == path for h in self._held):
                 self.control.unregister(Path(path))  # a deleted team: its replica stays
                 self._replicas.pop(path, None)
+                self._runtime.discard(path)
                 log.info("stopped replicating %s", path)
         registered = self.control.databases()
         statuses: dict[str, DbStatus] = {}

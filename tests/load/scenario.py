@@ -38,6 +38,8 @@ from typing import Any
 
 import httpx
 
+from gateway.config import Config
+from gateway.server import uvicorn_config
 from tests.load.restore_step import restore_step
 
 TEAMS = ("loada", "loadb", "loadc")
@@ -58,7 +60,15 @@ MIX = ((3, "html"), (3, "json"), (2, "sql"), (2, "post"))
 # Outstanding requests at most: below the client's connection limit, so requests never queue
 # inside httpx (see drive()).
 MAX_IN_FLIGHT = 48
-LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+# A client keeps an idle connection for less than the gateway's own keep-alive (uvicorn's
+# timeout_keep_alive, read from the settings it runs with), as Traefik's idleConnTimeout does in
+# certs/dynamic.yml: reusing a connection just as the server closes it idle is HTTP/1.1's
+# keep-alive race (RFC 9112 9.3.1), which the deploys, restarts and renewals under test do not
+# cause; with a POST it would be a failed request the client cannot resend.
+GATEWAY_KEEPALIVE = float(uvicorn_config(None, Config()).timeout_keep_alive)
+LIMITS = httpx.Limits(
+    max_connections=64, max_keepalive_connections=32, keepalive_expiry=GATEWAY_KEEPALIVE * 0.4
+)
 
 
 @dataclass

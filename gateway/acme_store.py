@@ -72,6 +72,13 @@ def read_store(path: Path, domain: str, resolver: str = "") -> AcmeCertificate:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read the ACME store {path}: {exc.strerror}") from exc
+    if not raw.strip():
+        # Traefik creates the store empty at its first start and fills it once ACME has
+        # issued the certificate (DNS-01: often a minute or two).
+        raise ConfigError(
+            f"{path} is empty: Traefik has not stored a certificate yet, or is rewriting "
+            "the store (at first start: wait for its ACME challenge, see its log)"
+        )
     try:
         data = json.loads(raw)
     except ValueError as exc:

@@ -7,6 +7,8 @@
 #                           browser's own NSS database (real trust, no ignored errors)
 #   systemd                 systemd-analyze verifies the example unit (tests/test_service_manager.py)
 #   apache2-utils           ab, run by tests/load/test_load_tools.py (tests/load/ab.sh)
+#   docker-compose          resolves certs/gateway-tls/docker-compose.yml as Compose reads it
+#                           (tests/test_gateway_tls_files.py)
 # It needs root for apt-get; without root it says what to install and carries on (the tests
 # that need a missing package then fail with that same message).
 set -euo pipefail
@@ -19,6 +21,7 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v certutil >/dev/null || missing+=(libnss3-tools)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v ab >/dev/null || missing+=(apache2-utils)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

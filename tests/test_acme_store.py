@@ -1,18 +1,15 @@
 """The gateway serving TLS with the certificate from Traefik's ACME store (``tls_acme_store``).
 
-The store is a real ``acme.json`` in the layout Traefik's ``LocalStore`` writes (resolver ->
-Account + Certificates, PEM chain and key base64-encoded, written in place with mode 0600).
-Its certificates come from ``gateway certs dev``'s CA: an ACME CA (Let's Encrypt) cannot be
-reached from here, and that is the only stand-in. Everything else is real: ``gateway serve`` as a
+The store is a real ``acme.json`` in the layout Traefik's ``LocalStore`` writes, with
+certificates from ``gateway certs dev``'s CA (tests/acme_support.py: an ACME CA cannot be
+reached from here, and that is the only stand-in). Everything else is real: ``gateway serve`` as a
 process, TLS handshakes over loopback, keep-alive connections that live through the renewal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import os
 import ssl
 import subprocess
@@ -20,72 +17,23 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from gateway.acme_store import read_store
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.tls import DevCerts, client_context, make_dev_certs
-from tests import traefik_harness as harness
+from tests import acme_support
+from tests.acme_support import entry, lego_key, store_json, write_in_place
 from tests.edge import free_port
 
 DOMAIN = "example.test"
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 
 
-def lego_key(certs: DevCerts) -> bytes:
-    """The key as Traefik's ACME client (lego) stores an EC key: SEC1 'EC PRIVATE KEY'."""
-    key = serialization.load_pem_private_key(certs.key.read_bytes(), password=None)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
-def entry(main: str, sans: list[str], chain: bytes, key: bytes) -> dict[str, object]:
-    return {
-        "domain": {"main": main, "sans": sans},
-        "certificate": base64.b64encode(chain).decode(),
-        "key": base64.b64encode(key).decode(),
-        "Store": "default",
-    }
-
-
-def store_json(resolvers: dict[str, list[dict[str, object]]]) -> bytes:
-    data = {
-        name: {
-            "Account": {
-                "Email": "ops@example.test",
-                "Registration": {
-                    "body": {"status": "valid", "contact": ["mailto:ops@example.test"]},
-                    "uri": "https://acme.invalid/acme/acct/1",
-                },
-                "PrivateKey": base64.b64encode(b"not used by the gateway").decode(),
-                "KeyType": "4096",
-            },
-            "Certificates": certs,
-        }
-        for name, certs in resolvers.items()
-    }
-    return json.dumps(data, indent=2).encode()  # Go's json.MarshalIndent(object, "", "  ")
-
-
-def write_in_place(path: Path, data: bytes) -> None:
-    """As Traefik's LocalStore saves: os.WriteFile, truncating the same file (not atomic)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def issue(tmp: Path) -> tuple[DevCerts, bytes, bytes, int]:
-    certs = make_dev_certs(DOMAIN, tmp)  # the same CA each time, a fresh leaf and key
-    chain = certs.cert.read_bytes()
-    serial = x509.load_pem_x509_certificate(chain).serial_number
-    return certs, chain, lego_key(certs), serial
+    return acme_support.issue(DOMAIN, tmp)
 
 
 def test_reads_traefiks_layout_and_picks_the_wildcard_with_the_latest_expiry(
@@ -286,31 +234,3 @@ def test_serve_refuses_a_store_without_the_domain_in_one_line(tmp_path: Path) ->
     assert result.returncode != 0
     assert "no certificate for both example.test and *.example.test" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_the_fast_shapes_acme_only_traefik_loads(tmp_path: Path) -> None:
-    """docs/production.md's fast shape, step 1: certs/traefik.yml with websecure on a loopback
-    port and no web entrypoint. Traefik still builds the router with the resolver and the
-    wildcard domains (what it obtains and renews) and reports no configuration error (ACME's
-    own errors aside: its CA cannot be reached from here)."""
-    static, _dynamic, _env = harness.production()
-    ports = harness.Ports.free()
-    del static["entryPoints"]["web"]
-    static["entryPoints"]["websecure"]["address"] = f"127.0.0.1:{ports.websecure}"
-    acme = static["certificatesResolvers"]["letsencrypt"]["acme"]
-    acme["caServer"] = f"https://127.0.0.1:{harness.free_port()}/directory"  # nobody there
-    acme["storage"] = str(tmp_path / "acme.json")
-    static["accessLog"]["filePath"] = str(tmp_path / "access.log")
-    static["providers"]["file"]["filename"] = str(harness.CERTS / "dynamic.yml")
-    static = harness.traefik_config.with_api(static, ports.api)
-    traefik = harness.start(static, ports, tmp_path, env={"DO_AUTH_TOKEN": "dummy-for-the-test"})
-    try:
-        routers = {r["name"]: r for r in httpx.get(f"{traefik.api_url}/api/http/routers").json()}
-        gateway = routers["gateway@file"]
-        assert gateway["status"] == "enabled" and gateway["entryPoints"] == ["websecure"]
-        assert gateway["tls"]["certResolver"] == "letsencrypt"
-        assert gateway["tls"]["domains"] == [{"main": "example.org", "sans": ["*.example.org"]}]
-        assert "web-to-websecure@internal" not in routers
-        assert [e for e in traefik.errors() if "acme" not in e.lower()] == []
-    finally:
-        assert traefik.stop() == 0

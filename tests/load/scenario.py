@@ -2,6 +2,7 @@
 
     python -m tests.load.scenario            # full form (~3 min): prints the table
     python -m tests.load.scenario --short    # CI form (~60 s)
+    ... --traefik / --gateway-tls            # through Traefik / over the gateway's own TLS
 
 It starts a real `gateway serve` (local runtime) on loopback with three teams, each with an
 `events` table and a writable canned query, then drives mixed traffic at a fixed rate:
@@ -24,6 +25,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
 import statistics
 import subprocess
 import sys
@@ -60,12 +62,17 @@ MIX = ((3, "html"), (3, "json"), (2, "sql"), (2, "post"))
 # Outstanding requests at most: below the client's connection limit, so requests never queue
 # inside httpx (see drive()).
 MAX_IN_FLIGHT = 48
-# The client drops an idle connection well before the gateway's keep-alive timeout closes it
-# (half of it: the client's clock starts when it has read a response, later than the
-# server's, and a busy test process reads late). Expiring at or after the server's timeout,
-# a client reuses a connection the server is closing at that moment, and that request fails
-# or must be resent (RFC 9112 section 9.3.1).
+# The client drops an idle connection well before the gateway's keep-alive timeout (uvicorn's
+# timeout_keep_alive, read from the settings it runs with) closes it: half of it, because the
+# client's clock starts when it has read a response, later than the server's, and a busy test
+# process reads late. Traefik's idleConnTimeout in certs/dynamic.yml follows the same rule.
+# Reusing a connection the server is closing at that moment is HTTP/1.1's keep-alive race (RFC
+# 9112 section 9.3.1), which the deploys, restarts and renewals under test do not cause; with a
+# POST it would be a failed request the client cannot resend.
 KEEPALIVE_EXPIRY = float(uvicorn_config(None, Config()).timeout_keep_alive) / 2
+LIMITS = httpx.Limits(
+    max_connections=64, max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_EXPIRY
+)
 
 
 @dataclass
@@ -87,6 +94,52 @@ class Run:
     # byte (allowed by RFC 9112 section 9.3.1; reported apart, bounded at 0 in CI).
     reused_resends: int = 0
     client_waits: int = 0  # requests that waited for a free slot (the machine was saturated)
+
+
+class Https(httpx.AsyncHTTPTransport):
+    """Every request over TLS to 127.0.0.1:``port``, the Host header naming the TLS server: the
+    scenario's own requests (``http://127.0.0.1:<gateway port>``) reach an HTTPS listener as
+    they are."""
+
+    def __init__(self, port: int, tls: ssl.SSLContext) -> None:
+        super().__init__(verify=tls, limits=LIMITS)
+        self.port = port
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        server_name = request.headers["host"].rsplit(":", 1)[0]
+        request.url = request.url.copy_with(scheme="https", host="127.0.0.1", port=self.port)
+        request.extensions = {**request.extensions, "sni_hostname": server_name}
+        return await super().handle_async_request(request)
+
+
+class Edge:
+    """What the load crosses to reach the gateway. This one: nothing, plain HTTP to its port.
+
+    The same scenario runs through other edges by overriding these steps:
+    ``tests/load/edge.py`` (the real Traefik in front, and its upgrade under the load) and
+    ``tests/load/gateway_tls.py`` (the gateway's own TLS from Traefik's ACME store, and a
+    certificate renewal under the load)."""
+
+    def prepare(self, work: Path, port: int) -> dict[str, str]:
+        """Before the gateway starts: extra environment for ``gateway serve``."""
+        return {}
+
+    def to_gateway(self) -> httpx.AsyncBaseTransport | None:
+        """A fresh transport straight to the gateway's port (None: plain HTTP)."""
+        return None
+
+    def to_load(self) -> httpx.AsyncBaseTransport | None:
+        """A fresh transport for the load's client, once ``start`` has run."""
+        return self.to_gateway()
+
+    async def start(self) -> None:
+        """Once the gateway serves every team, before the load."""
+
+    async def operate(self, run: Run) -> None:
+        """After the gateway's own operations, still under the load."""
+
+    def stop(self) -> None:
+        """Whatever ``start`` started; the gateway itself is stopped by the scenario."""
 
 
 def cli(data_dir: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -131,7 +184,9 @@ def prepare(data_dir: Path, port: int) -> dict[str, str]:
     return out
 
 
-def start_gateway(data_dir: Path, public: socket.socket, log: Path) -> subprocess.Popen[bytes]:
+def start_gateway(
+    data_dir: Path, public: socket.socket, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``gateway serve`` given its public listener as systemd gives it (LISTEN_FDS): bound here
     on port 0 and read back, so no other process can take the port between a "free port" probe
     and the gateway's bind. The socket is closed here once passed on."""
@@ -143,6 +198,7 @@ def start_gateway(data_dir: Path, public: socket.socket, log: Path) -> subproces
         "GATEWAY_ADMIN_PORT": "0",
         "GATEWAY_LOG_LEVEL": os.environ.get("GATEWAY_LOG_LEVEL", "warning"),
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        **(extra_env or {}),
     }
     cmd = [
         sys.executable,
@@ -173,10 +229,15 @@ def start_gateway(data_dir: Path, public: socket.socket, log: Path) -> subproces
         public.close()  # the gateway's copy is the only one: it alone decides when it closes
 
 
-async def wait_ready(data_dir: Path, port: int, timeout: float = 60) -> None:
+async def wait_ready(
+    data_dir: Path,
+    port: int,
+    timeout: float = 60,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> None:
     """Every team up, read from status.json with the admin token the gateway wrote at start."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with httpx.AsyncClient(timeout=5, transport=transport) as client:
         while time.monotonic() < deadline:
             try:
                 token = (data_dir / "admin.token").read_text().strip()
@@ -256,7 +317,13 @@ async def one(
 
 
 async def drive(
-    port: int, tokens: dict[str, str], rate: float, stop: asyncio.Event, run: Run, max_requests: int
+    port: int,
+    tokens: dict[str, str],
+    rate: float,
+    stop: asyncio.Event,
+    run: Run,
+    max_requests: int,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> None:
     """Open-loop load at ``rate`` req/s, bounded by ``max_requests`` and by ``stop``.
 
@@ -266,11 +333,9 @@ async def drive(
     not the gateway, is what fails (httpx scans its queue of waiting requests on every
     event, so a long queue starves the whole test process)."""
     kinds = [k for w, k in MIX for _ in range(w)]
-    limits = httpx.Limits(
-        max_connections=64, max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_EXPIRY
-    )
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    # A given transport carries the same LIMITS (httpx ignores the client's then).
+    async with httpx.AsyncClient(timeout=60, limits=LIMITS, transport=transport) as client:
         pending: set[asyncio.Task[None]] = set()
         start = time.monotonic()
         for i in range(max_requests):
@@ -363,6 +428,12 @@ def summarize(run: Run, posts: dict[str, int]) -> dict[str, Any]:
         "rate": round(len(run.samples) / duration, 1),
         "failed_gets": sum(1 for s in run.samples if s.kind != "post" and s.outcome != "ok"),
         "failures_by_kind": dict(failures),
+        # When, against the operations (they run back to back from 0 s, durations in "ops").
+        "failures_at": [
+            f"{s.kind} {s.outcome} at {s.at - start:+.1f}s"
+            for s in run.samples
+            if s.outcome != "ok"
+        ][:20],
         "failures": sum(1 for s in run.samples if s.outcome != "ok"),
         "failed_posts": sum(1 for s in run.samples if s.kind == "post" and s.outcome != "ok"),
         "reused_resends": run.reused_resends,
@@ -395,6 +466,8 @@ def print_report(r: dict[str, Any]) -> None:
     for name, p in r["phases"].items():
         print(f"{name:<8} {p['requests']:>9} {p['failures']:>9} {p['p50_ms']:>8} {p['p99_ms']:>8}")
     print("failures by kind:", r["failures_by_kind"] or "none")
+    if r["failures_at"]:
+        print("failures, seconds after the operations began:", "; ".join(r["failures_at"]))
     print(f"failed POSTs: {r['failed_posts']}")
     print(
         "GETs resent after the server closed a reused keep-alive connection before any byte "
@@ -412,24 +485,35 @@ def print_report(r: dict[str, Any]) -> None:
 
 
 async def scenario(
-    *, rate: float, warmup: float, cooldown: float, deploys: int, work_dir: Path | None = None
+    *,
+    rate: float,
+    warmup: float,
+    cooldown: float,
+    deploys: int,
+    work_dir: Path | None = None,
+    edge: Edge | None = None,
 ) -> dict[str, Any]:
+    edge = edge or Edge()
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="gateway-load-"))
     public = listening_socket()
     data_dir, port = tmp / "data", public.getsockname()[1]
     say(f"preparing {len(TEAMS)} teams in {tmp}")
     tokens = prepare(data_dir, port)
-    proc = start_gateway(data_dir, public, tmp / "gateway.log")
+    proc = start_gateway(data_dir, public, tmp / "gateway.log", edge.prepare(tmp, port))
     run = Run()
     try:
-        await wait_ready(data_dir, port)
-        say(f"gateway ready on port {port}; load at {rate:.0f} req/s")
+        await wait_ready(data_dir, port, transport=edge.to_gateway())
+        await edge.start()
+        say(f"gateway ready on port {port}; load at {rate:.0f} req/s through {type(edge).__name__}")
         stop = asyncio.Event()
         run.marks["load_start"] = time.monotonic()
-        load = asyncio.create_task(drive(port, tokens, rate, stop, run, max_requests=100_000))
+        load = asyncio.create_task(
+            drive(port, tokens, rate, stop, run, max_requests=100_000, transport=edge.to_load())
+        )
         await asyncio.sleep(warmup)
         run.marks["ops_start"] = time.monotonic()
         await operate(data_dir, port, deploys, run, proc)
+        await edge.operate(run)
         run.marks["ops_end"] = time.monotonic()
         say("operations done; cooling down")
         await asyncio.sleep(cooldown)
@@ -437,7 +521,10 @@ async def scenario(
         await load
         run.marks["load_end"] = time.monotonic()
     finally:
-        _stop_all(data_dir, proc)
+        try:
+            edge.stop()
+        finally:
+            _stop_all(data_dir, proc)
     result = summarize(run, exactly_once(data_dir, run))
     result["log"] = str(tmp / "gateway.log")
     if work_dir is None and not result["failures_by_kind"]:
@@ -479,6 +566,12 @@ def main() -> None:
         help="through the real Traefik, plus a Traefik upgrade under load (tests/load/edge.py)",
     )
     parser.add_argument(
+        "--gateway-tls",
+        action="store_true",
+        help="HTTPS served by the gateway from Traefik's acme.json, plus a certificate renewal "
+        "under load (tests/load/gateway_tls.py)",
+    )
+    parser.add_argument(
         "--max-resends",
         type=int,
         default=0,
@@ -489,10 +582,16 @@ def main() -> None:
         kw = {"warmup": 8.0, "cooldown": 8.0, "deploys": args.deploys or 10}
     else:
         kw = {"warmup": 30.0, "cooldown": 30.0, "deploys": args.deploys or 10}
-    run_scenario = scenario
-    if args.traefik:  # the Traefik mode lives in its own file
-        from tests.load.edge import scenario as run_scenario
-    report = asyncio.run(run_scenario(rate=args.rate, **kw))
+    edge = Edge()
+    if args.traefik:  # each edge lives in its own file
+        from tests.load.edge import ThroughTraefik
+
+        edge = ThroughTraefik()
+    elif args.gateway_tls:
+        from tests.load.gateway_tls import GatewayTls
+
+        edge = GatewayTls()
+    report = asyncio.run(scenario(rate=args.rate, edge=edge, **kw))
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

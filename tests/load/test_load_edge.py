@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.load.edge import scenario
-from tests.load.scenario import print_report, verdict
+from tests.load.edge import ThroughTraefik
+from tests.load.scenario import print_report, scenario, verdict
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_deploys_restart_and_a_traefik_upgrade_fail_no_request_through_traefik() -> None:
-    report = await scenario(rate=120.0, warmup=8.0, cooldown=8.0, deploys=10)
+    report = await scenario(rate=120.0, warmup=8.0, cooldown=8.0, deploys=10, edge=ThroughTraefik())
     print_report(report)
     ops = [op["op"] for op in report["ops"]]
     assert ops[-4:-2] == ["gateway restart", "old gateway exited"], ops

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.upload import convert
 from gateway.upload.columns import INTEGER, REAL, TEXT, quote
 from gateway.upload.errors import ImportFailed
 from gateway.upload.source import Rows
@@ -84,6 +85,14 @@ def run_import(
         # SQLite's own text->REAL parsing is not always correctly rounded (3.40 misses about
         # 1 in 15,000 17-digit values by an ulp), so REAL cells go through Python's float().
         reals = [i for i, (_, kind) in enumerate(columns) if kind == REAL]
+        # Conversions the user chose; each cell is converted again here (never trusting the
+        # analysis alone), and one that does not convert stops the import with its row.
+        chosen = options.get("convert") or {}
+        converts = [
+            (pos, convert.converter(chosen[names[i]], names[i]))
+            for pos, i in enumerate(keep)
+            if names[i] in chosen
+        ]
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Created, filled and published inside one transaction: see the module's docstring.
@@ -96,6 +105,10 @@ def run_import(
                     batch = [[r[i] for i in keep] + r[tail:] for r in batch]
                 if rows.extra:
                     batch = [r if len(r) == width else [*r, None] for r in batch]  # type: ignore[list-item]
+                first_row = rows.rows - len(batch) + 1
+                for pos, fn in converts:
+                    for n, row in enumerate(batch):
+                        row[pos] = fn(row[pos], first_row + n)
                 for i in reals:
                     for row in batch:
                         row[i] = float(row[i]) if row[i] else None  # type: ignore[call-overload]
@@ -114,6 +127,7 @@ def run_import(
             "rows": rows.rows,
             "ragged": {"count": rows.ragged, "lines": rows.ragged_lines},
             "extra_column": rows.extra,
+            "converted": {rename.get(n, n): c for n, c in chosen.items()},
         }
 
 

@@ -28,6 +28,7 @@ from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Una
 from gateway.responses import wants_json
 from gateway.routing.proxy import private_cache
 from gateway.upload.columns import check_table_name, table_name_from_file
+from gateway.upload.convert import CONVERSIONS
 from gateway.upload.encodings import COMMON as COMMON_ENCODINGS
 from gateway.upload.encodings import check as check_encoding
 from gateway.upload.errors import ImportFailed
@@ -67,6 +68,7 @@ class UploadApp:
         )
         self.env.globals["default_table"] = table_name_from_file
         self.env.globals["encodings"] = COMMON_ENCODINGS
+        self.env.globals["conversions"] = CONVERSIONS
         self.env.filters["timestamp"] = lambda t: time.strftime(
             "%Y-%m-%d %H:%M UTC", time.gmtime(t)
         )

@@ -65,7 +65,9 @@ def run_import(
     options: dict[str, Any],
     staging: str,
     progress: Callable[[int, int], None] | None = None,
+    keep_as: str | None = None,
 ) -> dict[str, Any]:
+    """``keep_as``: a replaced table is renamed to this (kept for restoring), not dropped."""
     rename: dict[str, str] = options.get("rename") or {}
     dropped = set(options.get("drop") or ())
     with Rows(path, analysis["encoding"], analysis["delimiter"]) as rows:
@@ -113,7 +115,7 @@ def run_import(
                     for row in batch:
                         row[i] = float(row[i]) if row[i] else None  # type: ignore[call-overload]
                 conn.executemany(insert, batch)
-            table, replaced = _publish(conn, staging, options, [c[0] for c in columns])
+            table, replaced = _publish(conn, staging, options, [c[0] for c in columns], keep_as)
             conn.execute("COMMIT")
         except BaseException as exc:
             conn.execute("ROLLBACK")
@@ -200,7 +202,11 @@ def _check_append(conn: sqlite3.Connection, table: str, types: dict[str, str]) -
 
 
 def _publish(
-    conn: sqlite3.Connection, staging: str, options: dict[str, Any], names: list[str]
+    conn: sqlite3.Connection,
+    staging: str,
+    options: dict[str, Any],
+    names: list[str],
+    keep_as: str | None = None,
 ) -> tuple[str, int | None]:
     """Make the filled staging table live; runs inside the import's transaction.
     Returns the table's name and, for a replace, how many rows the old table held."""
@@ -214,7 +220,10 @@ def _publish(
     if mode == "replace":
         if _table_columns(conn, table) is not None:
             replaced = int(conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
-            conn.execute(f"DROP TABLE {quote(table)}")
+            if keep_as:  # in this transaction: the old rows are never lost, even by a crash
+                conn.execute(f"ALTER TABLE {quote(table)} RENAME TO {quote(keep_as)}")
+            else:
+                conn.execute(f"DROP TABLE {quote(table)}")
     else:
         table = _free_name(conn, table)
     conn.execute(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")

@@ -20,9 +20,10 @@ RUNNING = ("analyzing", "queued", "importing")
 FINISHED = ("done", "failed")
 STAGING_PREFIX = "_gateway_staging_"
 # Tables in a team's database that are not the journalist's: SQLite's own, an import's staging
-# table, and Litestream's bookkeeping (gateway/backup/). Never listed, renamed, dropped or
+# table, Litestream's bookkeeping (gateway/backup/) and a replaced table on its way to the
+# trash (trash.py). Never listed, renamed, dropped or
 # imported into.
-SERVICE_TABLES = ("sqlite_", STAGING_PREFIX, "_litestream_")
+SERVICE_TABLES = ("sqlite_", STAGING_PREFIX, "_litestream_", "_gateway_replaced_")
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gateway.config import Config
 from gateway.store.db import Store
+from gateway.upload import tables
 from gateway.upload.importer import connect, drop_staging
 from gateway.upload.jobs import RUNNING, STAGING_PREFIX, Job, Jobs
 from gateway.upload.receive import remove_quietly
@@ -27,6 +28,7 @@ MAX_WORKERS = 2  # the machine's cores are for proxying first
 STOP_GRACE = 5.0
 SWEEP_EVERY = 5.0
 PART_MAX_AGE = 3600.0
+TRASH_EVERY = 3600.0
 
 
 class Runner:
@@ -109,6 +111,7 @@ class Runner:
                 fail_and_clean(self.jobs, job, "The import was interrupted by a gateway restart.")
         for db_path in sorted(self.config.teams_dir.glob("*/data.db")):
             drop_all_staging(db_path, keep=alive)
+        self.recover_trash()
         keep = {Path(j.spool_path) for j in self.jobs.ready() + self.jobs.unfinished()}
         for spool in self.config.teams_dir.glob("*/.spool/*.upload"):
             if spool not in keep:
@@ -120,10 +123,24 @@ class Runner:
                 if part.stat().st_mtime < stale:
                     remove_quietly(part)
 
+    def recover_trash(self) -> None:
+        """Replaced tables: finish moves a crash cut short, purge the expired (trash.py). The
+        worker writes .trash/ before it renames a table aside, so only those teams are seen."""
+        for team_dir in sorted(p.parent for p in self.config.teams_dir.glob("*/.trash")):
+            try:
+                tables.recover_trash(team_dir, self.config.replaced_table_days)
+            except (OSError, sqlite3.Error):
+                log.exception("could not tidy the replaced tables of %s", team_dir.name)
+
     async def _sweep(self) -> None:
-        """Fail jobs whose worker died unseen (one started by a predecessor gateway)."""
+        """Fail jobs whose worker died unseen (one started by a predecessor gateway); hourly,
+        purge expired replaced tables."""
+        rounds = 0
         while True:
             await asyncio.sleep(SWEEP_EVERY)
+            rounds += 1
+            if rounds % int(TRASH_EVERY / SWEEP_EVERY) == 0:
+                await asyncio.to_thread(self.recover_trash)
             for job in await asyncio.to_thread(self.jobs.unfinished):
                 if job.id in self._owner or job.pid is None:
                     continue

@@ -1,20 +1,22 @@
 """Tables replaced by an upload are kept aside for ``replaced_table_days``, restorable.
 
 A replace renames the old table to ``_gateway_replaced_<id>`` inside the import's own
-transaction (so no crash can lose it), then moves it out of the team's database into
-``<team dir>/.trash/<id>.sqlite3`` with ``<id>.json`` describing it. Out, because the team's
-Datasette answers SQL over every table of ``data.db``: a table replaced to take wrong or private
-rows off a public team must not stay readable there. ``.trash/`` is a subdirectory, which
-Datasette's directory mode does not serve. Restoring copies the table back under its name in
-one transaction; the table holding that name then goes to the trash in its place, so a restore
-can itself be undone. Expired entries are purged when the trash is listed or written, at start
-and hourly. Every step runs under the import lock (``tables.locked``).
+transaction (so no crash can lose it), then, right after, moves it out of the team's database
+into ``<team dir>/.trash/<id>.sqlite3`` with ``<id>.json`` describing it. Out, because the
+team's Datasette answers SQL over every table of ``data.db``: a table replaced to take wrong or
+private rows off a public team must not stay readable there (only for the seconds of the copy,
+hidden from the dashboard). ``.trash/`` is a subdirectory, which Datasette's directory mode does
+not serve. Restoring copies the table back under its name in one transaction; the table holding
+that name then goes to the trash in its place, so a restore can itself be undone. Expired
+entries are purged when the dashboard lists them, at start and hourly. Every step runs
+under the import lock (``tables._locked``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -25,6 +27,7 @@ from gateway.upload import importer
 from gateway.upload.columns import quote
 from gateway.upload.errors import ImportFailed
 
+log = logging.getLogger("gateway.upload")
 ASIDE_PREFIX = "_gateway_replaced_"
 TRASH = ".trash"
 DAY = 86400.0
@@ -82,8 +85,13 @@ def move_out(conn: sqlite3.Connection, team_dir: Path, entry: str) -> None:
         conn.execute("ATTACH DATABASE ? AS trash", [str(part)])
         try:
             conn.execute("BEGIN")
-            conn.execute(f"INSERT INTO trash.{quote(aside)} SELECT * FROM main.{quote(aside)}")
-            conn.execute("COMMIT")
+            try:
+                copy = f"INSERT INTO trash.{quote(aside)} SELECT * FROM main.{quote(aside)}"
+                conn.execute(copy)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")  # a DETACH inside a transaction would fail
+                raise
         finally:
             conn.execute("DETACH DATABASE trash")
         os.replace(part, final)
@@ -172,7 +180,12 @@ def restore(team_dir: Path, entry: str) -> dict[str, Any]:
             conn.execute("DETACH DATABASE trash")
         forget(team_dir, entry)
         if swapped:
-            move_out(conn, team_dir, swapped)
+            try:
+                move_out(conn, team_dir, swapped)
+            except (OSError, sqlite3.Error):
+                # Restored already; the displaced table waits renamed aside, and the next
+                # recovery round moves it to the trash.
+                log.exception("keeping the displaced table %s for later", swapped)
     finally:
         conn.close()
     return {"table": original, "rows": info.get("rows"), "kept": swapped}

@@ -9,7 +9,7 @@ hidden from the dashboard). ``.trash/`` is a subdirectory, which Datasette's dir
 not serve. Restoring copies the table back under its name in one transaction; the table holding
 that name then goes to the trash in its place, so a restore can itself be undone. Expired
 entries are purged when the dashboard lists them, at start and hourly. Every step runs
-under the import lock (``tables._locked``).
+under the import lock (``tables._locked``) except the purge of expired entries.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from gateway.observability import RequestStats, open_access_log
 from gateway.observability.failures import failure_kind
 from gateway.observability.observe import Observer
 from gateway.pages.site import build_site
-from gateway.responses import send_error
+from gateway.responses import send_error, team_links
 from gateway.routing.health import HealthMonitor
 from gateway.routing.proxy import ClientGone, Counters, CutConnection, Proxy, ProxySettings
 from gateway.routing.signature import RequestSigner
@@ -122,7 +122,7 @@ class Gateway:
             await self.proxy(scope, receive, send, service, extra)
         except HTTPError as err:
             self.counters.error(failure_kind(err))
-            await send_error(scope, send, err)
+            await send_error(scope, send, err, links=self.error_links(scope, err))
         except (ClientGone, CutConnection):
             return
         except (OSError, sqlite3.Error) as exc:
@@ -131,7 +131,14 @@ class Gateway:
             log.warning("out of storage space: %s", exc)
             full = no_space()
             self.counters.error(str(full.status))
-            await send_error(scope, send, full)
+            await send_error(scope, send, full, links=self.error_links(scope, full))
+
+    def error_links(self, scope: dict[str, Any], err: HTTPError) -> tuple[tuple[str, str], ...]:
+        """Links onward on the gateway's own error pages on team hosts (HTML only; the apex's
+        pages add their own)."""
+        if "team" in scope or isinstance(err, UnknownHost):
+            return team_links(self.config.base_url, self.config.team_url, scope, err)
+        return ()
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:

@@ -111,6 +111,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("upload_max_bytes", int, 1024**3, "Largest CSV upload accepted (bytes); then 413."),
     Setting(
+        "replaced_table_days",
+        float,
+        7.0,
+        "Days a table replaced by an upload is kept, restorable from the dashboard.",
+    ),
+    Setting(
         "trusted_proxies",
         str,
         "",
@@ -285,6 +291,7 @@ class Config:
     log_level: str = "info"
     instance_memory_mb: int = 512
     upload_max_bytes: int = 1024**3
+    replaced_table_days: float = 7.0
     trusted_proxies: str = ""
     smtp_host: str = ""
     smtp_port: int = 25
@@ -382,6 +389,7 @@ class Config:
             "max_connections_per_ip",
             "instance_memory_mb",
             "upload_max_bytes",
+            "replaced_table_days",
         )
         for name in positive:
             value = getattr(self, name)

@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from gateway.errors import HTTPError, SignInHandoff, SignInRequired
 
 # Where an apex error page sends people on.
 APEX_LINKS = (("/", "Front page"), ("/dashboard", "Your dashboard"))
+
+
+def team_links(
+    base_url: str, team_url: Callable[[str], str], scope: dict[str, Any], err: HTTPError
+) -> tuple[tuple[str, str], ...]:
+    """Where an error page on a team host sends people on: the team's Datasette and upload
+    page for a member; sign-in for anyone else; always the dashboard and the front page.
+    (An unknown team host has no team: the apex's links.)"""
+    team = scope.get("team")
+    apex = ((f"{base_url}/dashboard", "Your dashboard"), (f"{base_url}/", "Front page"))
+    if not isinstance(team, str):
+        return apex
+    home = team_url(team)
+    if scope.get("gateway.user"):
+        return ((f"{home}/", f"{team}'s Datasette"), (f"{home}/-/upload-csv", "Upload a CSV"),
+                *apex)  # fmt: skip
+    target = (scope.get("raw_path") or scope.get("path", "/").encode()).decode("latin-1")
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("latin-1")
+    sign_in = f"{base_url}/login?next={quote(home + target, safe='')}"
+    if err.status == 403:  # signed in, but not a member: the team's pages answer 403 too
+        return ((sign_in, "Sign in as someone else"), *apex)
+    return ((f"{home}/", f"{team}'s Datasette"), (sign_in, "Sign in"), *apex)
 
 
 def wants_json(scope: dict[str, Any]) -> bool:
@@ -68,6 +93,7 @@ async def send_error(
     send: Any,
     err: HTTPError,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
+    links: tuple[tuple[str, str], ...] = (),
 ) -> None:
     if isinstance(err, SignInRequired) and not is_api_client(scope):
         await _redirect(scope, send, err.location)
@@ -75,7 +101,7 @@ async def send_error(
     if isinstance(err, SignInHandoff):
         await _redirect(scope, send, err.location, err.set_cookie)
         return
-    body, content_type = error_body(scope, err)
+    body, content_type = error_body(scope, err, links)
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),

@@ -85,3 +85,61 @@ async def test_an_empty_table_name_is_refused_not_replaced(member: Member):
     # No table field at all (the API's default) still names the table after the file.
     job = await member.upload(b"a,b\n1,2\n", "named.csv")
     assert job["state"] == "done" and job["result"]["table"] == "named"
+
+
+def onward(r) -> list[tuple[str, str]]:
+    """The links an error page offers, as (href, text)."""
+    import html
+    import re
+
+    return [
+        (html.unescape(h), html.unescape(t))
+        for h, t in re.findall(r'<a href="([^"]*)">([^<]*)</a>', r.text)
+    ]
+
+
+@pytest.fixture
+async def two_teams(start_gateway, config: Config) -> Running:
+    return await start_gateway(config, teams=("alpha", "beta"))
+
+
+async def test_team_host_error_pages_link_back(two_teams: Running):
+    running = two_teams
+    apex = running.config.base_url
+    home = running.config.team_url("alpha")
+    back = [(f"{apex}/dashboard", "Your dashboard"), (f"{apex}/", "Front page")]
+    async with running.client() as c:
+        # An unknown team host: the apex's way in.
+        r = await c.get(running.url("nosuch", "/"), headers=HTML)
+        assert r.status_code == 404 and onward(r) == back
+    member = await sign_in(running, "alpha", "m@example.org")
+    outsider = await sign_in(running, "beta", "o@example.org")
+    async with outsider.browser() as c:  # signed in, not a member of alpha
+        r = await c.get(running.url("alpha", "/data?x=1"), headers=HTML)
+    assert r.status_code == 403
+    next_url = f"{apex}/login?next={home.replace(':', '%3A').replace('/', '%2F')}%2Fdata%3Fx%3D1"
+    assert onward(r) == [(next_url, "Sign in as someone else"), *back]
+    async with member.browser() as c:  # a member: the team's pages
+        r = await c.get(running.url("alpha", "/-/upload-csv/nosuch"), headers=HTML)
+        assert r.status_code == 404
+        mine = [(f"{home}/", "alpha's Datasette"), (f"{home}/-/upload-csv", "Upload a CSV")]
+        assert onward(r) == [*mine, *back]
+        running.app.fleet.set_maintenance("alpha", "Back at 5pm.")
+        r = await c.get(running.url("alpha", "/"), headers=HTML)
+        assert r.status_code == 503 and "Back at 5pm." in r.text
+        assert onward(r) == [*mine, *back]
+        r = await c.get(running.url("alpha", "/"), headers=JSON)  # API clients: no links
+        assert r.status_code == 503 and set(r.json()) == {"ok", "status", "error", "detail"}
+    # An anonymous reader of a public team: the team, and a way to sign in.
+    from gateway.auth.accounts import set_public
+
+    set_public(running.app.store, "alpha", True)
+    running.app.auth.changed()
+    async with running.client() as c:
+        r = await c.get(running.url("alpha", "/"), headers=HTML)
+    assert r.status_code == 503
+    assert onward(r) == [
+        (f"{home}/", "alpha's Datasette"),
+        (f"{apex}/login?next={home.replace(':', '%3A').replace('/', '%2F')}%2F", "Sign in"),
+        *back,
+    ]

@@ -80,7 +80,9 @@ async def test_replace_asks_with_row_counts_and_says_what_it_removed(member: Mem
     assert done["result"]["mode"] == "replace" and done["result"]["replaced_rows"] == 5400
     async with member.browser() as c:
         page = (await c.get(job["page"])).text
-    assert "Replaced the 5,400 rows of" in page and "the old rows were removed" in page
+    assert (
+        "Replaced the 5,400 rows of" in page and "The old table and its 5,400 rows are kept" in page
+    )
     with member.db() as conn:
         assert conn.execute("SELECT count(*), min(a) FROM figures").fetchone() == (1200, 2)
 

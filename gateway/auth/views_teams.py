@@ -136,6 +136,15 @@ def routes(web: Web) -> list[Route]:
             except ImportFailed as exc:
                 raise BadRequest(str(exc)) from None
             return web.redirect(f"/dashboard#team-{slug}")
+        if action == "restore-table":
+            role_in(session, slug)  # members replace tables, so members may undo a replace
+            try:
+                await asyncio.to_thread(
+                    tables.restore_table, gw.config.teams_dir / slug, _s(form, "entry")
+                )
+            except ImportFailed as exc:
+                raise BadRequest(str(exc)) from None
+            return web.redirect(f"/dashboard#team-{slug}")
         if action == "public":
             role_in(session, slug, "owner")
             accounts.set_public(gw.store, slug, _s(form, "public") == "1")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.upload import encodings, sniff
+from gateway.upload import convert, encodings, sniff
 from gateway.upload.columns import TypeTracker
 from gateway.upload.errors import ImportFailed
 from gateway.upload.signatures import refuse_known_binary
@@ -46,13 +46,19 @@ def analyze(
     with Rows(path, enc, delim) as rows:
         names = rows.read_header()
         trackers = [TypeTracker() for _ in names]
+        conversions = [convert.trackers() for _ in names]  # offered only when they all fit
         preview: list[list[str]] = []
         for batch in rows.batches(progress):
             if len(preview) < PREVIEW_ROWS:
                 preview += [[c[:PREVIEW_CELL] for c in r] for r in batch[:PREVIEW_ROWS]]
                 preview = preview[:PREVIEW_ROWS]
-            for tracker, values in zip(trackers, zip(*batch, strict=True), strict=True):
+            first_row = rows.rows - len(batch) + 1
+            for tracker, column, values in zip(
+                trackers, conversions, zip(*batch, strict=True), strict=True
+            ):
                 tracker.add_batch(values)
+                for conversion in column:
+                    conversion.add_batch(values, first_row, tracker)
         notes = list(rows.notes)
         if guess.low:
             notes.insert(0, _uncertain(guess))
@@ -78,8 +84,11 @@ def analyze(
                     "allowed": t.allowed(),
                     "example": t.example,
                     "has_empty": t.has_empty,
+                    **convert.summarise(conv),
                 }
-                for name, header, t in zip(names, rows.header_raw, trackers, strict=True)
+                for name, header, t, conv in zip(
+                    names, rows.header_raw, trackers, conversions, strict=True
+                )
             ],
             "rows": rows.rows,
             "preview": preview,

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.upload import convert
 from gateway.upload.columns import INTEGER, REAL, TEXT, quote
 from gateway.upload.errors import ImportFailed
 from gateway.upload.jobs import IMPORTS_TABLE
@@ -79,7 +80,9 @@ def run_import(
     progress: Callable[[int, int], None] | None = None,
     *,
     job_id: str,
+    keep_as: str | None = None,
 ) -> dict[str, Any]:
+    """``keep_as``: a replaced table is renamed to this (kept for restoring), not dropped."""
     rename: dict[str, str] = options.get("rename") or {}
     dropped = set(options.get("drop") or ())
     with Rows(path, analysis["encoding"], analysis["delimiter"]) as rows:
@@ -99,6 +102,14 @@ def run_import(
         # SQLite's own text->REAL parsing is not always correctly rounded (3.40 misses about
         # 1 in 15,000 17-digit values by an ulp), so REAL cells go through Python's float().
         reals = [i for i, (_, kind) in enumerate(columns) if kind == REAL]
+        # Conversions the user chose; each cell is converted again here (never trusting the
+        # analysis alone), and one that does not convert stops the import with its row.
+        chosen = options.get("convert") or {}
+        converts = [
+            (pos, convert.converter(chosen[names[i]], names[i]))
+            for pos, i in enumerate(keep)
+            if names[i] in chosen
+        ]
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Created, filled and published inside one transaction: see the module's docstring.
@@ -111,11 +122,15 @@ def run_import(
                     batch = [[r[i] for i in keep] + r[tail:] for r in batch]
                 if rows.extra:
                     batch = [r if len(r) == width else [*r, None] for r in batch]  # type: ignore[list-item]
+                first_row = rows.rows - len(batch) + 1
+                for pos, fn in converts:
+                    for n, row in enumerate(batch):
+                        row[pos] = fn(row[pos], first_row + n)
                 for i in reals:
                     for row in batch:
                         row[i] = float(row[i]) if row[i] else None  # type: ignore[call-overload]
                 conn.executemany(insert, batch)
-            table, replaced = _publish(conn, staging, options, [c[0] for c in columns])
+            table, replaced = _publish(conn, staging, options, [c[0] for c in columns], keep_as)
             result = {
                 "table": table,
                 "mode": options["mode"],
@@ -123,7 +138,10 @@ def run_import(
                 "rows": rows.rows,
                 "ragged": {"count": rows.ragged, "lines": rows.ragged_lines},
                 "extra_column": rows.extra,
+                "converted": {rename.get(n, n): c for n, c in chosen.items()},
             }
+            if keep_as is not None and replaced is not None:
+                result["kept"] = job_id  # in the marker too: the trash names it by its job
             _mark_published(conn, job_id, result)
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -244,7 +262,11 @@ def _check_append(conn: sqlite3.Connection, table: str, types: dict[str, str]) -
 
 
 def _publish(
-    conn: sqlite3.Connection, staging: str, options: dict[str, Any], names: list[str]
+    conn: sqlite3.Connection,
+    staging: str,
+    options: dict[str, Any],
+    names: list[str],
+    keep_as: str | None = None,
 ) -> tuple[str, int | None]:
     """Make the filled staging table live; runs inside the import's transaction.
     Returns the table's name and, for a replace, how many rows the old table held."""
@@ -258,7 +280,10 @@ def _publish(
     if mode == "replace":
         if _table_columns(conn, table) is not None:
             replaced = int(conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
-            conn.execute(f"DROP TABLE {quote(table)}")
+            if keep_as:  # in this transaction: the old rows are never lost, even by a crash
+                conn.execute(f"ALTER TABLE {quote(table)} RENAME TO {quote(keep_as)}")
+            else:
+                conn.execute(f"DROP TABLE {quote(table)}")
     else:
         table = _free_name(conn, table)
     conn.execute(f"ALTER TABLE {quote(staging)} RENAME TO {quote(table)}")

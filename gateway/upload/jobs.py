@@ -23,9 +23,9 @@ STAGING_PREFIX = "_gateway_staging_"
 # instance's plugin (instance/gateway_plugin.py names it too).
 IMPORTS_TABLE = "_gateway_imports"
 # Tables in a team's database that are not the journalist's: SQLite's own, an import's staging
-# table, the publication markers, and Litestream's bookkeeping (gateway/backup/). Never
-# listed, renamed, dropped or imported into.
-SERVICE_TABLES = ("sqlite_", STAGING_PREFIX, IMPORTS_TABLE, "_litestream_")
+# table, the publication markers, Litestream's bookkeeping (gateway/backup/) and a replaced
+# table on its way to the trash (trash.py). Never listed, renamed, dropped or imported into.
+SERVICE_TABLES = ("sqlite_", STAGING_PREFIX, IMPORTS_TABLE, "_litestream_", "_gateway_replaced_")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.upload.columns import MAX_NAME, check_table_name, table_name_from_file
+from gateway.upload.convert import CONVERSIONS
 from gateway.upload.errors import ImportFailed
 
 MODES = ("new", "append", "replace")
@@ -17,7 +18,8 @@ TRUE = ("1", "true", "on", "yes")
 
 
 def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) -> dict[str, Any]:
-    """Checked options: ``table``, ``mode``, ``pk``, ``empty_null`` and a type per column."""
+    """Checked options: ``table``, ``mode``, ``pk``, ``empty_null``, a type per column and
+    the conversions chosen (``type.<i>`` naming a conversion instead of a type)."""
     mode = (form.get("mode") or "new").strip().lower()
     if mode not in MODES:
         raise ImportFailed(f"Unknown mode {mode!r}: choose new, append or replace.")
@@ -26,8 +28,15 @@ def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) ->
     columns = analysis["columns"]
     names = [c["name"] for c in columns]
     types: dict[str, str] = {}
+    converts: dict[str, str] = {}
     for i, column in enumerate(columns):
-        chosen = (form.get(f"type.{i}") or form.get(f"type.{column['name']}") or "").upper()
+        chosen = (form.get(f"type.{i}") or form.get(f"type.{column['name']}") or "").strip()
+        if chosen.lower() in CONVERSIONS:
+            # An explicit conversion: offered only if every value of the file converts.
+            types[column["name"]] = _conversion(column, chosen.lower())
+            converts[column["name"]] = chosen.lower()
+            continue
+        chosen = chosen.upper()
         if not chosen:
             chosen = column["type"]
         if chosen not in column["allowed"]:
@@ -55,7 +64,31 @@ def resolve(form: Mapping[str, str], analysis: dict[str, Any], filename: str) ->
         "types": types,
         "rename": rename,
         "drop": drop,
+        "convert": converts,
     }
+
+
+def _conversion(column: dict[str, Any], name: str) -> str:
+    """The type a chosen conversion gives the column; refused, naming the first value that
+    does not convert, when it does not fit every value."""
+    for offer in column.get("conversions", ()):
+        if offer["name"] == name:
+            return str(offer["type"])
+    label = CONVERSIONS[name].label
+    for refusal in column.get("not_converted", ()):
+        if refusal["name"] == name:
+            more = refusal["fails"] - 1
+            raise ImportFailed(
+                f"Column {column['name']!r} cannot be converted ({label}): row {refusal['row']}"
+                f" holds {refusal['value']!r}"
+                + (f" (and {more} more values do not convert)" if more else "")
+                + ". Keep it as text, or fix the file and upload it again."
+            )
+    offered = ", ".join(o["name"] for o in column.get("conversions", ())) or "none"
+    raise ImportFailed(
+        f"Column {column['name']!r} cannot be converted ({label}): not every value has that "
+        f"form, or nothing would change. Conversions that fit it: {offered}."
+    )
 
 
 def _renames(

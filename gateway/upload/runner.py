@@ -23,6 +23,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.store.db import Store
+from gateway.upload import tables
 from gateway.upload.importer import connect, drop_staging, publication
 from gateway.upload.jobs import RUNNING, STAGING_PREFIX, Job, Jobs
 from gateway.upload.receive import remove_quietly
@@ -32,6 +33,7 @@ MAX_WORKERS = 2  # the machine's cores are for proxying first
 STOP_GRACE = 5.0
 SWEEP_EVERY = 5.0
 PART_MAX_AGE = 3600.0
+TRASH_EVERY = 3600.0
 
 
 class Runner:
@@ -119,6 +121,7 @@ class Runner:
                 log.exception("could not end import job %s at start", job.id)
         for db_path in sorted(self.config.teams_dir.glob("*/data.db")):
             drop_all_staging(db_path, keep=alive)
+        self.recover_trash()
         keep = {Path(j.spool_path) for j in self.jobs.ready() + self.jobs.unfinished()}
         for spool in self.config.teams_dir.glob("*/.spool/*.upload"):
             if spool not in keep:
@@ -130,11 +133,25 @@ class Runner:
                 if part.stat().st_mtime < stale:
                     remove_quietly(part)
 
+    def recover_trash(self) -> None:
+        """Replaced tables: finish moves a crash cut short, purge the expired (trash.py). The
+        worker writes .trash/ before it renames a table aside, so only those teams are seen."""
+        for team_dir in sorted(p.parent for p in self.config.teams_dir.glob("*/.trash")):
+            try:
+                tables.recover_trash(team_dir, self.config.replaced_table_days)
+            except (OSError, sqlite3.Error):
+                log.exception("could not tidy the replaced tables of %s", team_dir.name)
+
     async def _sweep(self) -> None:
         """End jobs whose worker died unseen (one started by a predecessor gateway), or whose
-        end could not be recorded when it died (a full disk): retried until it is."""
+        end could not be recorded when it died (a full disk): retried until it is. Hourly,
+        purge expired replaced tables."""
+        rounds = 0
         while True:
             await asyncio.sleep(SWEEP_EVERY)
+            rounds += 1
+            if rounds % int(TRASH_EVERY / SWEEP_EVERY) == 0:
+                await asyncio.to_thread(self.recover_trash)
             for job in await asyncio.to_thread(self.jobs.unfinished):
                 if job.id in self._owner or job.pid is None:
                     continue

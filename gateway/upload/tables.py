@@ -14,23 +14,41 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from gateway.upload import importer
+from gateway.upload import importer, trash
 from gateway.upload.columns import check_table_name, quote
 from gateway.upload.errors import ImportFailed
 from gateway.upload.jobs import SERVICE_TABLES
 
 
 @contextlib.contextmanager
-def _locked(team_dir: Path) -> Iterator[Path]:
+def _locked(team_dir: Path, wait: bool = True) -> Iterator[Path]:
+    """The import lock; with ``wait=False`` raises BlockingIOError when it is held."""
     spool = team_dir / ".spool"
     spool.mkdir(exist_ok=True)
     fd = os.open(spool / "data.db.import-lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield team_dir / "data.db"
     finally:
         os.close(fd)
+
+
+def restore_table(team_dir: Path, entry: str) -> dict[str, Any]:
+    """Put a replaced table back (trash.py), under the import lock."""
+    with _locked(team_dir):
+        return trash.restore(team_dir, entry)
+
+
+def recover_trash(team_dir: Path, days: float) -> None:
+    """Finish interrupted moves and purge expired tables, unless an import holds the lock
+    (it finishes its own move; the next round purges)."""
+    try:
+        with _locked(team_dir, wait=False):
+            trash.recover(team_dir, days)
+    except BlockingIOError:
+        pass
 
 
 def _existing(conn: sqlite3.Connection, table: str) -> str:

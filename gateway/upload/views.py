@@ -27,7 +27,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from gateway.responses import wants_json
 from gateway.routing.proxy import private_cache
+from gateway.upload import trash
 from gateway.upload.columns import check_table_name, table_name_from_file
+from gateway.upload.convert import CONVERSIONS
 from gateway.upload.encodings import COMMON as COMMON_ENCODINGS
 from gateway.upload.encodings import check as check_encoding
 from gateway.upload.errors import ImportFailed
@@ -67,6 +69,7 @@ class UploadApp:
         )
         self.env.globals["default_table"] = table_name_from_file
         self.env.globals["encodings"] = COMMON_ENCODINGS
+        self.env.globals["conversions"] = CONVERSIONS
         self.env.filters["timestamp"] = lambda t: time.strftime(
             "%Y-%m-%d %H:%M UTC", time.gmtime(t)
         )
@@ -127,6 +130,9 @@ class UploadApp:
             "error": inventory.error,
             "database_url": f"{base}/data",
             "imports": [j.public(base) for j in self.jobs.for_team(team, DASHBOARD_IMPORTS)],
+            "kept": await asyncio.to_thread(
+                trash.entries, self.config.teams_dir / team, self.config.replaced_table_days
+            ),
         }
 
     # -- checks ---------------------------------------------------------------------------
@@ -178,7 +184,9 @@ class UploadApp:
     async def job_context(self, job: Job, team: str) -> dict[str, Any]:
         data = job.public(self.config.team_url(team))
         table_url = (data["result"] or {}).get("table_url")
-        context = {"team": team, "table_url": table_url, "data": data}
+        context = {"team": team, "table_url": table_url, "data": data,
+                   "kept_days": self.config.replaced_table_days,
+                   "kept_url": f"{self.config.base_url}/dashboard#kept-{team}"}  # fmt: skip
         if job.state == "ready":  # offer the existing tables, and warn when a name is taken
             # In a thread: a cold read of a large database must not hold the event loop.
             inventory = await asyncio.to_thread(self.inventories.get, self._db(team))
@@ -310,7 +318,8 @@ class UploadApp:
                 and form.get("confirm_replace") != "1"
                 and not wants_json(scope)
             ):
-                replace = {"table": options["table"], "old": existing, "new": job.analysis["rows"]}
+                replace = {"table": options["table"], "old": existing, "new": job.analysis["rows"],
+                           "days": self.config.replaced_table_days}  # fmt: skip
                 context = await self.job_context(job, team)
                 fields = {k: v for k, v in form.items() if k not in ("action", "confirm_replace")}
                 return self.render(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from gateway.diskspace import out_of_space
 from gateway.store import open_store
-from gateway.upload import importer
+from gateway.upload import importer, trash
 from gateway.upload.analyze import analyze
 from gateway.upload.errors import ImportFailed
 from gateway.upload.jobs import Job, Jobs
@@ -86,6 +86,10 @@ class Worker:
             self.jobs.update(job.id, state="importing", bytes_done=0, rows_done=0)
             self._last = 0.0  # report the first imported batch at once
             started = time.time()
+            replacing = job.options.get("mode") == "replace"
+            if replacing:  # named before the import, so a crash mid-way still knows it
+                trash.note(team_dir, job.id, original=job.options["table"], filename=job.filename,
+                           replaced_at=time.time())  # fmt: skip
             conn = importer.connect(team_dir / "data.db")
             try:
                 result = importer.run_import(
@@ -96,8 +100,22 @@ class Worker:
                     job.staging_table,
                     self.progress,
                     job_id=job.id,
+                    keep_as=trash.aside_name(job.id) if replacing else None,
                 )
+                if result.get("replaced_rows") is not None:
+                    # The old table, renamed aside in the import's transaction, leaves the
+                    # database Datasette serves for the trash, restorable from the dashboard.
+                    # Published already: a failure here is finished by the next recovery.
+                    try:
+                        trash.move_out(conn, team_dir, job.id)
+                    except Exception:
+                        log.exception("keeping the replaced table %s for later", job.id)
+                    result["kept"] = job.id
+                elif replacing:
+                    trash.forget(team_dir, job.id)  # there was nothing to replace
             except ImportFailed:
+                if replacing:
+                    trash.forget(team_dir, job.id)
                 # A choice made on the review page did not fit the data: the job goes back
                 # to review (main()), so its spool is kept for the retry.
                 if not returns_to_review(job):
@@ -105,6 +123,8 @@ class Worker:
                 raise
             except BaseException:
                 remove_spool(job)
+                if replacing:
+                    trash.forget(team_dir, job.id)
                 raise
             else:
                 # Published: the spool goes now, before any record is written (a full disk

@@ -183,10 +183,12 @@ def test_the_import_converts_every_cell_again_and_refuses_with_the_row(tmp_path:
     conn = importer.connect(tmp_path / "data.db")
     try:
         with pytest.raises(ImportFailed) as refused:
-            importer.run_import(conn, bad, analysis, options, "_gateway_staging_x")
+            importer.run_import(conn, bad, analysis, options, "_gateway_staging_x", job_id="x")
         assert str(refused.value).startswith("Row 3, column 'v': 'x,5' is not a number with")
         assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
-        result = importer.run_import(conn, good, analysis, options, "_gateway_staging_y")
+        result = importer.run_import(
+            conn, good, analysis, options, "_gateway_staging_y", job_id="y"
+        )
         assert result["converted"] == {"v": "decimal_comma"}
         assert conn.execute("SELECT v FROM t").fetchall() == [(1.5,), (2.5,), (3.5,)]
     finally:

@@ -14,6 +14,7 @@ import pytest
 from gateway.config import Config
 from gateway.upload import importer, tables, trash
 from gateway.upload.analyze import analyze
+from gateway.upload.jobs import IMPORTS_TABLE
 from gateway.upload.options import resolve
 from tests.auth_support import Browser, make_user
 from tests.conftest import Running
@@ -63,9 +64,8 @@ async def test_replace_then_restore_gets_the_old_rows_back(running: Running):
             params={"sql": "select name from sqlite_master", "_shape": "array"},
         )
     assert r.status_code == 200, r.text
-    assert [row["name"] for row in r.json() if not row["name"].startswith("_litestream")] == [
-        "figures"
-    ]
+    service = ("_litestream", IMPORTS_TABLE)  # bookkeeping, hidden; never the replaced table
+    assert [row["name"] for row in r.json() if not row["name"].startswith(service)] == ["figures"]
     async with uploader.browser() as c:
         page = (await c.get(done["page"])).text
     assert "The old table and its 5,400 rows are kept, out of Datasette, for 7 days" in page
@@ -134,14 +134,17 @@ def test_a_crash_after_the_replace_loses_nothing(tmp_path: Path):
     trash.note(team_dir, "0123456789abcdef", original="figures", replaced_at=1e10)
     conn = importer.connect(team_dir / "data.db")
     try:
-        importer.run_import(conn, csv, analysis, options, "_gateway_staging_0123456789abcdef",
-                            keep_as=trash.aside_name("0123456789abcdef"))  # fmt: skip
+        job = "0123456789abcdef"
+        staging = f"_gateway_staging_{job}"
+        importer.run_import(
+            conn, csv, analysis, options, staging, job_id=job, keep_as=trash.aside_name(job)
+        )
     finally:
         conn.close()  # the worker "dies" here, before move_out
     tables.recover_trash(team_dir, 7)
     with sqlite3.connect(team_dir / "data.db") as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    assert names == ["figures"]
+    assert sorted(names) == [IMPORTS_TABLE, "figures"]
     (kept,) = trash.entries(team_dir, 1e9)
     assert kept["rows"] == 50 and kept["original"] == "figures"
     tables.restore_table(team_dir, "0123456789abcdef")

@@ -45,8 +45,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## Two workers (CI has 2 cores); tests/conftest.py keeps the Docker, Chromium and load tests
+## each on one worker, one at a time. PYTEST_XDIST= runs the suite in one process.
+PYTEST_XDIST ?= -n 2 --dist loadgroup
 unit: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gateway/_native

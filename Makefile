@@ -45,9 +45,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Two workers (CI has 2 cores); tests/conftest.py keeps the Docker, Chromium and load tests
-## each on one worker, one at a time. PYTEST_XDIST= runs the suite in one process.
-PYTEST_XDIST ?= -n 2 --dist loadgroup
+## One process by default: two xdist workers (PYTEST_XDIST="-n 2 --dist loadgroup"; CI has 2
+## cores) are ready (tests/conftest.py keeps the Docker, Chromium and load tests each on one
+## worker, one at a time) but no whole run has been proved free of flakes that way yet.
+PYTEST_XDIST ?=
 unit: $(STAMP)
 	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 

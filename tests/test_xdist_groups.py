@@ -1,7 +1,7 @@
-"""`make test` runs pytest on two xdist workers with `--dist loadgroup`: the tests that must not
-run two at a time (tests/conftest.py: the load proofs, the Docker tests, the Chromium tests) each
-carry exactly one xdist group, so each kind runs serially on one worker. Checked on the real
-suite's collection, in a fresh pytest process."""
+"""`make test PYTEST_XDIST="-n 2 --dist loadgroup"` runs pytest on two xdist workers: the tests
+that must not run two at a time (tests/conftest.py: the load proofs, the Docker tests, the
+Chromium tests) each carry exactly one xdist group, so each kind runs serially on one worker.
+Checked on the real suite's collection, in a fresh pytest process."""
 
 from __future__ import annotations
 

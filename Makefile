@@ -45,8 +45,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## One process by default: two xdist workers (PYTEST_XDIST="-n 2 --dist loadgroup"; CI has 2
+## cores) are ready (tests/conftest.py keeps the Docker, Chromium and load tests each on one
+## worker, one at a time) but no whole run has been proved free of flakes that way yet.
+PYTEST_XDIST ?=
 unit: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gateway/_native

@@ -7,6 +7,7 @@ read counters) while real HTTP flows over loopback.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -78,6 +79,33 @@ class LoopbackTransport(httpx.AsyncHTTPTransport):
 StartGateway = Callable[..., Awaitable[Running]]
 
 
+def xdist_group_of(item: pytest.Item) -> str | None:
+    """The xdist group an item runs in under `--dist loadgroup` (the Makefile's PYTEST_XDIST):
+    tests of one group run one at a time on one worker, beside the other worker's tests.
+
+    The load proofs each drive the whole machine with a deploy or restart in the middle; the
+    Docker tests share the engine, its tenant network and the image build cache; each Chromium
+    test is a browser's worth of processes with 30 s page timeouts. Two of a kind at once only
+    make them slower and their timeouts tighter.
+    """
+    path = Path(str(item.path))
+    if path.parent.name == "load" and path.name.startswith("test_load_"):
+        return "load"
+    if item.get_closest_marker("docker") is not None:
+        return "docker"
+    if item.get_closest_marker("browser") is not None:
+        return "browser"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = xdist_group_of(item)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     # domain "localhost": *.localhost resolves to loopback without any resolver tricks.
@@ -141,5 +169,11 @@ def docker_image() -> str:
     """The tenant image, built once per run (.ci/run builds it first; then this only checks)."""
     from gateway.runtimes import image
 
-    tag, _ = image.build(progress=lambda line: print(line, flush=True))
+    # Each xdist worker (and any other checkout on this engine) asks: one builds at a time in
+    # the shared build cache, the others then find the tag.
+    cache = image.cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "tests-image-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tag, _ = image.build(progress=lambda line: print(line, flush=True))
     return tag

@@ -7,6 +7,7 @@ real Datasette through it (started from the zipapp too), and stops it with SIGTE
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -37,8 +38,13 @@ def newest_source() -> float:
 
 @pytest.fixture(scope="module")
 def binary() -> Path:
-    if not BINARY.exists() or BINARY.stat().st_mtime < newest_source():
-        subprocess.run(["make", "-C", str(ROOT), "binary"], check=True, timeout=900)
+    # Module-scoped, but each xdist worker running a test of it (or of a module importing it)
+    # gets its own: one `make binary` at a time in build/, the others then find it current.
+    BINARY.parent.mkdir(exist_ok=True)
+    with open(BINARY.parent / ".binary.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not BINARY.exists() or BINARY.stat().st_mtime < newest_source():
+            subprocess.run(["make", "-C", str(ROOT), "binary"], check=True, timeout=900)
     assert os.access(BINARY, os.X_OK)
     return BINARY
 

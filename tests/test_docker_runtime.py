@@ -396,3 +396,42 @@ async def test_the_container_carries_the_menu_plugin(docker_config: Config) -> N
         assert '<html lang="en">' in r.text
         upload = running.config.team_url("alpha") + "/-/upload-csv"
         assert f'<a href="{upload}">Upload CSV</a>' in r.text
+
+
+def test_two_tenant_networks_of_one_name_settle_on_one(docker_config: Config) -> None:
+    """Docker allows two networks of one name: two gateways creating it at once on a fresh
+    engine made two, and every later container create failed with "network gateway-tenants is
+    ambiguous". That state, made for real under this test's own name: every runtime settles on
+    the same one, by id, and the other is removed."""
+    import secrets
+
+    import docker
+
+    from gateway.runtimes.docker import DockerRuntime
+
+    client = docker.from_env()
+    name = f"gateway-tenants-test-{secrets.token_hex(4)}"
+
+    def named() -> list[str]:
+        return [n.id for n in client.networks.list(names=[name]) if n.name == name]
+
+    store = open_store(docker_config.control_db)
+    runtimes = [DockerRuntime(docker_config, store, lambda team: "s", "t") for _ in range(2)]
+    try:
+        for _ in range(2):
+            client.networks.create(name, driver="bridge", labels={"gateway.test": "network"})
+        assert len(named()) == 2
+        for runtime in runtimes:
+            runtime.network = name
+        chosen = {runtime.ensure_network() for runtime in runtimes}
+        assert len(chosen) == 1
+        assert named() == list(chosen)
+    finally:
+        for runtime in runtimes:
+            if runtime._client is not None:
+                runtime._client.close()
+        for net in client.networks.list(names=[name]):
+            if net.name == name:
+                net.remove()
+        client.close()
+        store.close()

@@ -63,7 +63,8 @@ class DockerRuntime:
         self.started: set[str] = set()
         self._image: str | None = None
         self._version: str | None = None
-        self._network_ok = False
+        self.network = NETWORK
+        self._network_id: str | None = None
         self.provider = DockerProvider(client_factory, gateway_id, config.domain)
 
     @property
@@ -150,7 +151,7 @@ class DockerRuntime:
                 log.info("created container %s for %s", container.name, instance.id)
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: a concurrent provision won the name
-                    self._image, self._network_ok = None, False  # look them up afresh
+                    self._image, self._network_id = None, None  # look them up afresh
                     raise RuntimeUnavailable(
                         f"cannot create {instance.id}: {_engine_message(exc)}"
                     ) from exc
@@ -280,17 +281,22 @@ class DockerRuntime:
         return self._image
 
     def ensure_network(self) -> str:
-        """One bridge with inter-container traffic off: a team cannot reach another's port."""
+        """One bridge with inter-container traffic off: a team cannot reach another's port.
+
+        Returns its id. Docker does not refuse a second network of the same name: two gateways
+        (or test runs) creating it at once on a fresh engine made two, and every later use of
+        the name failed as ambiguous. So each keeps the same one (first by creation time, then
+        id), removes the others it can, and names it by id.
+        """
         import docker.errors
 
-        if self._network_ok:
-            return NETWORK
-        try:
-            self.client.networks.get(NETWORK)
-        except docker.errors.NotFound:
+        if self._network_id is not None:
+            return self._network_id
+        found = self._tenant_networks()
+        if not found:
             try:
                 self.client.networks.create(
-                    NETWORK,
+                    self.network,
                     driver="bridge",
                     options={"com.docker.network.bridge.enable_icc": "false"},
                     labels={"gateway.network": "tenants"},
@@ -298,8 +304,24 @@ class DockerRuntime:
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
-        self._network_ok = True
-        return NETWORK
+            found = self._tenant_networks()
+        keep = min(found, key=lambda n: (str(n.attrs.get("Created", "")), str(n.id)))
+        for other in found:
+            if other.id != keep.id:
+                try:
+                    other.remove()
+                except docker.errors.APIError as exc:  # gone already, or in use: left alone
+                    log.warning(
+                        "duplicate network %s %s not removed: %s", other.name, other.id, exc
+                    )
+        self._network_id = str(keep.id)
+        return self._network_id
+
+    def _tenant_networks(self) -> list[Any]:
+        # The engine's name filter matches substrings: keep exact names only.
+        return [
+            n for n in self.client.networks.list(names=[self.network]) if n.name == self.network
+        ]
 
     def wait_healthy(self, address: tuple[str, int], team: str, timeout: float = 60) -> bool:
         """Poll the container's health endpoint directly (CLI without a running gateway),

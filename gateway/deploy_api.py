@@ -15,22 +15,31 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from gateway.deploy import DeployResult, new_rollout_id
+from gateway.deploy import Deployer, DeployResult, new_rollout_id
 from gateway.errors import BadRequest, GatewayError, HTTPError, NotFound, TeamNotFound
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.config import Config
+    from gateway.fleet import Fleet
 
 
-def _gw(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
+class DeployParts(Protocol):
+    """What these endpoints use (the gateway built in app.py has it)."""
+
+    config: Config
+    fleet: Fleet
+    deployer: Deployer
+
+
+def _gw(request: Request) -> DeployParts:
+    parts: DeployParts = request.app.state.parts  # set by gateway/admin/app.py
+    return parts
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -90,7 +99,7 @@ async def deploy(request: Request) -> Response:
 
 
 async def _one(
-    gw: Gateway, team: str, image: str | None, queue: asyncio.Queue[DeployResult | None]
+    gw: DeployParts, team: str, image: str | None, queue: asyncio.Queue[DeployResult | None]
 ) -> None:
     queue.put_nowait(await gw.deployer.deploy(team, image))
 

@@ -16,12 +16,14 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from gateway.admin.api import recent, status_view
+from gateway.admin.cookie import login_redirect
 from gateway.auth.operators import is_operator
 from gateway.errors import Forbidden, HTTPError
 from gateway.responses import error_body
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admin.parts import AdminParts
+    from gateway.auth.service import Auth
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "pages" / "templates"
 APEX_PATH = "/-/gateway/ops"
@@ -45,7 +47,7 @@ def sparkline_svg(points: list[float], width: int = 240, height: int = 36) -> Ma
     )
 
 
-def dashboard_data(gw: Gateway) -> dict[str, Any]:
+def dashboard_data(gw: AdminParts) -> dict[str, Any]:
     now = time.monotonic()
     data = status_view(gw)
     for team in data["teams"]:
@@ -58,7 +60,7 @@ def dashboard_data(gw: Gateway) -> dict[str, Any]:
     return data
 
 
-def dashboard_routes(gw: Gateway, token: str) -> list[Route]:
+def dashboard_routes(gw: AdminParts, token: str) -> list[Route]:
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["ago"] = _ago
 
@@ -66,8 +68,6 @@ def dashboard_routes(gw: Gateway, token: str) -> list[Route]:
         return templates.TemplateResponse(request, "ops_dashboard.html", {"s": dashboard_data(gw)})
 
     async def login(request: Request) -> Response:
-        from gateway.admin.app import login_redirect
-
         error = ""
         if request.method == "POST":
             form = await request.form()
@@ -83,17 +83,14 @@ def dashboard_routes(gw: Gateway, token: str) -> list[Route]:
     return [Route("/", dashboard), Route("/login", login, methods=["GET", "POST"])]
 
 
-def apex_ops_routes(gw: Gateway) -> list[Route]:
+def apex_ops_routes(gw: AdminParts, auth: Auth) -> list[Route]:
     """The same dashboard on the apex, for signed-in operators (gateway/auth/operators.py)."""
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["ago"] = _ago
 
     async def apex_dashboard(request: Request) -> Response:
-        auth = getattr(gw, "auth", None)
-        session = auth.session_from_cookies(dict(request.cookies)) if auth else None
+        session = auth.session_from_cookies(dict(request.cookies))
         if session is None:
-            if auth is None:
-                return _refuse(request, Forbidden("the operator dashboard needs sign-in"))
             return RedirectResponse(auth.login_url(APEX_PATH), status_code=303)
         if not is_operator(gw.store, gw.config, session.user_id):
             return _refuse(request, Forbidden("this page is for the gateway's operators"))

@@ -8,23 +8,20 @@ POST /api/teams/{slug}/restore    {"at": "RFC 3339 time"} or {} (latest): pause,
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.backup.litestream import parse_time
-from gateway.backup.restore import restore_team
+from gateway.backup.restore import RestoreParts, restore_team
 from gateway.errors import BadRequest, GatewayError, HTTPError, NotFound, TeamNotFound
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
-
-def _gw(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
+def _gw(request: Request) -> RestoreParts:
+    parts: RestoreParts = request.app.state.parts  # set by gateway/admin/app.py
+    return parts
 
 
 async def _body(request: Request) -> dict[str, Any]:

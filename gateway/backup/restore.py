@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.backup.layout import Database, Layout, join_url
 from gateway.backup.litestream import BackupError, replica_span, restore
@@ -32,11 +32,25 @@ from gateway.errors import TeamNotFound
 from gateway.routing.target import State
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.backup.supervisor import Replication
+    from gateway.config import Config
+    from gateway.fleet import Fleet
+    from gateway.store import Store
+    from gateway.upload import UploadApp
 
 log = logging.getLogger("gateway.backup")
 
 SIDECARS = ("-wal", "-shm")
+
+
+class RestoreParts(Protocol):
+    """What a team restore in a running gateway uses (the gateway built in app.py has it)."""
+
+    config: Config
+    store: Store
+    fleet: Fleet
+    backups: Replication
+    upload: UploadApp
 
 
 @dataclass
@@ -146,7 +160,7 @@ def _label(at: datetime | None) -> str:
 _LOCKS: dict[str, asyncio.Lock] = {}
 
 
-async def restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreResult:
+async def restore_team(gw: RestoreParts, slug: str, at: datetime | None) -> RestoreResult:
     lock = _LOCKS.setdefault(slug, asyncio.Lock())
     if lock.locked():
         raise BackupError(f"a restore of {slug} is already under way")
@@ -154,7 +168,7 @@ async def restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreRe
         return await _restore_team(gw, slug, at)
 
 
-async def _restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreResult:
+async def _restore_team(gw: RestoreParts, slug: str, at: datetime | None) -> RestoreResult:
     started = time.monotonic()
     fleet, replication = gw.fleet, gw.backups
     team = gw.store.team(slug)
@@ -196,7 +210,7 @@ async def _restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreR
     return RestoreResult(slug, _label(at), str(aside or ""), round(seconds, 3), round(held, 3))
 
 
-async def _start_instance(gw: Gateway, slug: str) -> None:
+async def _start_instance(gw: RestoreParts, slug: str) -> None:
     fleet = gw.fleet
     service = fleet.require(slug)
     inst = gw.store.add_instance(slug, fleet.runtime.name, version=fleet.runtime.version())

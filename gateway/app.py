@@ -111,7 +111,7 @@ class Gateway:
             from gateway.runtimes.local import LocalRuntime
 
             return LocalRuntime(self.config, self.store, self.instance_secret)
-        from gateway.runtimes.docker import DockerRuntime
+        from gateway.runtimes.docker.runtime import DockerRuntime
 
         return DockerRuntime(self.config, self.store, self.instance_secret, self.gateway_id)
 

@@ -25,7 +25,7 @@ from gateway.edge.cli import register as register_edge
 from gateway.errors import GatewayError, TeamExists
 from gateway.filemodes import private_umask
 from gateway.lock import gateway_running
-from gateway.runtimes.cli import register as register_image
+from gateway.runtimes.docker.cli import register as register_image
 from gateway.slugs import validate_slug
 from gateway.store import Store, open_store
 
@@ -89,7 +89,7 @@ def teams_create(config: Config, slug: str, wait: bool, force: bool) -> None:
     url = config.team_url(slug) + "/"
     if not gateway_running(config.data_dir):
         if config.runtime == "docker":
-            from gateway.runtimes.docker import provision_team
+            from gateway.runtimes.docker.runtime import provision_team
 
             provision_team(config, store, slug, wait=wait)
             click.echo(f"Team {slug}'s container is running.")
@@ -169,7 +169,7 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
         else:
             raise click.ClickException(f"the gateway did not finish deleting {slug}; try again")
     if config.runtime == "docker":  # without a gateway, or orphans of an interrupted delete
-        from gateway.runtimes.docker import deprovision_team
+        from gateway.runtimes.docker.runtime import deprovision_team
 
         deprovision_team(config, store, slug)
     if not gateway_running(config.data_dir):

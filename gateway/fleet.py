@@ -72,7 +72,7 @@ class Fleet:
         self.ready = True
         provider = getattr(self.runtime, "provider", None)
         if provider is not None:  # docker: follow the engine's containers (fleet_snapshot.py)
-            from gateway.fleet_snapshot import SnapshotSync
+            from gateway.runtimes.docker.snapshot import SnapshotSync
 
             provider.start(SnapshotSync(self).apply)
         self._task = asyncio.get_running_loop().create_task(self._watch(), name="fleet-watch")

@@ -139,7 +139,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
 @pytest.fixture(scope="session")
 def docker_image() -> str:
     """The tenant image, built once per run (.ci/run builds it first; then this only checks)."""
-    from gateway.runtimes import image
+    from gateway.runtimes.docker import image
 
     tag, _ = image.build(progress=lambda line: print(line, flush=True))
     return tag

@@ -7,7 +7,7 @@ import time
 import click
 
 from gateway.errors import GatewayError
-from gateway.runtimes import image
+from gateway.runtimes.docker import image
 
 
 @click.group("image")

@@ -14,8 +14,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from gateway.routing.labels import Route, Snapshot
 from gateway.routing.target import State, Target
+from gateway.runtimes.docker.labels import Route, Snapshot
 from gateway.store.db import Instance
 
 if TYPE_CHECKING:

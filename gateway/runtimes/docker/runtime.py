@@ -19,12 +19,12 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.errors import RuntimeUnavailable
-from gateway.routing.labels import CONTAINER_PREFIX, MANAGED_BY
 from gateway.routing.signature import sign_with
 from gateway.routing.target import Target
-from gateway.runtimes import image
 from gateway.runtimes.base import prepare_team_dir
-from gateway.runtimes.docker_provider import DockerProvider
+from gateway.runtimes.docker import image
+from gateway.runtimes.docker.labels import CONTAINER_PREFIX, MANAGED_BY
+from gateway.runtimes.docker.provider import DockerProvider
 from gateway.slugs import validate_slug
 from gateway.store.db import Instance, Store
 

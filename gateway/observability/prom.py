@@ -230,8 +230,8 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(
             "gateway_instance_crashes",
             "Instances that died or were killed behind the gateway's back (then restarted)",
-            # docker: the fleet's snapshot sync; local: the runtime's supervisor.
-            value=fleet.crashes + getattr(self.parts.runtime, "crashes", 0),
+            # docker: reported to the fleet (Runtime.watch); local: the runtime's supervisor.
+            value=fleet.crashes + self.parts.runtime.crashes,
         )
 
     def _store(self) -> Iterator[Metric]:

@@ -31,7 +31,7 @@ from gateway.auth.pages import auth_routes
 from gateway.auth.service import Auth
 from gateway.backup import Replication
 from gateway.config import Config
-from gateway.deploy import Deployer
+from gateway.deploy.service import Deployer
 from gateway.diskspace import SpaceWatch, no_space, out_of_space
 from gateway.errors import BadRequest, HTTPError, UnknownHost, URITooLong
 from gateway.filemodes import tighten

@@ -20,7 +20,7 @@ from gateway.backup.cli import register as register_backups
 from gateway.backup.hooks import team_deleted
 from gateway.clikit import config_options, run_cli
 from gateway.config import Config
-from gateway.deploy_cli import register as register_deploys
+from gateway.deploy.cli import register as register_deploys
 from gateway.edge.cli import register as register_edge
 from gateway.errors import GatewayError, TeamExists
 from gateway.filemodes import private_umask

@@ -13,7 +13,7 @@
     GET  /metrics                     Prometheus exposition
     GET  /livez, /readyz              for an outer load balancer (no token)
 
-Deploys, rollback, maintenance and restart: ``gateway/deploy_api.py``; backups:
+Deploys, rollback, maintenance and restart: ``gateway/deploy/api.py``; backups:
 ``gateway/backup/api.py``. Handlers find the parts at ``request.app.state.parts``.
 """
 
@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.admin.parts import AdminParts
 from gateway.backup.api import backup_routes
-from gateway.deploy_api import deploy_routes
+from gateway.deploy.api import deploy_routes
 from gateway.errors import BadRequest, ConfigError, NotFound
 from gateway.observability.prom import exposition, make_registry
 from gateway.routing.target import Target

@@ -12,7 +12,7 @@ from gateway.backup.restore import RestoreParts
 from gateway.observability.prom import MetricsParts
 
 if TYPE_CHECKING:
-    from gateway.deploy import Deployer
+    from gateway.deploy.service import Deployer
     from gateway.routing.table import RouteTable
 
 

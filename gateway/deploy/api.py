@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from gateway.deploy import Deployer, DeployResult, new_rollout_id
+from gateway.deploy.service import Deployer, DeployResult, new_rollout_id
 from gateway.errors import BadRequest, GatewayError, HTTPError, NotFound, TeamNotFound
 
 if TYPE_CHECKING:

@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from gateway.admin.endpoints import json_body, mapped
 from gateway.deploy.service import Deployer, DeployResult, new_rollout_id
-from gateway.errors import BadRequest, GatewayError, HTTPError, NotFound, TeamNotFound
+from gateway.errors import BadRequest
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -42,19 +43,9 @@ def _gw(request: Request) -> DeployParts:
     return parts
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
-        raise BadRequest("the body must be JSON") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return data
-
-
 async def deploy(request: Request) -> Response:
     gw = _gw(request)
-    body = await _body(request)
+    body = await json_body(request)
     image = body.get("image") or None
     rollout: str | None = None
     if body.get("all"):
@@ -111,7 +102,7 @@ async def rollback(request: Request) -> Response:
 
 async def maintenance(request: Request) -> Response:
     gw = _gw(request)
-    message = (await _body(request)).get("message")
+    message = (await json_body(request)).get("message")
     if message is not None and (not isinstance(message, str) or not message.strip()):
         raise BadRequest("message must be a non-empty string, or null to end maintenance")
     slug = request.path_params["slug"]
@@ -124,31 +115,14 @@ async def restart(request: Request) -> Response:
     return JSONResponse({"restarting": True, "pid": os.getpid()}, status_code=202)
 
 
-def _mapped(handler: Any) -> Any:
-    """The gateway's own errors become clear 4xx answers, never a 500."""
-
-    async def wrapped(request: Request) -> Response:
-        try:
-            response: Response = await handler(request)
-        except HTTPError:
-            raise
-        except TeamNotFound as exc:
-            raise NotFound(str(exc)) from exc
-        except GatewayError as exc:
-            raise BadRequest(str(exc)) from exc
-        return response
-
-    return wrapped
-
-
 def _line(data: dict[str, Any]) -> bytes:
     return json.dumps(data).encode() + b"\n"
 
 
 def deploy_routes() -> list[BaseRoute]:
     return [
-        Route("/api/deploy", _mapped(deploy), methods=["POST"]),
-        Route("/api/teams/{slug}/rollback", _mapped(rollback), methods=["POST"]),
-        Route("/api/teams/{slug}/maintenance", _mapped(maintenance), methods=["POST"]),
-        Route("/api/restart", _mapped(restart), methods=["POST"]),
+        Route("/api/deploy", mapped(deploy), methods=["POST"]),
+        Route("/api/teams/{slug}/rollback", mapped(rollback), methods=["POST"]),
+        Route("/api/teams/{slug}/maintenance", mapped(maintenance), methods=["POST"]),
+        Route("/api/restart", mapped(restart), methods=["POST"]),
     ]

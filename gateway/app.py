@@ -40,7 +40,8 @@ from gateway.observability import RequestStats, open_access_log
 from gateway.observability.failures import failure_kind
 from gateway.observability.health import health_routes
 from gateway.observability.observe import Observer
-from gateway.pages.site import build_site, site_templates
+from gateway.pages.site import build_site
+from gateway.pages.templates import make_templates
 from gateway.responses import send_error
 from gateway.routing.health import HealthMonitor
 from gateway.routing.proxy import ClientGone, Counters, CutConnection, Proxy, ProxySettings
@@ -85,6 +86,7 @@ class Gateway:
         self.stats = RequestStats()
         self.access_log = open_access_log(config.access_log, config.trusted_proxy_set)
         self.space = SpaceWatch(config.data_dir, config.min_free_mb)
+        self.templates = make_templates()  # one Jinja environment for every Starlette page
         self.auth = Auth(config, self.store, self.signer, self.instance_secret)
         self.upload = UploadApp(config, self.store)
         self.site = self._build_site()
@@ -92,10 +94,10 @@ class Gateway:
 
     def _build_site(self) -> Starlette:
         """The apex: its own pages, plus health, the operator dashboard and the account pages."""
-        templates = site_templates()
+        templates = self.templates
         mounted = [
             *health_routes(self.fleet, self.problem, "/-/gateway"),
-            *apex_ops_routes(self, self.auth),  # the operator dashboard (gateway/admin)
+            *apex_ops_routes(self, self.auth, templates),  # the operator dashboard (gateway/admin)
             # register, login, dashboard, teams (gateway/auth)
             *auth_routes(self.auth, self.config, self.store, self.fleet, self.upload, templates),
         ]

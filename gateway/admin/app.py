@@ -23,12 +23,13 @@ from gateway.admin.cookie import COOKIE, cookie_value, login_redirect
 from gateway.admin.dashboard import dashboard_routes
 from gateway.errors import HTTPError, Unauthorized
 from gateway.observability.health import health_routes
-from gateway.responses import error_body
+from gateway.responses import error_response
 
 if TYPE_CHECKING:
     from gateway.admin.parts import AdminParts
 
 PUBLIC = ("/livez", "/readyz", "/login", "/static/")
+_REALM = 'Bearer realm="gateway-admin"'
 STATIC = Path(__file__).resolve().parent.parent / "pages" / "static"
 
 
@@ -49,9 +50,7 @@ class TokenAuth:
             await RedirectResponse("/login", status_code=303)(scope, receive, send)
             return
         err = Unauthorized("send Authorization: Bearer <token> (see <data_dir>/admin.token)")
-        body, ctype = error_body(scope, err)
-        response = Response(body, err.status, media_type=ctype.decode())
-        response.headers["www-authenticate"] = 'Bearer realm="gateway-admin"'
+        response = error_response(scope, err, headers={"www-authenticate": _REALM})
         await response(scope, receive, send)
 
     def _allowed(self, scope: dict[str, Any]) -> bool:
@@ -69,8 +68,7 @@ class TokenAuth:
 def build_admin_app(gw: AdminParts, token: str) -> TokenAuth:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPError)
-        body, ctype = error_body(dict(request.scope), exc)
-        return Response(body, exc.status, media_type=ctype.decode())
+        return error_response(request.scope, exc)
 
     app = Starlette(
         routes=[

@@ -12,6 +12,8 @@ from gateway.backup.restore import RestoreParts
 from gateway.observability.prom import MetricsParts
 
 if TYPE_CHECKING:
+    from starlette.templating import Jinja2Templates
+
     from gateway.deploy.service import Deployer
     from gateway.routing.table import RouteTable
 
@@ -20,6 +22,7 @@ class AdminParts(RestoreParts, MetricsParts, Protocol):
     gateway_id: str
     table: RouteTable
     deployer: Deployer
+    templates: Jinja2Templates  # the one Jinja environment (pages/templates.py)
 
     def problem(self) -> str:
         """Why requests cannot be served now (the runtime, the disk), "" when nothing."""

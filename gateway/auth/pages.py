@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from starlette.routing import Route
@@ -27,8 +26,5 @@ def auth_routes(
     upload: UploadApp,
     templates: Jinja2Templates,
 ) -> list[Route]:
-    templates.env.filters["timestamp"] = lambda t: time.strftime(
-        "%Y-%m-%d %H:%M UTC", time.gmtime(t)
-    )
     web = Web(auth, config, store, fleet, upload, templates)
     return [*views_account.routes(web), *views_teams.routes(web)]

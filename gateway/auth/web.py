@@ -21,7 +21,7 @@ from gateway.auth.redirects import safe_next
 from gateway.auth.sessions import Session
 from gateway.auth.throttle import client_ip
 from gateway.errors import BadRequest, Forbidden, HTTPError
-from gateway.responses import APEX_LINKS, error_body
+from gateway.responses import APEX_LINKS, error_response
 
 if TYPE_CHECKING:
     from gateway.auth.service import Auth
@@ -143,11 +143,10 @@ class Web:
         return response
 
     def error(self, request: Request, err: HTTPError) -> Response:
-        body, content_type = error_body(dict(request.scope), err, APEX_LINKS)
         headers = dict(self.headers)
         if err.retry_after is not None:
             headers["Retry-After"] = str(err.retry_after)
-        return Response(body, err.status, headers=headers, media_type=content_type.decode())
+        return error_response(request.scope, err, APEX_LINKS, headers)
 
 
 def page(web: Web, handler: Handler) -> Handler:

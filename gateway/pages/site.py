@@ -21,7 +21,7 @@ from gateway.admin.discovery import token_matches
 from gateway.auth.operators import is_operator
 from gateway.diskspace import no_space, out_of_space
 from gateway.errors import Forbidden, HTTPError, Unauthorized, for_status
-from gateway.responses import APEX_LINKS, error_body, wants_json
+from gateway.responses import APEX_LINKS, error_response, wants_json
 
 if TYPE_CHECKING:
     from gateway.auth.service import Auth
@@ -57,12 +57,7 @@ def operator_check(config: Config, store: Store, auth: Auth, request: Request) -
             return RedirectResponse(auth.login_url(request.url.path), status_code=303)
     else:
         err = Forbidden("the status page is for the gateway's operators")
-    body, ctype = error_body(dict(request.scope), err)
-    return Response(body, err.status, media_type=ctype.decode())
-
-
-def site_templates() -> Jinja2Templates:
-    return Jinja2Templates(directory=str(HERE / "templates"))
+    return error_response(request.scope, err)
 
 
 def apex_error(request: Request, exc: Exception) -> Response:
@@ -81,10 +76,8 @@ def apex_error(request: Request, exc: Exception) -> Response:
             "Check what was pasted into it and try again."
         )
     err = for_status(exc.status_code, detail)
-    scope = dict(request.scope)
-    body, ctype = error_body(scope, err, APEX_LINKS)
     headers = {**(exc.headers or {}), "cache-control": "no-store"}
-    return Response(body, err.status, headers=headers, media_type=ctype.decode())
+    return error_response(request.scope, err, APEX_LINKS, headers)
 
 
 def build_site(
@@ -130,9 +123,8 @@ def build_site(
             raise exc
         logging.getLogger("gateway").warning("out of storage space: %s", exc)
         err = no_space()
-        body, ctype = error_body(dict(request.scope), err)
         headers = {"retry-after": str(err.retry_after), "cache-control": "no-store"}
-        return Response(body, err.status, headers=headers, media_type=ctype.decode())
+        return error_response(request.scope, err, headers=headers)
 
     return Starlette(
         exception_handlers={

@@ -28,9 +28,8 @@ from pathlib import Path
 import docker
 
 from gateway.config import Config
-from gateway.runtimes import image
 from gateway.runtimes.base import prepare_team_dir
-from gateway.runtimes.docker import CPUS, PIDS_LIMIT
+from gateway.runtimes.docker import CPUS, PIDS_LIMIT, image
 
 BIN = Path(sys.executable).parent
 DEADLINE = 60.0

@@ -1,4 +1,10 @@
-"""``create_app(config)``: the gateway as one ASGI callable.
+"""``create_app(config)``: the gateway as one ASGI callable, and its composition root.
+
+``Gateway.__init__`` builds the parts bottom-up (store, config-derived settings, routing,
+runtime, fleet, deployer, backups, stats, auth, uploads) and hands each surface (the apex
+site, account pages, operator dashboard, health) only the objects it uses. No other module
+imports ``Gateway``: the admin listener, metrics and restores name what they read in small
+Protocols (``admin/parts.py``, ``observability/prom.py``, ``backup/restore.py``).
 
 The request path is one straight line:
 
@@ -11,23 +17,31 @@ ASGI proxy, which keeps the hot path lean.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import sqlite3
 from typing import Any
 
-from gateway.auth import Auth
+from starlette.applications import Starlette
+
+from gateway.admin.api import status_view
+from gateway.admin.dashboard import apex_ops_routes
+from gateway.auth.pages import auth_routes
+from gateway.auth.service import Auth
 from gateway.backup import Replication
 from gateway.config import Config
-from gateway.deploy import Deployer
+from gateway.deploy.service import Deployer
 from gateway.diskspace import SpaceWatch, no_space, out_of_space
 from gateway.errors import BadRequest, HTTPError, UnknownHost, URITooLong
 from gateway.filemodes import tighten
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
 from gateway.observability.failures import failure_kind
+from gateway.observability.health import health_routes
 from gateway.observability.observe import Observer
 from gateway.pages.site import build_site
+from gateway.pages.templates import make_templates
 from gateway.responses import send_error, team_links
 from gateway.routing.health import HealthMonitor
 from gateway.routing.proxy import ClientGone, Counters, CutConnection, Proxy, ProxySettings
@@ -68,21 +82,38 @@ class Gateway:
         self.deployer = Deployer(self.fleet, config.deploy_timeout)
         self.backups = Replication(config, self.store)  # Litestream (gateway/backup/)
         self.fleet.volume_guard = self.backups.held  # a deleted team's final sync comes first
-        self.auth = Auth(self)
-        self.upload = UploadApp(config, self.store)
-        self.site = build_site(self)
         # Observability: plain counters per request, exported at scrape time (admin /metrics).
         self.stats = RequestStats()
         self.access_log = open_access_log(config.access_log, config.trusted_proxy_set)
-        self.observed = Observer(self.handle, self.stats, self.access_log)
         self.space = SpaceWatch(config.data_dir, config.min_free_mb)
+        self.templates = make_templates()  # one Jinja environment for every Starlette page
+        self.auth = Auth(config, self.store, self.signer, self.instance_secret)
+        self.upload = UploadApp(config, self.store)
+        self.site = self._build_site()
+        self.observed = Observer(self.handle, self.stats, self.access_log)
+
+    def _build_site(self) -> Starlette:
+        """The apex: its own pages, plus health, the operator dashboard and the account pages."""
+        templates = self.templates
+        mounted = [
+            *health_routes(self.fleet, self.problem, "/-/gateway"),
+            *apex_ops_routes(self, self.auth, templates),  # the operator dashboard (gateway/admin)
+            # register, login, dashboard, teams (gateway/auth)
+            *auth_routes(self.auth, self.config, self.store, self.fleet, self.upload, templates),
+        ]
+        status = functools.partial(status_view, self)
+        return build_site(self.config, self.store, self.auth, templates, status, mounted)
+
+    def problem(self) -> str:
+        """Why requests cannot be served now (the runtime, the disk), "" when nothing."""
+        return self.runtime.problem() or self.space.problem()
 
     def _make_runtime(self) -> Runtime:
         if self.config.runtime == "local":
             from gateway.runtimes.local import LocalRuntime
 
             return LocalRuntime(self.config, self.store, self.instance_secret)
-        from gateway.runtimes.docker import DockerRuntime
+        from gateway.runtimes.docker.runtime import DockerRuntime
 
         return DockerRuntime(self.config, self.store, self.instance_secret, self.gateway_id)
 

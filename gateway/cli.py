@@ -6,73 +6,28 @@ configuration, read from ``GATEWAY_<NAME>`` when the flag is absent.
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from gateway import archive
+from gateway.admin.cli import register as register_ops
+from gateway.auth.cli import register as register_auth
 from gateway.auth.signups import sign_ups_closed
+from gateway.backup.cli import register as register_backups
 from gateway.backup.hooks import team_deleted
-from gateway.config import SETTINGS, Config, from_env
+from gateway.clikit import config_options, run_cli
+from gateway.config import Config
+from gateway.deploy.cli import register as register_deploys
+from gateway.edge.cli import register as register_edge
 from gateway.errors import GatewayError, TeamExists
 from gateway.filemodes import private_umask
 from gateway.lock import gateway_running
+from gateway.runtimes.docker.cli import register as register_image
 from gateway.slugs import validate_slug
 from gateway.store import Store, open_store
-
-
-class BadSetting(click.ClickException):
-    """A setting's error: one line naming the flag and the fix (no usage block), exit 2."""
-
-    exit_code = 2
-
-
-def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one option per setting and hand the command a ``config`` built from them."""
-
-    @functools.wraps(func)
-    def wrapper(**kwargs: Any) -> Any:
-        overrides = {s.name: kwargs.pop(s.name) for s in SETTINGS}
-        try:
-            config = from_env({}, **overrides)
-        except GatewayError as exc:
-            raise BadSetting(str(exc)) from exc
-        return func(config=config, **kwargs)
-
-    for setting in reversed(SETTINGS):
-        flag = "--" + setting.name.replace("_", "-")
-        kind: Any = click.Path(path_type=Path) if setting.type is Path else setting.type
-        if setting.name == "runtime":
-            kind = click.Choice(["local", "docker"])
-        wrapper = click.option(
-            flag,
-            setting.name,
-            type=kind,
-            default=setting.default,
-            envvar=f"GATEWAY_{setting.name.upper()}",
-            show_default=True,
-            show_envvar=True,
-            help=setting.help,
-        )(wrapper)
-    return wrapper
-
-
-def run_cli(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the gateway's own errors into clean CLI errors (exit 1), never tracebacks."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except GatewayError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -134,7 +89,7 @@ def teams_create(config: Config, slug: str, wait: bool, force: bool) -> None:
     url = config.team_url(slug) + "/"
     if not gateway_running(config.data_dir):
         if config.runtime == "docker":
-            from gateway.runtimes.docker import provision_team
+            from gateway.runtimes.docker.runtime import provision_team
 
             provision_team(config, store, slug, wait=wait)
             click.echo(f"Team {slug}'s container is running.")
@@ -215,7 +170,7 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
         else:
             raise click.ClickException(f"the gateway did not finish deleting {slug}; try again")
     if config.runtime == "docker":  # without a gateway, or orphans of an interrupted delete
-        from gateway.runtimes.docker import deprovision_team
+        from gateway.runtimes.docker.runtime import deprovision_team
 
         deprovision_team(config, store, slug)
     if not gateway_running(config.data_dir):
@@ -355,21 +310,13 @@ def native_status() -> None:
     click.echo(f"modules: {', '.join(nat.HOT)}")
 
 
-from gateway.admin.cli import register as register_ops  # noqa: E402
-from gateway.auth.cli import register as register_auth  # noqa: E402
-from gateway.backup.cli import register as register_backups  # noqa: E402
-from gateway.deploy_cli import register as register_deploys  # noqa: E402
-from gateway.edge.cli import edge_group  # noqa: E402
-from gateway.runtimes.cli import image_group  # noqa: E402 (command groups register last)
-
-cli.add_command(image_group)
-cli.add_command(edge_group)  # gateway edge upgrade
-register_auth(cli, teams)  # gateway users ..., gateway teams add-member|remove-member
-register_ops(cli, config_options, run_cli)  # gateway certs, gateway routes
-register_deploys(
-    cli, config_options, run_cli
-)  # deploy, rollback, pause, resume, maintenance, restart
-register_backups(cli, config_options, run_cli)  # backup status|now, restore
+# Every command group adds itself the same way (gateway/clikit.py), after `teams` exists.
+register_image(cli)  # gateway image build|tag
+register_edge(cli)  # gateway edge upgrade
+register_auth(cli)  # gateway users ..., gateway teams add-member|remove-member
+register_ops(cli)  # gateway certs, gateway routes
+register_deploys(cli)  # deploy, rollback, pause, resume, maintenance, restart
+register_backups(cli)  # backup status|now, restore
 
 
 def main() -> None:

@@ -1,14 +1,17 @@
 """One configuration object for the CLI, the Python API and the tests.
 
-Every setting is declared once, as data, in ``SETTINGS``: its name, type, default and help.
-The CLI turns each into a ``--flag`` that also reads ``GATEWAY_<NAME>`` from the environment,
-``docs/settings.md`` documents each (a test checks that), and ``Config`` holds the values.
+Every setting is declared once, as a ``Config`` field: its type, default, help and whether it
+must be positive (``setting(...)``). ``SETTINGS`` is derived from those fields; the CLI turns
+each into a ``--flag`` that also reads ``GATEWAY_<NAME>`` from the environment, and
+``docs/settings.md`` documents each (a test checks that). The few knobs read from the
+environment only are in ``ENV_ONLY``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,237 +25,13 @@ class Setting:
     type: type
     default: Any
     help: str
+    positive: bool = False  # must be > 0 (and finite)
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("domain", str, "localhost", "Apex domain. Teams are served at <slug>.<domain>."),
-    Setting("host", str, "127.0.0.1", "Address the public listener binds to."),
-    Setting("port", int, 8000, "Port the public listener binds to."),
-    Setting("data_dir", Path, Path("./data"), "Directory for the control store and team volumes."),
-    Setting("runtime", str, "local", "Where team instances run: 'local' processes or 'docker'."),
-    Setting(
-        "public_url",
-        str,
-        "",
-        "Base URL users see, e.g. https://example.org. Defaults to http://<domain>:<port>.",
-    ),
-    Setting(
-        "hold_timeout",
-        float,
-        10.0,
-        "Seconds a request to a known team waits for a healthy target before 503.",
-    ),
-    Setting("connect_timeout", float, 5.0, "Seconds to open a connection to a target (then 502)."),
-    Setting(
-        "read_timeout", float, 60.0, "Seconds to wait for a target's response headers (then 504)."
-    ),
-    Setting(
-        "drain_timeout",
-        float,
-        30.0,
-        "Seconds a draining target may finish in-flight requests before stragglers get 504.",
-    ),
-    Setting("health_interval", float, 1.0, "Seconds between active health checks of a target."),
-    Setting("health_timeout", float, 5.0, "Seconds before a health check counts as failed."),
-    Setting(
-        "pool_idle_timeout",
-        float,
-        2.0,
-        "Seconds an idle upstream connection is kept; below the upstream's own 5 s keep-alive.",
-    ),
-    Setting(
-        "retry_buffer",
-        int,
-        64 * 1024,
-        "Largest request body (bytes) held for replay; larger bodies are never retried.",
-    ),
-    Setting(
-        "max_request_line",
-        int,
-        8192,
-        "Longest Host header or request target accepted (bytes); longer gets 400/414.",
-    ),
-    # -- hostile clients (public listener limits, gateway/limits.py) --
-    Setting(
-        "max_header_bytes",
-        int,
-        32 * 1024,
-        "Largest request header block accepted (bytes, names and values); larger gets 431.",
-    ),
-    Setting("max_headers", int, 100, "Most header fields in one request; more gets 431."),
-    Setting(
-        "header_timeout",
-        float,
-        10.0,
-        "Seconds a client has to send a whole request head (from connecting or its first byte); "
-        "then 408.",
-    ),
-    Setting(
-        "body_idle_timeout",
-        float,
-        30.0,
-        "Seconds a request body may stall between reads (not a total); then 408, upstream aborted.",
-    ),
-    Setting(
-        "max_connections", int, 10000, "Most open client connections; more are closed at once."
-    ),
-    Setting(
-        "max_connections_per_ip",
-        int,
-        256,
-        "Most open connections from one client IP (trusted proxies exempt); more are closed.",
-    ),
-    Setting(
-        "watch_interval", float, 0.25, "Seconds between checks of the control store for changes."
-    ),
-    Setting("log_level", str, "info", "Log level: debug, info, warning or error."),
-    Setting(
-        "instance_memory_mb", int, 512, "Memory limit of one team's Datasette (docker runtime)."
-    ),
-    Setting("upload_max_bytes", int, 1024**3, "Largest CSV upload accepted (bytes); then 413."),
-    Setting(
-        "replaced_table_days",
-        float,
-        7.0,
-        "Days a table replaced by an upload is kept, restorable from the dashboard.",
-    ),
-    Setting(
-        "trusted_proxies",
-        str,
-        "",
-        "Comma-separated peer IPs whose X-Forwarded-For is trusted (e.g. Traefik).",
-    ),
-    # -- accounts (password reset and invitation mail) --
-    Setting("smtp_host", str, "", "SMTP server for reset mail; empty = log the link instead."),
-    Setting("smtp_port", int, 25, "Port of the SMTP server."),
-    Setting("mail_from", str, "", "Sender of the gateway's mail; default gateway@<domain>."),
-    # -- tenant integrity: sign-up limits and storage quota (issue 13) --
-    Setting(
-        "signups_per_ip_hour",
-        int,
-        5,
-        "Successful registrations one client IP may make per hour; more get 429 (0 = no limit).",
-    ),
-    Setting(
-        "signups_per_hour",
-        int,
-        30,
-        "Successful registrations the gateway accepts per hour in all; then 429 (0 = no limit).",
-    ),
-    Setting(
-        "max_teams",
-        int,
-        100,
-        "Teams this host serves; at the limit sign-ups are closed (teams create --force may "
-        "exceed it; 0 = no limit).",
-    ),
-    Setting(
-        "team_quota_bytes",
-        int,
-        1024**3,
-        "Storage per team (volume plus uploads in progress); an upload past it gets 413.",
-    ),
-    # -- tenant integrity: teams one user may own (issue 13) --
-    Setting(
-        "max_teams_per_user",
-        int,
-        5,
-        "Teams one user may own; making an owner beyond it is refused (the CLI's --force may "
-        "exceed it; 0 = no limit).",
-    ),
-    # -- deploys --
-    Setting(
-        "deploy_timeout", float, 30.0, "Seconds a new instance has to become healthy in a deploy."
-    ),
-    Setting("deploy_parallel", int, 2, "Teams deployed at once by `gateway deploy --all`."),
-    Setting("max_pause", float, 30.0, "Longest a paused team's requests are held (seconds)."),
-    # -- backups --
-    Setting(
-        "backup_replica",
-        str,
-        "",
-        "Where Litestream replicates every database: a path, file:// or s3:// URL; "
-        "'' = <data_dir>/../backups; 'off' = no replication.",
-    ),
-    Setting("backup_retention", float, 24.0, "Hours of history kept for point-in-time restore."),
-    Setting(
-        "backup_sync_interval",
-        float,
-        0.5,
-        "Seconds between uploads of new changes to the replica (the RPO's main part).",
-    ),
-    # -- edge and operations (TLS without Traefik, admin listener, access log) --
-    Setting("tls_cert", str, "", "PEM certificate (chain) file: serve HTTPS on the public port."),
-    Setting("tls_key", str, "", "PEM private key file matching --tls-cert."),
-    Setting(
-        "redirect_port",
-        int,
-        0,
-        "With TLS on: port of a plain-HTTP listener that redirects to HTTPS (0 = none).",
-    ),
-    Setting(
-        "hsts_max_age",
-        int,
-        31536000,
-        "Strict-Transport-Security max-age (seconds) sent on HTTPS responses (0 = no header).",
-    ),
-    # -- TLS from Traefik's ACME store (the gateway serves TLS, Traefik renews) --
-    Setting(
-        "tls_acme_store",
-        str,
-        "",
-        "Traefik's acme.json: serve HTTPS with its certificate for <domain> and *.<domain>, "
-        "reloaded on renewal (instead of --tls-cert/--tls-key).",
-    ),
-    Setting(
-        "tls_acme_resolver",
-        str,
-        "",
-        "With --tls-acme-store: the certificate resolver to read ('' = any that has one).",
-    ),
-    Setting(
-        "tls_acme_interval",
-        float,
-        5.0,
-        "With --tls-acme-store: seconds between checks of the store for a renewed certificate.",
-    ),
-    Setting("admin_host", str, "127.0.0.1", "Address the admin API listener binds to."),
-    Setting(
-        "admin_port",
-        int,
-        8001,
-        "Port of the admin API listener (0 = any free port, recorded in <data_dir>/admin.json).",
-    ),
-    Setting("admin_socket", str, "", "Unix socket path for the admin API instead of a TCP port."),
-    Setting(
-        "admin_token",
-        str,
-        "",
-        "Bearer token of the admin API; generated once and kept in <data_dir>/admin.token.",
-    ),
-    Setting("access_log", str, "", "JSON access log: '' (off), '-' (stdout) or a file path."),
-    # -- operator failure paths (unsent mail, free disk space) --
-    Setting(
-        "unsent_mail",
-        str,
-        "drop",
-        "Mail without --smtp-host: 'drop' (log only that it was not sent) or 'log' (one line "
-        "with its link: it is a live credential).",
-    ),
-    Setting(
-        "min_free_mb",
-        int,
-        256,
-        "Free MiB in --data-dir below which /readyz is not ready and a warning is logged.",
-    ),
-    Setting(
-        "operators",
-        str,
-        "",
-        "Comma-separated e-mails allowed the operator pages, if the account's address is "
-        "verified (made with `users create`); see `users grant-operator`.",
-    ),
-)
+def setting(default: Any, help: str, *, positive: bool = False) -> Any:
+    """A user setting of ``Config``: a flag, a ``GATEWAY_*`` variable and a docs row."""
+    return field(default=default, metadata={"help": help, "positive": positive})
+
 
 RUNTIMES = ("local", "docker")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -265,67 +44,195 @@ def flag(name: str) -> str:
 
 @dataclass(frozen=True)
 class Config:
-    domain: str = "localhost"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: Path = Path("./data")
-    runtime: str = "local"
-    public_url: str = ""
-    hold_timeout: float = 10.0
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    drain_timeout: float = 30.0
-    health_interval: float = 1.0
-    health_timeout: float = 5.0
-    pool_idle_timeout: float = 2.0
-    retry_buffer: int = 64 * 1024
-    max_request_line: int = 8192
-    # -- hostile clients --
-    max_header_bytes: int = 32 * 1024
-    max_headers: int = 100
-    header_timeout: float = 10.0
-    body_idle_timeout: float = 30.0
-    max_connections: int = 10000
-    max_connections_per_ip: int = 256
-    watch_interval: float = 0.25
-    log_level: str = "info"
-    instance_memory_mb: int = 512
-    upload_max_bytes: int = 1024**3
-    replaced_table_days: float = 7.0
-    trusted_proxies: str = ""
-    smtp_host: str = ""
-    smtp_port: int = 25
-    mail_from: str = ""
-    # tenant integrity (issue 13)
-    signups_per_ip_hour: int = 5
-    signups_per_hour: int = 30
-    max_teams: int = 100
-    team_quota_bytes: int = 1024**3
-    # teams one user may own (issue 13)
-    max_teams_per_user: int = 5
-    deploy_timeout: float = 30.0
-    deploy_parallel: int = 2
-    max_pause: float = 30.0
-    backup_replica: str = ""
-    backup_retention: float = 24.0
-    backup_sync_interval: float = 0.5
-    tls_cert: str = ""
-    tls_key: str = ""
-    redirect_port: int = 0
-    hsts_max_age: int = 31536000
-    # -- TLS from Traefik's ACME store --
-    tls_acme_store: str = ""
-    tls_acme_resolver: str = ""
-    tls_acme_interval: float = 5.0
-    admin_host: str = "127.0.0.1"
-    admin_port: int = 8001
-    admin_socket: str = ""
-    admin_token: str = ""
-    access_log: str = ""
+    """Every setting, declared once: its type, default and help (``setting``). ``SETTINGS``,
+    the CLI's flags, the ``GATEWAY_*`` variables and docs/settings.md all come from here."""
+
+    domain: str = setting("localhost", "Apex domain. Teams are served at <slug>.<domain>.")
+    host: str = setting("127.0.0.1", "Address the public listener binds to.")
+    port: int = setting(8000, "Port the public listener binds to.")
+    data_dir: Path = setting(Path("./data"), "Directory for the control store and team volumes.")
+    runtime: str = setting("local", "Where team instances run: 'local' processes or 'docker'.")
+    public_url: str = setting(
+        "", "Base URL users see, e.g. https://example.org. Defaults to http://<domain>:<port>."
+    )
+    hold_timeout: float = setting(
+        10.0,
+        "Seconds a request to a known team waits for a healthy target before 503.",
+        positive=True,
+    )
+    connect_timeout: float = setting(
+        5.0, "Seconds to open a connection to a target (then 502).", positive=True
+    )
+    read_timeout: float = setting(
+        60.0, "Seconds to wait for a target's response headers (then 504).", positive=True
+    )
+    drain_timeout: float = setting(
+        30.0,
+        "Seconds a draining target may finish in-flight requests before stragglers get 504.",
+        positive=True,
+    )
+    health_interval: float = setting(
+        1.0, "Seconds between active health checks of a target.", positive=True
+    )
+    health_timeout: float = setting(
+        5.0, "Seconds before a health check counts as failed.", positive=True
+    )
+    pool_idle_timeout: float = setting(
+        2.0,
+        "Seconds an idle upstream connection is kept; below the upstream's own 5 s keep-alive.",
+        positive=True,
+    )
+    retry_buffer: int = setting(
+        64 * 1024, "Largest request body (bytes) held for replay; larger bodies are never retried."
+    )
+    max_request_line: int = setting(
+        8192,
+        "Longest Host header or request target accepted (bytes); longer gets 400/414.",
+        positive=True,
+    )
+    # -- hostile clients (public listener limits, gateway/limits.py) --
+    max_header_bytes: int = setting(
+        32 * 1024,
+        "Largest request header block accepted (bytes, names and values); larger gets 431.",
+        positive=True,
+    )
+    max_headers: int = setting(
+        100, "Most header fields in one request; more gets 431.", positive=True
+    )
+    header_timeout: float = setting(
+        10.0,
+        "Seconds a client has to send a whole request head (from connecting or its first byte); "
+        "then 408.",
+        positive=True,
+    )
+    body_idle_timeout: float = setting(
+        30.0,
+        "Seconds a request body may stall between reads (not a total); then 408, upstream aborted.",
+        positive=True,
+    )
+    max_connections: int = setting(
+        10000, "Most open client connections; more are closed at once.", positive=True
+    )
+    max_connections_per_ip: int = setting(
+        256,
+        "Most open connections from one client IP (trusted proxies exempt); more are closed.",
+        positive=True,
+    )
+    watch_interval: float = setting(
+        0.25, "Seconds between checks of the control store for changes.", positive=True
+    )
+    log_level: str = setting("info", "Log level: debug, info, warning or error.")
+    instance_memory_mb: int = setting(
+        512, "Memory limit of one team's Datasette (docker runtime).", positive=True
+    )
+    upload_max_bytes: int = setting(
+        1024**3, "Largest CSV upload accepted (bytes); then 413.", positive=True
+    )
+    replaced_table_days: float = setting(
+        7.0,
+        "Days a table replaced by an upload is kept, restorable from the dashboard.",
+        positive=True,
+    )
+    trusted_proxies: str = setting(
+        "", "Comma-separated peer IPs whose X-Forwarded-For is trusted (e.g. Traefik)."
+    )
+    # -- accounts (password reset and invitation mail) --
+    smtp_host: str = setting("", "SMTP server for reset mail; empty = log the link instead.")
+    smtp_port: int = setting(25, "Port of the SMTP server.")
+    mail_from: str = setting("", "Sender of the gateway's mail; default gateway@<domain>.")
+    # -- tenant integrity: sign-up limits and storage quota (issue 13) --
+    signups_per_ip_hour: int = setting(
+        5, "Successful registrations one client IP may make per hour; more get 429 (0 = no limit)."
+    )
+    signups_per_hour: int = setting(
+        30, "Successful registrations the gateway accepts per hour in all; then 429 (0 = no limit)."
+    )
+    max_teams: int = setting(
+        100,
+        "Teams this host serves; at the limit sign-ups are closed (teams create --force may "
+        "exceed it; 0 = no limit).",
+    )
+    team_quota_bytes: int = setting(
+        1024**3, "Storage per team (volume plus uploads in progress); an upload past it gets 413."
+    )
+    # -- tenant integrity: teams one user may own (issue 13) --
+    max_teams_per_user: int = setting(
+        5,
+        "Teams one user may own; making an owner beyond it is refused (the CLI's --force may "
+        "exceed it; 0 = no limit).",
+    )
+    # -- deploys --
+    deploy_timeout: float = setting(
+        30.0, "Seconds a new instance has to become healthy in a deploy.", positive=True
+    )
+    deploy_parallel: int = setting(
+        2, "Teams deployed at once by `gateway deploy --all`.", positive=True
+    )
+    max_pause: float = setting(
+        30.0, "Longest a paused team's requests are held (seconds).", positive=True
+    )
+    # -- backups --
+    backup_replica: str = setting(
+        "",
+        "Where Litestream replicates every database: a path, file:// or s3:// URL; "
+        "'' = <data_dir>/../backups; 'off' = no replication.",
+    )
+    backup_retention: float = setting(
+        24.0, "Hours of history kept for point-in-time restore.", positive=True
+    )
+    backup_sync_interval: float = setting(
+        0.5,
+        "Seconds between uploads of new changes to the replica (the RPO's main part).",
+        positive=True,
+    )
+    # -- edge and operations (TLS without Traefik, admin listener, access log) --
+    tls_cert: str = setting("", "PEM certificate (chain) file: serve HTTPS on the public port.")
+    tls_key: str = setting("", "PEM private key file matching --tls-cert.")
+    redirect_port: int = setting(
+        0, "With TLS on: port of a plain-HTTP listener that redirects to HTTPS (0 = none)."
+    )
+    hsts_max_age: int = setting(
+        31536000,
+        "Strict-Transport-Security max-age (seconds) sent on HTTPS responses (0 = no header).",
+    )
+    # -- TLS from Traefik's ACME store (the gateway serves TLS, Traefik renews) --
+    tls_acme_store: str = setting(
+        "",
+        "Traefik's acme.json: serve HTTPS with its certificate for <domain> and *.<domain>, "
+        "reloaded on renewal (instead of --tls-cert/--tls-key).",
+    )
+    tls_acme_resolver: str = setting(
+        "", "With --tls-acme-store: the certificate resolver to read ('' = any that has one)."
+    )
+    tls_acme_interval: float = setting(
+        5.0,
+        "With --tls-acme-store: seconds between checks of the store for a renewed certificate.",
+        positive=True,
+    )
+    admin_host: str = setting("127.0.0.1", "Address the admin API listener binds to.")
+    admin_port: int = setting(
+        8001,
+        "Port of the admin API listener (0 = any free port, recorded in <data_dir>/admin.json).",
+    )
+    admin_socket: str = setting("", "Unix socket path for the admin API instead of a TCP port.")
+    admin_token: str = setting(
+        "", "Bearer token of the admin API; generated once and kept in <data_dir>/admin.token."
+    )
+    access_log: str = setting("", "JSON access log: '' (off), '-' (stdout) or a file path.")
     # -- operator failure paths (unsent mail, free disk space) --
-    unsent_mail: str = "drop"
-    min_free_mb: int = 256
-    operators: str = ""
+    unsent_mail: str = setting(
+        "drop",
+        "Mail without --smtp-host: 'drop' (log only that it was not sent) or 'log' (one line "
+        "with its link: it is a live credential).",
+    )
+    min_free_mb: int = setting(
+        256, "Free MiB in --data-dir below which /readyz is not ready and a warning is logged."
+    )
+    operators: str = setting(
+        "",
+        "Comma-separated e-mails allowed the operator pages, if the account's address is "
+        "verified (made with `users create`); see `users grant-operator`.",
+    )
     # Not a user setting: tests pass extra Datasette arguments (for example a plugins dir).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -365,33 +272,7 @@ class Config:
             )
         if self.tls_acme_store and self.tls_cert:
             raise ConfigError("give --tls-cert/--tls-key or --tls-acme-store, not both")
-        positive = (
-            "hold_timeout",
-            "connect_timeout",
-            "read_timeout",
-            "drain_timeout",
-            "health_interval",
-            "health_timeout",
-            "pool_idle_timeout",
-            "watch_interval",
-            "deploy_timeout",
-            "deploy_parallel",
-            "max_pause",
-            "backup_retention",
-            "backup_sync_interval",
-            "tls_acme_interval",
-            "max_request_line",
-            "max_header_bytes",
-            "max_headers",
-            "header_timeout",
-            "body_idle_timeout",
-            "max_connections",
-            "max_connections_per_ip",
-            "instance_memory_mb",
-            "upload_max_bytes",
-            "replaced_table_days",
-        )
-        for name in positive:
+        for name in (s.name for s in SETTINGS if s.positive):
             value = getattr(self, name)
             if not value > 0 or value != value or value == float("inf"):  # NaN and inf too
                 raise ConfigError(f"{flag(name)} must be a positive number (got {value})")
@@ -431,6 +312,35 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+def _settings() -> tuple[Setting, ...]:
+    types = typing.get_type_hints(Config)
+    return tuple(
+        Setting(f.name, types[f.name], f.default, f.metadata["help"], f.metadata["positive"])
+        for f in dataclasses.fields(Config)
+        if "help" in f.metadata
+    )
+
+
+SETTINGS: tuple[Setting, ...] = _settings()
+
+
+@dataclass(frozen=True)
+class EnvOnly:
+    variable: str
+    default: str  # "" = unset
+    help: str
+
+
+# Read from the environment only, never flags: how the process is built and tested, not how it
+# serves (docs/settings.md, "Environment only"; gateway/native.py, runtimes/docker/image.py).
+ENV_ONLY: tuple[EnvOnly, ...] = (
+    EnvOnly("GATEWAY_NATIVE", "1", "0 runs the hot path as pure Python."),
+    EnvOnly("GATEWAY_REQUIRE_NATIVE", "", "1 makes a failed native build an error."),
+    EnvOnly("GATEWAY_REQUIRE_DOCKER", "", "1 makes the Docker tests fail without an engine."),
+    EnvOnly("GATEWAY_CACHE_DIR", "", "Where `gateway image build` caches its downloads."),
+)
 
 
 def coerce(setting: Setting, raw: str) -> Any:

@@ -34,6 +34,8 @@ VolumeGuard = Callable[[str, Path], AbstractAsyncContextManager[None]]
 log = logging.getLogger("gateway.fleet")
 
 FULL_RESYNC = 5.0  # seconds: reconcile even without a visible store change
+BACKOFF_MAX = 30.0  # seconds at most between relaunches of an instance that keeps dying
+STABLE_AFTER = 60.0  # seconds without a loss before the backoff starts afresh
 
 # What each operation that replaces or removes a team's instance or file is called in refusals.
 BUSY = {"restore": "being restored", "deploy": "being deployed", "delete": "being deleted"}
@@ -71,16 +73,13 @@ class Fleet:
         self.operations: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._backoff: dict[str, tuple[float, float]] = {}  # instance -> (delay, when)
 
     async def start(self) -> None:
         self._forget_interrupted_deploys()
         await self.reconcile()
         self.ready = True
-        provider = getattr(self.runtime, "provider", None)
-        if provider is not None:  # docker: follow the engine's containers (fleet_snapshot.py)
-            from gateway.fleet_snapshot import SnapshotSync
-
-            provider.start(SnapshotSync(self).apply)
+        self.runtime.watch(self.instance_lost)  # docker: follow the engine's containers
         self._task = asyncio.get_running_loop().create_task(self._watch(), name="fleet-watch")
 
     async def reconcile(self) -> None:
@@ -156,6 +155,38 @@ class Fleet:
         service.add_target(target)
         asyncio.get_running_loop().create_task(self.start_target(inst, target))
         return target
+
+    async def instance_lost(self, inst: Instance, target: Target, reason: str) -> None:
+        """The runtime saw ``inst`` die behind the gateway's back (``Runtime.watch``): drain
+        its target now, then relaunch it, with backoff so one that keeps dying does not spin."""
+        log.warning("instance %s: %s; draining its target now", inst.id, reason)
+        self.crashes += 1
+        await target.drain(self.config.drain_timeout)
+        self.health.unwatch(target)
+        service = self.services.get(inst.team)
+        if service is not None:
+            service.remove_target(target)
+        if self.instances.get(inst.id, (None, None))[1] is target:
+            del self.instances[inst.id]
+        await asyncio.sleep(self._relaunch_delay(inst.id))
+        if self.relaunch(inst) is not None:
+            log.info("instance %s: replaced by a fresh target", inst.id)
+
+    def relaunch(self, inst: Instance) -> Target | None:
+        """Route and start a fresh target for ``inst``; None when its team is gone, it is no
+        longer active, or it has a target already (deleted or replaced meanwhile)."""
+        service = self.services.get(inst.team)
+        wanted = {i.id for i in self.store.instances(inst.team) if i.role == "active"}
+        if service is None or inst.id not in wanted or inst.id in self.instances:
+            return None
+        return self._launch(inst, service)
+
+    def _relaunch_delay(self, inst_id: str) -> float:
+        now = time.monotonic()
+        delay, when = self._backoff.get(inst_id, (0.0, 0.0))
+        delay = 0.0 if now - when > STABLE_AFTER else min(max(delay * 2, 0.5), BACKOFF_MAX)
+        self._backoff[inst_id] = (delay, now)
+        return delay
 
     def new_target(self, inst: Instance, service: Service) -> Target:
         """A target for ``inst``, reporting its state changes; not routed until added."""

@@ -14,7 +14,7 @@ def check_runtime(config: Config) -> None:
     """docker: the engine answers and a tenant image exists (RuntimeUnavailable otherwise)."""
     if config.runtime != "docker":
         return
-    from gateway.runtimes import image
+    from gateway.runtimes.docker import image
 
     client = image.docker_client()  # names what to install or start when there is no engine
     try:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
+
+from starlette.responses import Response
 
 from gateway.errors import HTTPError, SignInHandoff, SignInRequired
 
@@ -86,6 +88,17 @@ def error_body(
         f"<body><main><h1>{title}</h1><p>{detail}</p></main></body></html>"
     )
     return page.encode(), b"text/html; charset=utf-8"
+
+
+def error_response(
+    scope: Any,
+    err: HTTPError,
+    links: tuple[tuple[str, str], ...] = (),
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """``error_body`` as a Starlette response: the apex site's and admin listener's errors."""
+    body, content_type = error_body(dict(scope), err, links)
+    return Response(body, err.status, headers=dict(headers or {}), media_type=content_type.decode())
 
 
 async def send_error(

@@ -167,7 +167,7 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
 @pytest.fixture(scope="session")
 def docker_image() -> str:
     """The tenant image, built once per run (.ci/run builds it first; then this only checks)."""
-    from gateway.runtimes import image
+    from gateway.runtimes.docker import image
 
     # Each xdist worker (and any other checkout on this engine) asks: one builds at a time in
     # the shared build cache, the others then find the tag.

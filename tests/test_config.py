@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import cli
-from gateway.config import SETTINGS, Config, from_env
+from gateway.config import ENV_ONLY, SETTINGS, Config, from_env
 from gateway.errors import ConfigError
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
+TESTS = [*Path(__file__).resolve().parent.glob("*.py")]
 
 
 def test_every_setting_has_a_config_field_with_the_same_default() -> None:
@@ -43,6 +44,17 @@ def test_every_setting_has_a_row_in_docs_settings_md() -> None:
         assert f"`--{setting.name.replace('_', '-')}`" in row
         assert f"`GATEWAY_{setting.name.upper()}`" in row
     assert set(rows) <= {s.name for s in SETTINGS}, "docs/settings.md documents a ghost setting"
+
+
+def test_every_environment_only_knob_is_in_the_table_the_docs_and_the_code() -> None:
+    _, _, env_only = DOCS.read_text().partition("## Environment only")
+    documented = set(re.findall(r"^\| `(GATEWAY_\w+)` \|", env_only, re.M))
+    assert documented == {e.variable for e in ENV_ONLY}, "docs and config.ENV_ONLY differ"
+    code = "\n".join(
+        p.read_text() for p in [*(DOCS.parent.parent / "gateway").rglob("*.py"), *TESTS]
+    )
+    for knob in ENV_ONLY:
+        assert code.count(f'"{knob.variable}"') >= 2, f"{knob.variable} is read nowhere"
 
 
 def test_environment_variables_then_overrides() -> None:

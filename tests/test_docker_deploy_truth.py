@@ -12,7 +12,7 @@ import pytest
 
 from gateway.admin.app import build_admin_app
 from gateway.config import Config
-from gateway.runtimes import image
+from gateway.runtimes.docker import image
 from tests.conftest import Running
 from tests.test_docker_runtime import add_teams, container_of, docker_config, serve
 

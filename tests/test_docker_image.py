@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import cli
-from gateway.runtimes import image
+from gateway.runtimes.docker import image
 
 
 def test_tag_names_the_datasette_version_and_follows_the_inputs() -> None:

@@ -20,7 +20,7 @@ from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.protocol import GatewayHttpProtocol
 from gateway.routing.target import State
-from gateway.runtimes import image
+from gateway.runtimes.docker import image
 from gateway.store import open_store
 from tests.conftest import Running, free_socket
 from tests.shutdown import stop_server

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
-from gateway.runtimes import image
+from gateway.runtimes.docker import image
 from gateway.store import open_store
 from tests.conftest import StartGateway
 from tests.edge import run_edge

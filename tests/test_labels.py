@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.routing.labels import LabelError, build_snapshot, route_from_container
+from gateway.runtimes.docker.labels import LabelError, build_snapshot, route_from_container
 
 GW = "gw-id-1"
 DOMAIN = "example.org"

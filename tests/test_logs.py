@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway.config import Config
-from gateway.routing.labels import build_snapshot
+from gateway.runtimes.docker.labels import build_snapshot
 from tests.conftest import StartGateway, free_socket
 from tests.servers import UvicornUpstream, gateway_for
 from tests.test_labels import DOMAIN, GW, container

@@ -13,8 +13,7 @@ import pytest
 from itsdangerous import TimestampSigner
 
 from gateway.config import Config
-from gateway.runtimes import image
-from gateway.runtimes.docker import published
+from gateway.runtimes.docker import image, published
 from tests.test_docker_runtime import add_teams, container_of, docker_config, get, serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]

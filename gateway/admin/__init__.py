@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["admin_listener", "build_admin_app", "register_route"]
+__all__ = ["admin_listener", "build_admin_app"]
 
 _LAZY = {
     "admin_listener": "gateway.admin.listener",
     "build_admin_app": "gateway.admin.app",
-    "register_route": "gateway.admin.api",
 }
 
 

@@ -9,43 +9,33 @@
     POST /api/teams/{slug}/resume     release held requests
     POST /api/targets/{id}/drain      drain a target, stop its instance, take it out of routing
     GET  /api/deploys                 recent deploys (the ``deploys`` table)
-    POST /api/teams/{slug}/deploy     deploy the team again (``gateway.deploy.Deployer``)
     GET  /api/imports                 recent CSV import jobs (the ``import_jobs`` table)
     GET  /metrics                     Prometheus exposition
     GET  /livez, /readyz              for an outer load balancer (no token)
 
-Other parts add endpoints with ``register_route`` before the gateway starts.
+Deploys, rollback, maintenance and restart: ``gateway/deploy/api.py``; backups:
+``gateway/backup/api.py``. Handlers find the parts at ``request.app.state.parts``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admin.parts import AdminParts
 from gateway.backup.api import backup_routes
-from gateway.deploy_api import deploy_routes
+from gateway.deploy.api import deploy_routes
 from gateway.errors import BadRequest, ConfigError, NotFound
 from gateway.observability.prom import exposition, make_registry
 from gateway.routing.target import Target
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
-_EXTRA: list[BaseRoute] = []
-
-
-def register_route(route: BaseRoute) -> None:
-    """Add an admin endpoint (e.g. a deploy variant); its handler finds the gateway at
-    ``request.app.state.gateway``. Token auth applies to it like to every /api route."""
-    _EXTRA.append(route)
-
-
-def team_view(gw: Gateway, slug: str, store_state: str = "active") -> dict[str, Any]:
+def team_view(gw: AdminParts, slug: str, store_state: str = "active") -> dict[str, Any]:
     service = gw.fleet.service(slug)
     return {
         "slug": slug,
@@ -58,7 +48,7 @@ def team_view(gw: Gateway, slug: str, store_state: str = "active") -> dict[str, 
     }
 
 
-def status_view(gw: Gateway) -> dict[str, Any]:
+def status_view(gw: AdminParts) -> dict[str, Any]:
     c = gw.counters
     drains = gw.fleet.drains
     return {
@@ -83,7 +73,7 @@ def status_view(gw: Gateway) -> dict[str, Any]:
     }
 
 
-def recent(gw: Gateway, table: str, order: str, limit: int = 50) -> list[dict[str, Any]]:
+def recent(gw: AdminParts, table: str, order: str, limit: int = 50) -> list[dict[str, Any]]:
     """Newest rows of another part's table; [] while that table does not exist yet."""
     with contextlib.suppress(sqlite3.Error):
         rows = gw.store.query(f"SELECT * FROM [{table}] ORDER BY {order} DESC LIMIT ?", [limit])
@@ -91,12 +81,12 @@ def recent(gw: Gateway, table: str, order: str, limit: int = 50) -> list[dict[st
     return []
 
 
-def _gw(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
+def _gw(request: Request) -> AdminParts:
+    parts: AdminParts = request.app.state.parts  # set by gateway/admin/app.py
+    return parts
 
 
-def _find_target(gw: Gateway, target_id: str) -> Target:
+def _find_target(gw: AdminParts, target_id: str) -> Target:
     for service in gw.fleet.services.values():
         for target in service.targets():
             if target.id == target_id:
@@ -104,7 +94,7 @@ def _find_target(gw: Gateway, target_id: str) -> Target:
     raise NotFound(f"no routed target {target_id!r}")
 
 
-def _service(gw: Gateway, slug: str) -> Any:
+def _service(gw: AdminParts, slug: str) -> Any:
     service = gw.fleet.service(slug)
     if service is None:
         raise NotFound(f"no routed team {slug!r}")
@@ -194,21 +184,11 @@ async def deploys(request: Request) -> Response:
     return JSONResponse({"deploys": recent(_gw(request), "deploys", "id")})
 
 
-async def deploy(request: Request) -> Response:
-    gw = _gw(request)
-    deployer = getattr(gw, "deployer", None)
-    if deployer is None:
-        raise NotFound("this gateway has no deployer")
-    _service(gw, request.path_params["slug"])
-    result = await deployer.deploy(request.path_params["slug"])
-    return JSONResponse(result.as_dict(), status_code=200 if result.ok else 409)
-
-
 async def imports(request: Request) -> Response:
     return JSONResponse({"imports": recent(_gw(request), "import_jobs", "rowid")})
 
 
-def metrics_endpoint(gw: Gateway) -> Route:
+def metrics_endpoint(gw: AdminParts) -> Route:
     registry = make_registry(gw)
 
     async def metrics(request: Request) -> Response:
@@ -217,7 +197,7 @@ def metrics_endpoint(gw: Gateway) -> Route:
     return Route("/metrics", metrics)
 
 
-def api_routes(gw: Gateway) -> list[BaseRoute]:
+def api_routes(gw: AdminParts) -> list[BaseRoute]:
     return [
         Route("/api/status", status),
         Route("/api/routes", routes),
@@ -225,12 +205,10 @@ def api_routes(gw: Gateway) -> list[BaseRoute]:
         Route("/api/targets", targets),
         Route("/api/teams/{slug}/pause", pause, methods=["POST"]),
         Route("/api/teams/{slug}/resume", resume, methods=["POST"]),
-        Route("/api/teams/{slug}/deploy", deploy, methods=["POST"]),
         Route("/api/targets/{target}/drain", drain, methods=["POST"]),
         Route("/api/deploys", deploys),
         Route("/api/imports", imports),
         metrics_endpoint(gw),
         *deploy_routes(),
         *backup_routes(),
-        *_EXTRA,
     ]

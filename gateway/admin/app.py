@@ -8,7 +8,6 @@ accepted for GET only, so a cross-site form can never pause, drain or deploy any
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,22 +19,18 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from gateway.admin.api import api_routes
+from gateway.admin.cookie import COOKIE, cookie_value, login_redirect
 from gateway.admin.dashboard import dashboard_routes
 from gateway.errors import HTTPError, Unauthorized
 from gateway.observability.health import health_routes
-from gateway.responses import error_body
+from gateway.responses import error_response
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admin.parts import AdminParts
 
-COOKIE = "gateway_admin"
 PUBLIC = ("/livez", "/readyz", "/login", "/static/")
+_REALM = 'Bearer realm="gateway-admin"'
 STATIC = Path(__file__).resolve().parent.parent / "pages" / "static"
-
-
-def cookie_value(token: str) -> str:
-    # Not the token itself: a cookie leaked from a browser profile is not an API credential.
-    return hmac.new(token.encode(), b"gateway-admin-cookie", hashlib.sha256).hexdigest()
 
 
 class TokenAuth:
@@ -55,9 +50,7 @@ class TokenAuth:
             await RedirectResponse("/login", status_code=303)(scope, receive, send)
             return
         err = Unauthorized("send Authorization: Bearer <token> (see <data_dir>/admin.token)")
-        body, ctype = error_body(scope, err)
-        response = Response(body, err.status, media_type=ctype.decode())
-        response.headers["www-authenticate"] = 'Bearer realm="gateway-admin"'
+        response = error_response(scope, err, headers={"www-authenticate": _REALM})
         await response(scope, receive, send)
 
     def _allowed(self, scope: dict[str, Any]) -> bool:
@@ -72,31 +65,22 @@ class TokenAuth:
         return False
 
 
-def build_admin_app(gw: Gateway, token: str) -> TokenAuth:
+def build_admin_app(gw: AdminParts, token: str) -> TokenAuth:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPError)
-        body, ctype = error_body(dict(request.scope), exc)
-        return Response(body, exc.status, media_type=ctype.decode())
+        return error_response(request.scope, exc)
 
     app = Starlette(
         routes=[
-            *health_routes(gw),
+            *health_routes(gw.fleet, gw.problem),
             *api_routes(gw),
             *dashboard_routes(gw, token),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         exception_handlers={HTTPError: http_error},
     )
-    app.state.gateway = gw
+    app.state.parts = gw  # what the /api handlers read (admin/api.py, backup/api.py...)
     return TokenAuth(app, token)
-
-
-def login_redirect(token: str, secure: bool = False) -> Response:
-    response = RedirectResponse("/", status_code=303)
-    response.set_cookie(
-        COOKIE, cookie_value(token), httponly=True, samesite="strict", secure=secure, path="/"
-    )
-    return response
 
 
 __all__ = ["COOKIE", "build_admin_app", "login_redirect"]

@@ -10,6 +10,7 @@ import click
 import httpx
 
 from gateway.admin.discovery import find_admin
+from gateway.clikit import config_options, run_cli
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.lock import gateway_running
@@ -139,7 +140,7 @@ def certs_dev(domain: str, out_dir: Path) -> None:
     )
 
 
-def register(cli: click.Group, config_options: Any, run_cli: Any) -> None:
+def register(cli: click.Group) -> None:
     """Add this area's commands to the ``gateway`` group (one line in gateway/cli.py)."""
 
     @cli.command("routes")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hmac
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
@@ -16,14 +15,15 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from gateway.admin.api import recent, status_view
+from gateway.admin.cookie import login_redirect
 from gateway.auth.operators import is_operator
 from gateway.errors import Forbidden, HTTPError
-from gateway.responses import error_body
+from gateway.responses import error_response
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admin.parts import AdminParts
+    from gateway.auth.service import Auth
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "pages" / "templates"
 APEX_PATH = "/-/gateway/ops"
 
 
@@ -45,7 +45,7 @@ def sparkline_svg(points: list[float], width: int = 240, height: int = 36) -> Ma
     )
 
 
-def dashboard_data(gw: Gateway) -> dict[str, Any]:
+def dashboard_data(gw: AdminParts) -> dict[str, Any]:
     now = time.monotonic()
     data = status_view(gw)
     for team in data["teams"]:
@@ -58,16 +58,13 @@ def dashboard_data(gw: Gateway) -> dict[str, Any]:
     return data
 
 
-def dashboard_routes(gw: Gateway, token: str) -> list[Route]:
-    templates = Jinja2Templates(directory=str(TEMPLATES))
-    templates.env.filters["ago"] = _ago
+def dashboard_routes(gw: AdminParts, token: str) -> list[Route]:
+    templates = gw.templates
 
     async def dashboard(request: Request) -> Response:
         return templates.TemplateResponse(request, "ops_dashboard.html", {"s": dashboard_data(gw)})
 
     async def login(request: Request) -> Response:
-        from gateway.admin.app import login_redirect
-
         error = ""
         if request.method == "POST":
             form = await request.form()
@@ -83,17 +80,12 @@ def dashboard_routes(gw: Gateway, token: str) -> list[Route]:
     return [Route("/", dashboard), Route("/login", login, methods=["GET", "POST"])]
 
 
-def apex_ops_routes(gw: Gateway) -> list[Route]:
+def apex_ops_routes(gw: AdminParts, auth: Auth, templates: Jinja2Templates) -> list[Route]:
     """The same dashboard on the apex, for signed-in operators (gateway/auth/operators.py)."""
-    templates = Jinja2Templates(directory=str(TEMPLATES))
-    templates.env.filters["ago"] = _ago
 
     async def apex_dashboard(request: Request) -> Response:
-        auth = getattr(gw, "auth", None)
-        session = auth.session_from_cookies(dict(request.cookies)) if auth else None
+        session = auth.session_from_cookies(dict(request.cookies))
         if session is None:
-            if auth is None:
-                return _refuse(request, Forbidden("the operator dashboard needs sign-in"))
             return RedirectResponse(auth.login_url(APEX_PATH), status_code=303)
         if not is_operator(gw.store, gw.config, session.user_id):
             return _refuse(request, Forbidden("this page is for the gateway's operators"))
@@ -108,16 +100,4 @@ def apex_ops_routes(gw: Gateway) -> list[Route]:
 
 
 def _refuse(request: Request, err: HTTPError) -> Response:
-    body, ctype = error_body(dict(request.scope), err)
-    return Response(body, err.status, media_type=ctype.decode())
-
-
-def _ago(ts: float | None) -> str:
-    if not ts:
-        return ""
-    seconds = max(0, int(time.time() - ts))
-    if seconds < 90:
-        return f"{seconds}s ago"
-    if seconds < 5400:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
+    return error_response(request.scope, err)

@@ -11,11 +11,11 @@ from gateway.listeners import AuxServer, aux_config, bind_tcp, bind_unix
 from gateway.restart import Sockets
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.admin.parts import AdminParts
 
 
 def admin_listener(
-    gw: Gateway, sockets: Sockets | None = None
+    gw: AdminParts, sockets: Sockets | None = None
 ) -> tuple[AuxServer, list[socket.socket]]:
     """Bind the admin socket, publish its address for the CLI, and build its server."""
     config = gw.config

@@ -13,6 +13,7 @@ import click
 
 from gateway.auth import accounts, keys
 from gateway.auth.passwords import Passwords, policy_error
+from gateway.clikit import config_options, run_cli, subgroup
 from gateway.config import Config
 from gateway.slugs import validate_slug
 from gateway.store import Store, open_store
@@ -43,9 +44,9 @@ def password_option(func: Any) -> Any:
     )(func)
 
 
-def register(cli: click.Group, teams: click.Group) -> None:
+def register(cli: click.Group) -> None:
     """Attach the commands (called once from ``gateway/cli.py``)."""
-    from gateway.cli import config_options, run_cli
+    teams = subgroup(cli, "teams")
 
     @cli.group()
     def users() -> None:

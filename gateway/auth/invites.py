@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from itsdangerous import BadData
+from itsdangerous import BadData, URLSafeTimedSerializer
 
 from gateway.auth import accounts
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.store import Store
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,14 @@ class Invite:
     inviter: str  # the inviting owner's email, shown to the invited colleague
 
 
-def pending(gw: Gateway, token: str) -> Invite | None:
-    """The invitation behind a link's token, or None when it is invalid, used or expired."""
+def pending(store: Store, signer: URLSafeTimedSerializer, token: str) -> Invite | None:
+    """The invitation behind a link's token (``signer``: Auth's "invite" serializer), or None
+    when it is invalid, used or expired."""
     try:
-        invite_id = gw.auth.signers["invite"].loads(token, max_age=accounts.INVITE_LIFETIME)
+        invite_id = signer.loads(token, max_age=accounts.INVITE_LIFETIME)
     except (BadData, UnicodeError, ValueError):
         return None
-    rows = gw.store.query(
+    rows = store.query(
         "SELECT invites.*, users.email AS inviter FROM invites"
         " LEFT JOIN users ON users.id = invites.created_by WHERE invites.id = ?",
         [str(invite_id)],

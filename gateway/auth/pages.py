@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from starlette.routing import Route
@@ -12,12 +11,20 @@ from gateway.auth import views_account, views_teams
 from gateway.auth.web import Web
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.auth.service import Auth
+    from gateway.config import Config
+    from gateway.fleet import Fleet
+    from gateway.store import Store
+    from gateway.upload import UploadApp
 
 
-def auth_routes(gw: Gateway, templates: Jinja2Templates) -> list[Route]:
-    templates.env.filters["timestamp"] = lambda t: time.strftime(
-        "%Y-%m-%d %H:%M UTC", time.gmtime(t)
-    )
-    web = Web(gw, templates)
+def auth_routes(
+    auth: Auth,
+    config: Config,
+    store: Store,
+    fleet: Fleet,
+    upload: UploadApp,
+    templates: Jinja2Templates,
+) -> list[Route]:
+    web = Web(auth, config, store, fleet, upload, templates)
     return [*views_account.routes(web), *views_teams.routes(web)]

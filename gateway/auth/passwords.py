@@ -89,10 +89,6 @@ class Passwords:
             return True, await self.hash(password)
         return True, None
 
-    def verify_sync(self, stored: str, password: str) -> bool:
-        self.hashes += 1
-        return self._check(stored, password)
-
     def _check(self, stored: str, password: str) -> bool:
         try:
             return bool(self.hasher.verify(stored, password))

@@ -1,4 +1,4 @@
-"""``Auth``: the one auth object a ``Gateway`` holds.
+"""``Auth``: the one auth object the gateway holds (built in ``gateway/app.py``).
 
 It owns the signing keys, the session and token caches, the password hasher, the throttle and
 the mailer, and answers the per-request question for team hosts (``authorize``). Everything
@@ -10,6 +10,7 @@ request sees the change; writes by another process (the CLI) are caught by compa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
@@ -23,10 +24,12 @@ from gateway.auth.sessions import REMEMBER_ABSOLUTE, Session, Sessions
 from gateway.auth.signups import Signups
 from gateway.auth.throttle import Throttle
 from gateway.auth.tokens import Tokens
+from gateway.config import Config
 from gateway.errors import Forbidden, SignInHandoff, SignInRequired, Unauthorized
+from gateway.routing.signature import RequestSigner
+from gateway.store import Store
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
     from gateway.routing.service import Service
 
 READ_ONLY = frozenset({"GET", "HEAD"})
@@ -36,10 +39,17 @@ VERSION_EVERY = 0.001  # seconds between data_version checks (see _check_version
 
 
 class Auth:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.config = gw.config
-        self.store = gw.store
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        signer: RequestSigner,
+        instance_secret: Callable[[str], str],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.signer = signer  # the gateway's signature on requests to instances
+        self.instance_secret = instance_secret  # a team's instance secret signs its actors
         https = self.config.base_url.startswith("https://")
         self.cookie_name = ("__Secure-" if https else "") + "gateway_session"
         self.secure = https
@@ -75,7 +85,7 @@ class Auth:
         self._token_actors.clear()
         # A deleted team's name may come back with a new instance secret.
         self._actor_signers.clear()
-        self.gw.signer.forget()
+        self.signer.forget()
         self._public = None
         self._version = self.store.data_version()
 
@@ -153,16 +163,16 @@ class Auth:
                 self._token_actors[token.id] = cached
             if not self.is_public(slug):
                 scope["gateway.private"] = True  # the proxy answers Cache-Control: private
-            return [self.gw.signer.header(slug), (b"x-gateway-actor", cached[1])]
+            return [self.signer.header(slug), (b"x-gateway-actor", cached[1])]
         session = self.sessions.get(cookie) if cookie else None
         if session is not None and slug in session.teams:
             scope["gateway.user"] = {"id": session.user_id, "email": session.email}
             if not self.is_public(slug):
                 scope["gateway.private"] = True
-            return [self.gw.signer.header(slug), (b"x-gateway-actor", self._actor(session, slug))]
+            return [self.signer.header(slug), (b"x-gateway-actor", self._actor(session, slug))]
         scope["gateway.user"] = None
         if scope["method"] in READ_ONLY and self.is_public(slug):
-            return [self.gw.signer.header(slug)]  # a public team: read-only, with no actor
+            return [self.signer.header(slug)]  # a public team: read-only, with no actor
         if session is not None:
             raise Forbidden(f"Your account is not a member of the team {slug}.")
         path = scope.get("raw_path") or scope["path"].encode()
@@ -209,7 +219,7 @@ class Auth:
     ) -> bytes:
         signer = self._actor_signers.get(slug)
         if signer is None:
-            signer = URLSafeTimedSerializer(self.gw.instance_secret(slug), salt=ACTOR_SALT)
+            signer = URLSafeTimedSerializer(self.instance_secret(slug), salt=ACTOR_SALT)
             self._actor_signers[slug] = signer
         # "display": Datasette's navigation shows it, so people see their email, not an id.
         actor: dict[str, Any] = {"id": user_id, "email": email, "display": email}

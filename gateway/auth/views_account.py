@@ -48,7 +48,7 @@ def password_fingerprint(user: User) -> str:
 
 
 def routes(web: Web) -> list[Route]:
-    gw, auth = web.gw, web.auth
+    auth, config, store, fleet = web.auth, web.config, web.store, web.fleet
 
     async def sign_in(user_id: str, remember: bool, old: Session | None, to: str) -> Response:
         if old is not None:  # a new id at every login: never keep a pre-login session
@@ -69,7 +69,7 @@ def routes(web: Web) -> list[Route]:
         session = web.session(request)
         # Through an invitation: join that team and create none (gateway/auth/invites.py).
         token = request.query_params.get("invite", "")
-        invite = invites.pending(gw, token) if token else None
+        invite = invites.pending(store, auth.signers["invite"], token) if token else None
         ctx: dict[str, object] = {"email": "", "team": "", "error": None, "invite": invite,
                                   "invite_token": token}  # fmt: skip
         if request.method == "POST":
@@ -80,7 +80,7 @@ def routes(web: Web) -> list[Route]:
             try:
                 throttled(_s(form, "email"), request)
                 auth.signups.check(ip)  # 429: this network's or the hour's sign-ups are spent
-                if not token and sign_ups_closed(len(gw.store.teams()), gw.config.max_teams):
+                if not token and sign_ups_closed(len(store.teams()), config.max_teams):
                     ctx["error"] = CLOSED
                     return web.render(request, "auth_register.html", ctx, session, status=503)
                 email = accounts.normalize_email(_s(form, "email"))
@@ -95,21 +95,19 @@ def routes(web: Web) -> list[Route]:
                 # Same answer, same work, for a taken email, a taken team or both: one hash
                 # always, one failure counted, one body (docs/auth.md, "enumeration").
                 hashed = await auth.passwords.hash(password)
-                known = accounts.user_by_email(gw.store, email) is not None
+                known = accounts.user_by_email(store, email) is not None
                 # (An invitation's team exists by design: only a new team's name can be taken.)
-                taken = not invite and gw.store.query("SELECT 1 FROM teams WHERE slug = ?", [slug])
+                taken = not invite and store.query("SELECT 1 FROM teams WHERE slug = ?", [slug])
                 if known or taken:
                     auth.throttle.failed(email, web.ip(request))
                     raise accounts.AccountError(TAKEN)
                 try:
-                    user = accounts.create_user(
-                        gw.store, email, hashed, team=None if invite else slug
-                    )
+                    user = accounts.create_user(store, email, hashed, team=None if invite else slug)
                 except accounts.AccountError as err:  # taken in the meantime: same answer
                     raise accounts.AccountError(TAKEN) from err
                 if invite:
-                    limit = gw.config.max_teams_per_user  # a new account owns none: always within
-                    accounts.use_invite(gw.store, invite.id, user.id, max_owned=limit)
+                    limit = config.max_teams_per_user  # a new account owns none: always within
+                    accounts.use_invite(store, invite.id, user.id, max_owned=limit)
             except (accounts.AccountError, GatewayError) as err:
                 if isinstance(err, TooManyRequests):
                     raise
@@ -117,7 +115,7 @@ def routes(web: Web) -> list[Route]:
                 return web.render(request, "auth_register.html", ctx, session, status=400)
             auth.signups.record(ip)
             auth.changed()
-            await gw.fleet.reconcile()  # the running fleet starts the team's instance now
+            await fleet.reconcile()  # the running fleet starts the team's instance now
             return await sign_in(
                 user.id, False, session, f"/teams/{slug}" if invite else "/dashboard"
             )
@@ -137,7 +135,7 @@ def routes(web: Web) -> list[Route]:
             ctx.update(email=raw_email, next=_s(form, "next"))
             throttled(raw_email, request)
             password = _s(form, "password")
-            user = accounts.user_by_email(gw.store, raw_email)
+            user = accounts.user_by_email(store, raw_email)
             stored = user.password_hash if user is not None else None
             ok, new_hash = await auth.passwords.verify(stored, password)
             if not ok or user is None or user.disabled:
@@ -146,7 +144,7 @@ def routes(web: Web) -> list[Route]:
                 return web.render(request, "auth_login.html", ctx, session, status=400)
             auth.throttle.succeeded(raw_email)
             if new_hash is not None:  # argon2 parameters changed since this hash was made
-                accounts.set_password(gw.store, user.id, new_hash, revoke=False)
+                accounts.set_password(store, user.id, new_hash, revoke=False)
             target = web.next_url(_s(form, "next"), auth_view(user.id))
             return await sign_in(user.id, _s(form, "remember") == "on", session, target)
         return web.render(request, "auth_login.html", ctx, session)
@@ -160,14 +158,14 @@ def routes(web: Web) -> list[Route]:
         target = web.next_url(raw, session)
         parts = urlsplit(target)
         slug, dot, rest = (parts.hostname or "").lower().partition(".")
-        if auth.handoff and dot and rest == gw.config.domain and slug in session.teams:
+        if auth.handoff and dot and rest == config.domain and slug in session.teams:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             if not path.startswith("/") or path.startswith("//"):
                 path = "/"
             nonce = auth.tickets.issue(request.cookies.get(auth.cookie_name, ""), slug, path)
-            return web.redirect(f"{gw.config.team_url(slug)}{handoff.PATH}?ticket={nonce}")
+            return web.redirect(f"{config.team_url(slug)}{handoff.PATH}?ticket={nonce}")
         wanted, dot, rest = (urlsplit(raw).hostname or "").lower().partition(".")
-        if dot and rest == gw.config.domain and wanted not in session.teams:
+        if dot and rest == config.domain and wanted not in session.teams:
             # A signed-in non-member gets the team host's own answer (issue 5), not a silent
             # trip to the dashboard: the same 403 as when the Domain cookie reaches the team.
             raise Forbidden(f"Your account is not a member of the team {wanted}.")
@@ -175,7 +173,7 @@ def routes(web: Web) -> list[Route]:
 
     def auth_view(user_id: str) -> Session:
         # The memberships of the user who just signed in decide where ``next`` may go.
-        return Session("", user_id, "", accounts.memberships(gw.store, user_id), 0, 0, 0, False)
+        return Session("", user_id, "", accounts.memberships(store, user_id), 0, 0, 0, False)
 
     async def logout(request: Request) -> Response:
         session = web.session(request)
@@ -202,7 +200,7 @@ def routes(web: Web) -> list[Route]:
         if request.method == "POST":
             form = await web.form(request, session)
             throttled(session.email, request)
-            user = accounts.user_by_id(gw.store, session.user_id)
+            user = accounts.user_by_id(store, session.user_id)
             new = _s(form, "new_password")
             why = policy_error(new, session.email)
             if user is None:
@@ -214,7 +212,7 @@ def routes(web: Web) -> list[Route]:
             if why:
                 ctx["error"] = why
                 return web.render(request, "auth_password.html", ctx, session, status=400)
-            accounts.set_password(gw.store, user.id, await auth.passwords.hash(new))
+            accounts.set_password(store, user.id, await auth.passwords.hash(new))
             auth.changed()  # every session of this user is gone; this browser gets a new one
             return await sign_in(user.id, session.remember, None, "/dashboard?changed=1")
         return web.render(request, "auth_password.html", ctx, session)
@@ -228,10 +226,10 @@ def routes(web: Web) -> list[Route]:
         raw_email = _s(form, "email").strip()
         throttled(raw_email, request)
         auth.throttle.failed(raw_email, web.ip(request))  # bounds reset mail per address/IP
-        user = accounts.user_by_email(gw.store, raw_email)
+        user = accounts.user_by_email(store, raw_email)
         if user is not None and not user.disabled:
             token = auth.signers["reset"].dumps({"u": user.id, "h": password_fingerprint(user)})
-            link = f"{gw.config.base_url}/reset/{token}"
+            link = f"{config.base_url}/reset/{token}"
             # Sent in the background: waiting for SMTP would make known addresses slower.
             asyncio.get_running_loop().create_task(
                 auth.mailer.send(
@@ -252,7 +250,7 @@ def routes(web: Web) -> list[Route]:
             return None
         if not isinstance(data, dict):
             return None
-        user = accounts.user_by_id(gw.store, str(data.get("u")))
+        user = accounts.user_by_id(store, str(data.get("u")))
         if user is None or user.disabled:
             return None
         if not hmac.compare_digest(str(data.get("h")), password_fingerprint(user)):
@@ -275,7 +273,7 @@ def routes(web: Web) -> list[Route]:
             if why:
                 ctx["error"] = why
                 return web.render(request, "auth_reset.html", ctx, session, status=400)
-            accounts.set_password(gw.store, user.id, await auth.passwords.hash(new))
+            accounts.set_password(store, user.id, await auth.passwords.hash(new))
             auth.changed()
             auth.throttle.succeeded(user.email)
             return web.redirect("/login?reset=1", auth.clear_cookie())

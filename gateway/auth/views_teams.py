@@ -24,7 +24,7 @@ def _s(form: Any, key: str) -> str:
 
 
 def routes(web: Web) -> list[Route]:
-    gw, auth = web.gw, web.auth
+    auth, config, store, fleet = web.auth, web.config, web.store, web.fleet
 
     def signed_in(request: Request) -> Session | Response:
         session = web.session(request)
@@ -42,16 +42,16 @@ def routes(web: Web) -> list[Route]:
         return role
 
     def team_info(slug: str) -> dict[str, Any]:
-        service = gw.fleet.service(slug)
+        service = fleet.service(slug)
         try:
-            team = gw.store.team(slug)
+            team = store.team(slug)
         except TeamNotFound as exc:
             raise NotFound(f"There is no team called {slug}.") from exc
         return {
             "slug": slug,
             "state": service.state() if service is not None else "not running",
-            "url": gw.config.team_url(slug) + "/",
-            "upload_url": gw.config.team_url(slug) + "/-/upload-csv",
+            "url": config.team_url(slug) + "/",
+            "upload_url": config.team_url(slug) + "/-/upload-csv",
             "public": team.public,
         }
 
@@ -63,8 +63,8 @@ def routes(web: Web) -> list[Route]:
             team_info(slug)
             | {
                 "role": role,
-                "home": await gw.upload.summary(slug),
-                "members": accounts.members(gw.store, slug),
+                "home": await web.upload.summary(slug),
+                "members": accounts.members(store, slug),
             }
             for slug, role in sorted(session.teams.items())
         ]
@@ -80,7 +80,7 @@ def routes(web: Web) -> list[Route]:
         ctx = {
             "team": team_info(slug),
             "role": role,
-            "members": accounts.members(gw.store, slug),
+            "members": accounts.members(store, slug),
             "tokens": auth.tokens.list(slug),
             "now": time.time(),
             "new_token": None,
@@ -100,13 +100,13 @@ def routes(web: Web) -> list[Route]:
         if action == "invite":
             role_in(session, slug, "owner")
             role = _s(form, "role") if _s(form, "role") in accounts.ROLES else "member"
-            invite = accounts.create_invite(gw.store, slug, session.user_id, role)
-            link = f"{gw.config.base_url}/invite/{auth.signers['invite'].dumps(invite)}"
+            invite = accounts.create_invite(store, slug, session.user_id, role)
+            link = f"{config.base_url}/invite/{auth.signers['invite'].dumps(invite)}"
             return await team_page(request, {"invite_link": link})
         if action == "remove-member":
             if _s(form, "user_id") != session.user_id:
                 role_in(session, slug, "owner")  # anyone may leave; only owners remove others
-            accounts.remove_member(gw.store, slug, _s(form, "user_id"))
+            accounts.remove_member(store, slug, _s(form, "user_id"))
             auth.changed()
             return web.redirect(back if _s(form, "user_id") != session.user_id else "/dashboard")
         if action == "token":
@@ -125,7 +125,7 @@ def routes(web: Web) -> list[Route]:
             return web.redirect(back)
         if action in ("delete-table", "rename-table"):
             role_in(session, slug, "owner")
-            team_dir = gw.config.teams_dir / slug
+            team_dir = config.teams_dir / slug
             try:
                 if action == "delete-table":
                     await asyncio.to_thread(tables.delete_table, team_dir, _s(form, "table"))
@@ -140,14 +140,14 @@ def routes(web: Web) -> list[Route]:
             role_in(session, slug)  # members replace tables, so members may undo a replace
             try:
                 await asyncio.to_thread(
-                    tables.restore_table, gw.config.teams_dir / slug, _s(form, "entry")
+                    tables.restore_table, config.teams_dir / slug, _s(form, "entry")
                 )
             except ImportFailed as exc:
                 raise BadRequest(str(exc)) from None
             return web.redirect(f"/dashboard#team-{slug}")
         if action == "public":
             role_in(session, slug, "owner")
-            accounts.set_public(gw.store, slug, _s(form, "public") == "1")
+            accounts.set_public(store, slug, _s(form, "public") == "1")
             auth.changed()
             return web.redirect(back)
         raise NotFound("No such action.")
@@ -155,7 +155,7 @@ def routes(web: Web) -> list[Route]:
     async def invite(request: Request) -> Response:
         session = web.session(request)
         token = request.path_params["token"]
-        found = invites.pending(gw, token)
+        found = invites.pending(store, auth.signers["invite"], token)
         if found is None:
             ctx: dict[str, Any] = {"invalid": True, "team": None}
             return web.render(request, "auth_invite.html", ctx, session, status=400)
@@ -163,8 +163,8 @@ def routes(web: Web) -> list[Route]:
             if session is None:
                 return web.redirect(auth.login_url(request.url.path))
             await web.form(request, session)
-            limit = gw.config.max_teams_per_user  # an owner invitation may be one too many
-            slug = accounts.use_invite(gw.store, found.id, session.user_id, max_owned=limit)
+            limit = config.max_teams_per_user  # an owner invitation may be one too many
+            slug = accounts.use_invite(store, found.id, session.user_id, max_owned=limit)
             auth.changed()
             return web.redirect(f"/teams/{slug}")
         # Signed out: name the team and the inviter, and offer both ways in, keeping the link.
@@ -181,7 +181,7 @@ def routes(web: Web) -> list[Route]:
         role_in(session, slug, "owner")
         name = request.query_params.get("name", "")
         try:
-            rows = await asyncio.to_thread(tables.count_rows, gw.config.teams_dir / slug, name)
+            rows = await asyncio.to_thread(tables.count_rows, config.teams_dir / slug, name)
         except ImportFailed as exc:
             raise NotFound(str(exc)) from None
         ctx = {"team": team_info(slug), "table": name, "rows": rows}

@@ -21,10 +21,14 @@ from gateway.auth.redirects import safe_next
 from gateway.auth.sessions import Session
 from gateway.auth.throttle import client_ip
 from gateway.errors import BadRequest, Forbidden, HTTPError
-from gateway.responses import APEX_LINKS, error_body
+from gateway.responses import APEX_LINKS, error_response
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.auth.service import Auth
+    from gateway.config import Config
+    from gateway.fleet import Fleet
+    from gateway.store import Store
+    from gateway.upload import UploadApp
 
 Handler = Callable[[Request], Awaitable[Response]]
 SECURITY_HEADERS = {
@@ -35,11 +39,23 @@ SECURITY_HEADERS = {
 
 
 class Web:
-    def __init__(self, gw: Gateway, templates: Jinja2Templates) -> None:
-        self.gw = gw
-        self.auth = gw.auth
+    def __init__(
+        self,
+        auth: Auth,
+        config: Config,
+        store: Store,
+        fleet: Fleet,
+        upload: UploadApp,
+        templates: Jinja2Templates,
+    ) -> None:
+        # What the account and team pages use, handed in by the composition root (app.py).
+        self.auth = auth
+        self.config = config
+        self.store = store
+        self.fleet = fleet
+        self.upload = upload
         self.templates = templates
-        self.origin = csrf.origin_of(gw.config.base_url)
+        self.origin = csrf.origin_of(config.base_url)
         # form-action also governs where a form's *redirect* may go: sign-in continues to
         # the team subdomains, so they are allowed too (Chromium blocks it otherwise).
         scheme, _, rest = self.origin.partition("://")
@@ -55,14 +71,14 @@ class Web:
         return self.auth.session_from_cookies(request.cookies)
 
     def ip(self, request: Request) -> str:
-        return client_ip(dict(request.scope), self.gw.config.trusted_proxy_set)
+        return client_ip(dict(request.scope), self.config.trusted_proxy_set)
 
     def may_visit(self, session: Session | None) -> Callable[[str], bool]:
         teams = session.teams if session else {}
         return lambda slug: slug in teams or self.auth.is_public(slug)
 
     def next_url(self, raw: str | None, session: Session | None) -> str:
-        cfg = self.gw.config
+        cfg = self.config
         return safe_next(raw, cfg.base_url, cfg.domain, self.may_visit(session))
 
     # -- CSRF ---------------------------------------------------------------------------------
@@ -103,7 +119,7 @@ class Web:
         ctx = {
             "user": session,
             "csrf_token": csrf.make_token(self.auth.signers["csrf"], binding),
-            "base_url": self.gw.config.base_url,
+            "base_url": self.config.base_url,
             **context,
         }
         response = self.templates.TemplateResponse(request, name, ctx, status_code=status)
@@ -127,11 +143,10 @@ class Web:
         return response
 
     def error(self, request: Request, err: HTTPError) -> Response:
-        body, content_type = error_body(dict(request.scope), err, APEX_LINKS)
         headers = dict(self.headers)
         if err.retry_after is not None:
             headers["Retry-After"] = str(err.retry_after)
-        return Response(body, err.status, headers=headers, media_type=content_type.decode())
+        return error_response(request.scope, err, APEX_LINKS, headers)
 
 
 def page(web: Web, handler: Handler) -> Handler:

@@ -7,42 +7,19 @@ POST /api/teams/{slug}/restore    {"at": "RFC 3339 time"} or {} (latest): pause,
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admin.endpoints import json_body, mapped
 from gateway.backup.litestream import parse_time
-from gateway.backup.restore import restore_team
-from gateway.errors import (
-    BadRequest,
-    Conflict,
-    GatewayError,
-    HTTPError,
-    NotFound,
-    TeamBusy,
-    TeamNotFound,
-)
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.backup.restore import RestoreParts, restore_team
+from gateway.errors import BadRequest
 
 
-def _gw(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
-        raise BadRequest("the body must be JSON") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return data
+def _gw(request: Request) -> RestoreParts:
+    parts: RestoreParts = request.app.state.parts  # set by gateway/admin/app.py
+    return parts
 
 
 async def status(request: Request) -> Response:
@@ -50,7 +27,7 @@ async def status(request: Request) -> Response:
 
 
 async def sync(request: Request) -> Response:
-    team = (await _body(request)).get("team")
+    team = (await json_body(request)).get("team")
     if team is not None and not isinstance(team, str):
         raise BadRequest('give {"team": "<slug>"} or {}')
     results = await _gw(request).backups.sync_now([team] if team else None)
@@ -59,7 +36,7 @@ async def sync(request: Request) -> Response:
 
 async def restore(request: Request) -> Response:
     gw = _gw(request)
-    raw = (await _body(request)).get("at")
+    raw = (await json_body(request)).get("at")
     if raw is not None and not isinstance(raw, str):
         raise BadRequest('"at" must be a time like 2026-01-31T14:05:00Z')
     at = parse_time(raw) if raw else None
@@ -67,28 +44,9 @@ async def restore(request: Request) -> Response:
     return JSONResponse(result.as_dict())
 
 
-def _mapped(handler: Any) -> Any:
-    """A refused or failed backup operation is a clear 4xx, never a 500."""
-
-    async def wrapped(request: Request) -> Response:
-        try:
-            response: Response = await handler(request)
-        except HTTPError:
-            raise
-        except TeamNotFound as exc:
-            raise NotFound(str(exc)) from exc
-        except TeamBusy as exc:  # a restore, deploy or delete holds the team
-            raise Conflict(str(exc)) from exc
-        except GatewayError as exc:
-            raise BadRequest(str(exc)) from exc
-        return response
-
-    return wrapped
-
-
 def backup_routes() -> list[BaseRoute]:
     return [
-        Route("/api/backups", _mapped(status)),
-        Route("/api/backups/sync", _mapped(sync), methods=["POST"]),
-        Route("/api/teams/{slug}/restore", _mapped(restore), methods=["POST"]),
+        Route("/api/backups", mapped(status)),
+        Route("/api/backups/sync", mapped(sync), methods=["POST"]),
+        Route("/api/teams/{slug}/restore", mapped(restore), methods=["POST"]),
     ]

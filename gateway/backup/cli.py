@@ -19,6 +19,7 @@ from gateway.backup.layout import Database, Layout, file_path, join_url
 from gateway.backup.litestream import BackupError, parse_time, replica_span
 from gateway.backup.restore import restore_offline, team_database
 from gateway.backup.supervisor import stop_orphan
+from gateway.clikit import config_options, run_cli
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.lock import gateway_running
@@ -57,7 +58,7 @@ def _at(raw: str | None) -> datetime | None:
     return parse_time(raw) if raw else None
 
 
-def register(cli: click.Group, config_options: Any, run_cli: Any) -> None:
+def register(cli: click.Group) -> None:
     @cli.group()
     def backup() -> None:
         """Continuous replication of every database (Litestream)."""

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.backup.layout import Database, Layout, join_url
 from gateway.backup.litestream import BackupError, replica_span, restore
@@ -40,11 +40,25 @@ from gateway.errors import TeamBusy, TeamNotFound
 from gateway.routing.target import State
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.backup.supervisor import Replication
+    from gateway.config import Config
+    from gateway.fleet import Fleet
+    from gateway.store import Store
+    from gateway.upload import UploadApp
 
 log = logging.getLogger("gateway.backup")
 
 SIDECARS = ("-wal", "-shm")
+
+
+class RestoreParts(Protocol):
+    """What a team restore in a running gateway uses (the gateway built in app.py has it)."""
+
+    config: Config
+    store: Store
+    fleet: Fleet
+    backups: Replication
+    upload: UploadApp
 
 
 @dataclass
@@ -151,7 +165,7 @@ def _label(at: datetime | None) -> str:
 
 
 # -- a running gateway: pause, drain, restore, swap, resume --------------------------------------
-async def restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreResult:
+async def restore_team(gw: RestoreParts, slug: str, at: datetime | None) -> RestoreResult:
     team = gw.store.team(slug)
     if team.state != "active":
         raise TeamBusy(f"team {slug} is being deleted; there is nothing to restore it into")
@@ -179,7 +193,7 @@ def _imports_held(team_dir: Path, slug: str) -> Iterator[None]:
         os.close(fd)
 
 
-async def _restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreResult:
+async def _restore_team(gw: RestoreParts, slug: str, at: datetime | None) -> RestoreResult:
     started = time.monotonic()
     fleet, replication = gw.fleet, gw.backups
     team = gw.store.team(slug)
@@ -221,7 +235,7 @@ async def _restore_team(gw: Gateway, slug: str, at: datetime | None) -> RestoreR
     return RestoreResult(slug, _label(at), str(aside or ""), round(seconds, 3), round(held, 3))
 
 
-async def _start_instance(gw: Gateway, slug: str) -> None:
+async def _start_instance(gw: RestoreParts, slug: str) -> None:
     fleet = gw.fleet
     service = fleet.require(slug)
     inst = gw.store.add_instance(slug, fleet.runtime.name, version=fleet.runtime.version())

@@ -90,3 +90,7 @@ def upgrade_command(
         pid_file.write_text(f"{result.new_pid}\n")
     click.echo(f"new Traefik: pid {result.new_pid}, API {result.api_url}, log {result.log}")
     click.echo(f"old Traefik (pid {plan.old_pid}) finishes its in-flight requests and exits")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(edge_group)

@@ -10,6 +10,7 @@ Served on the admin listener (``/livez``, ``/readyz``) and on the apex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -17,19 +18,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.fleet import Fleet
 
 
-def health_routes(gw: Gateway, prefix: str = "") -> list[Route]:
+def health_routes(fleet: Fleet, problem: Callable[[], str], prefix: str = "") -> list[Route]:
+    """``problem``: why requests cannot be served now (runtime, disk), "" when nothing."""
+
     async def livez(request: Request) -> Response:
         return JSONResponse({"ok": True}, headers={"cache-control": "no-store"})
 
     async def readyz(request: Request) -> Response:
-        problem = gw.runtime.problem() or gw.space.problem()
-        ready = bool(gw.fleet.ready) and not problem
-        body: dict[str, object] = {"ok": ready, "ready": ready, "teams": len(gw.fleet.services)}
-        if problem:
-            body["problem"] = problem
+        why = problem()
+        ready = bool(fleet.ready) and not why
+        body: dict[str, object] = {"ok": ready, "ready": ready, "teams": len(fleet.services)}
+        if why:
+            body["problem"] = why
         return JSONResponse(
             body,
             status_code=200 if ready else 503,

@@ -17,7 +17,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -36,38 +36,58 @@ from gateway.observability.stats import BUCKETS
 from gateway.routing.target import State
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.backup.supervisor import Replication
+    from gateway.config import Config
+    from gateway.diskspace import SpaceWatch
+    from gateway.fleet import Fleet
+    from gateway.observability.stats import RequestStats
+    from gateway.routing.proxy import Counters
+    from gateway.runtimes.base import Runtime
+    from gateway.store import Store
 
 NO_TEAM = "-"  # the apex site and unknown hosts
 
 
+class MetricsParts(Protocol):
+    """What a scrape reads (the gateway built in app.py has it)."""
+
+    config: Config
+    store: Store
+    fleet: Fleet
+    runtime: Runtime
+    stats: RequestStats
+    counters: Counters
+    space: SpaceWatch
+    backups: Replication
+
+
 class GatewayCollector(Collector):
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, parts: MetricsParts) -> None:
+        self.parts = parts
 
     def collect(self) -> Iterator[Metric]:
         yield from self._requests()
         yield from self._proxy()
         yield from self._targets()
         yield from self._store()
-        yield from backup_metrics(self.gw.backups)
+        yield from backup_metrics(self.parts.backups)
         events = CounterMetricFamily(
             "gateway_events", "Other events reported by gateway parts", labels=["event"]
         )
-        for name, n in sorted(self.gw.stats.events.items()):
+        for name, n in sorted(self.parts.stats.events.items()):
             events.add_metric([name], n)
         yield events
-        failures = self.gw.stats.events.get("login_failures", 0)
+        failures = self.parts.stats.events.get("login_failures", 0)
         yield CounterMetricFamily(
             "gateway_login_failures", "Failed sign-in attempts", value=failures
         )
         yield GaugeMetricFamily(
             "gateway_ready",
             "1 once the route table is loaded and the runtime works (/readyz)",
-            value=int(self.gw.fleet.ready and not self.gw.runtime.problem()),
+            value=int(self.parts.fleet.ready and not self.parts.runtime.problem()),
         )
         yield build_info()
-        free = free_bytes(self.gw.config.data_dir)
+        free = free_bytes(self.parts.config.data_dir)
         if free is not None:
             yield GaugeMetricFamily(
                 "gateway_data_dir_free_bytes",
@@ -77,9 +97,9 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "gateway_data_dir_low_space",
             "1 while the data directory has less than min_free_mb free",
-            value=int(bool(self.gw.space.problem())),
+            value=int(bool(self.parts.space.problem())),
         )
-        expiry = cert_expiry(self.gw.config.tls_cert)
+        expiry = cert_expiry(self.parts.config.tls_cert)
         if expiry is not None:
             yield GaugeMetricFamily(
                 "gateway_tls_certificate_expiry_timestamp_seconds",
@@ -96,7 +116,7 @@ class GatewayCollector(Collector):
             "Time from request to the end of the response, by team",
             labels=["team"],
         )
-        for team, st in sorted(self.gw.stats.teams.items()):
+        for team, st in sorted(self.parts.stats.teams.items()):
             label = team or NO_TEAM
             for status, n in sorted(st.statuses.items()):
                 requests.add_metric([label, str(status)], n)
@@ -105,7 +125,7 @@ class GatewayCollector(Collector):
         yield latency
 
     def _proxy(self) -> Iterator[Metric]:
-        c = self.gw.counters
+        c = self.parts.counters
         yield CounterMetricFamily(
             "gateway_proxy_retries", "Requests retried on another target", value=c.retries
         )
@@ -146,7 +166,7 @@ class GatewayCollector(Collector):
             "Requests for a host where no team lives (404)",
             value=c.errors.get(UNKNOWN_HOST, 0),
         )
-        drains = self.gw.fleet.drains
+        drains = self.parts.fleet.drains
         yield CounterMetricFamily("gateway_drains", "Targets drained", value=len(drains))
         yield CounterMetricFamily(
             "gateway_drain_cancelled",
@@ -159,7 +179,7 @@ class GatewayCollector(Collector):
         inflight = GaugeMetricFamily(
             "gateway_inflight", "Requests in flight, by team", labels=["team"]
         )
-        for slug, service in sorted(self.gw.fleet.services.items()):
+        for slug, service in sorted(self.parts.fleet.services.items()):
             targets = service.targets()
             by_state.update(str(t.state) for t in targets)
             inflight.add_metric([slug], sum(t.inflight for t in targets))
@@ -168,21 +188,23 @@ class GatewayCollector(Collector):
             states.add_metric([state], n)
         yield states
         yield inflight
-        yield GaugeMetricFamily("gateway_teams", "Teams routed", value=len(self.gw.fleet.services))
+        yield GaugeMetricFamily(
+            "gateway_teams", "Teams routed", value=len(self.parts.fleet.services)
+        )
         upstream = HistogramMetricFamily(
             "gateway_upstream_header_duration_seconds",
             "Time from a request fully sent to an instance until its response head arrived, "
             "by team",
             labels=["team"],
         )
-        for slug, service in sorted(self.gw.fleet.services.items()):
+        for slug, service in sorted(self.parts.fleet.services.items()):
             h = service.upstream_latency
             upstream.add_metric([slug], cumulative(h.buckets), h.sum)
         yield upstream
         yield from self._teams()
 
     def _teams(self) -> Iterator[Metric]:
-        fleet = self.gw.fleet
+        fleet = self.parts.fleet
         healthy = GaugeMetricFamily(
             "gateway_team_healthy_targets", "Healthy targets of each team", labels=["team"]
         )
@@ -208,19 +230,19 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(
             "gateway_instance_crashes",
             "Instances that died or were killed behind the gateway's back (then restarted)",
-            # docker: the fleet's snapshot sync; local: the runtime's supervisor.
-            value=fleet.crashes + getattr(self.gw.runtime, "crashes", 0),
+            # docker: reported to the fleet (Runtime.watch); local: the runtime's supervisor.
+            value=fleet.crashes + self.parts.runtime.crashes,
         )
 
     def _store(self) -> Iterator[Metric]:
         deploys = CounterMetricFamily("gateway_deploys", "Deploys, by outcome", labels=["outcome"])
-        for status, n in _group_count(self.gw, "deploys", "status"):
+        for status, n in _group_count(self.parts.store, "deploys", "status"):
             deploys.add_metric([status], n)
         yield deploys
         imports = CounterMetricFamily(
             "gateway_imports", "CSV import jobs, by state", labels=["state"]
         )
-        for state, n in _group_count(self.gw, "import_jobs", "state"):
+        for state, n in _group_count(self.parts.store, "import_jobs", "state"):
             imports.add_metric([state], n)
         yield imports
 
@@ -238,10 +260,10 @@ def cumulative(buckets: list[int]) -> list[tuple[str, float]]:
     return out
 
 
-def _group_count(gw: Gateway, table: str, column: str) -> list[tuple[str, int]]:
+def _group_count(store: Store, table: str, column: str) -> list[tuple[str, int]]:
     """Counts by ``column`` in ``table``; empty when another part's table is not there yet."""
     with contextlib.suppress(sqlite3.Error):
-        rows = gw.store.query(
+        rows = store.query(
             f"SELECT [{column}] AS k, count(*) AS n FROM [{table}] GROUP BY [{column}]"
         )
         return [(str(r["k"]), int(r["n"])) for r in rows]
@@ -289,9 +311,9 @@ def cert_expiry(path: str) -> float | None:
     return _expiry(path, mtime)
 
 
-def make_registry(gw: Gateway) -> CollectorRegistry:
+def make_registry(parts: MetricsParts) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gw))
+    registry.register(GatewayCollector(parts))
     # process_* (CPU, memory, open fds, start time): what every Prometheus exporter has.
     ProcessCollector(registry=registry)
     return registry

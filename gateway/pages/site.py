@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,21 +13,20 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from gateway.admin.dashboard import apex_ops_routes
 from gateway.admin.discovery import token_matches
 from gateway.auth.operators import is_operator
-from gateway.auth.pages import auth_routes
 from gateway.diskspace import no_space, out_of_space
 from gateway.errors import Forbidden, HTTPError, Unauthorized, for_status
-from gateway.observability.health import health_routes
-from gateway.responses import APEX_LINKS, error_body, wants_json
+from gateway.responses import APEX_LINKS, error_response, wants_json
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.auth.service import Auth
+    from gateway.config import Config
+    from gateway.store import Store
 
 HERE = Path(__file__).parent
 # The same square as base.html's inline icon.
@@ -36,26 +36,17 @@ FAVICON = (
 )
 
 
-def status_data(gw: Gateway) -> dict[str, Any]:
-    """The same view as the admin API's /api/status (one place builds it)."""
-    from gateway.admin.api import status_view
-
-    return status_view(gw)
-
-
-def operator_check(gw: Gateway, request: Request) -> Response | None:
+def operator_check(config: Config, store: Store, auth: Auth, request: Request) -> Response | None:
     """The status page names every team and its addresses: operators only.
 
     Allowed: the admin API's bearer token (scripts, load tests), or a signed-in operator
     (gateway/auth/operators.py). Anyone else is sent to sign in (browsers), or gets 401/403
     (APIs)."""
     auth_header = request.headers.get("authorization", "")
-    if auth_header.startswith("Bearer ") and token_matches(
-        gw.config, gw.store, auth_header[7:].strip()
-    ):
+    if auth_header.startswith("Bearer ") and token_matches(config, store, auth_header[7:].strip()):
         return None
-    session = gw.auth.session_from_cookies(dict(request.cookies))
-    if session is not None and is_operator(gw.store, gw.config, session.user_id):
+    session = auth.session_from_cookies(dict(request.cookies))
+    if session is not None and is_operator(store, config, session.user_id):
         return None
     if session is None:
         if wants_json(dict(request.scope)):
@@ -63,11 +54,10 @@ def operator_check(gw: Gateway, request: Request) -> Response | None:
                 "the status needs an operator's sign-in or the admin token"
             )
         else:
-            return RedirectResponse(gw.auth.login_url(request.url.path), status_code=303)
+            return RedirectResponse(auth.login_url(request.url.path), status_code=303)
     else:
         err = Forbidden("the status page is for the gateway's operators")
-    body, ctype = error_body(dict(request.scope), err)
-    return Response(body, err.status, media_type=ctype.decode())
+    return error_response(request.scope, err)
 
 
 def apex_error(request: Request, exc: Exception) -> Response:
@@ -86,34 +76,40 @@ def apex_error(request: Request, exc: Exception) -> Response:
             "Check what was pasted into it and try again."
         )
     err = for_status(exc.status_code, detail)
-    scope = dict(request.scope)
-    body, ctype = error_body(scope, err, APEX_LINKS)
     headers = {**(exc.headers or {}), "cache-control": "no-store"}
-    return Response(body, err.status, headers=headers, media_type=ctype.decode())
+    return error_response(request.scope, err, APEX_LINKS, headers)
 
 
-def build_site(gw: Gateway) -> Starlette:
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
+def build_site(
+    config: Config,
+    store: Store,
+    auth: Auth,
+    templates: Jinja2Templates,
+    status: Callable[[], dict[str, Any]],
+    mounted: Sequence[BaseRoute],
+) -> Starlette:
+    """``status``: the admin API's /api/status view (one place builds it); ``mounted``: the
+    pages other parts serve on the apex (health, the operator dashboard, accounts, teams)."""
 
     async def home(request: Request) -> Response:
-        session = gw.auth.session_from_cookies(dict(request.cookies))
+        session = auth.session_from_cookies(dict(request.cookies))
         if session is not None:
             return RedirectResponse("/dashboard", status_code=303)
         # The address a team really gets (scheme and port included), not an assumed https.
-        example = gw.config.team_url("TEAM").replace("TEAM", "<team>", 1) + "/"
+        example = config.team_url("TEAM").replace("TEAM", "<team>", 1) + "/"
         return templates.TemplateResponse(
-            request, "home.html", {"domain": gw.config.domain, "team_address": example}
+            request, "home.html", {"domain": config.domain, "team_address": example}
         )
 
     async def status_page(request: Request) -> Response:
-        if (refused := operator_check(gw, request)) is not None:
+        if (refused := operator_check(config, store, auth, request)) is not None:
             return refused
-        return templates.TemplateResponse(request, "status.html", {"s": status_data(gw)})
+        return templates.TemplateResponse(request, "status.html", {"s": status()})
 
     async def status_json(request: Request) -> Response:
-        if (refused := operator_check(gw, request)) is not None:
+        if (refused := operator_check(config, store, auth, request)) is not None:
             return refused
-        return JSONResponse(status_data(gw), headers={"cache-control": "no-store"})
+        return JSONResponse(status(), headers={"cache-control": "no-store"})
 
     async def favicon(request: Request) -> Response:
         # Pages without <link rel=icon> (error pages) make browsers ask; a 404 is a console error.
@@ -127,9 +123,8 @@ def build_site(gw: Gateway) -> Starlette:
             raise exc
         logging.getLogger("gateway").warning("out of storage space: %s", exc)
         err = no_space()
-        body, ctype = error_body(dict(request.scope), err)
         headers = {"retry-after": str(err.retry_after), "cache-control": "no-store"}
-        return Response(body, err.status, headers=headers, media_type=ctype.decode())
+        return error_response(request.scope, err, headers=headers)
 
     return Starlette(
         exception_handlers={
@@ -142,9 +137,7 @@ def build_site(gw: Gateway) -> Starlette:
             Route("/-/gateway/status", status_page),
             Route("/-/gateway/status.json", status_json),
             Route("/favicon.ico", favicon),
-            *health_routes(gw, "/-/gateway"),
-            *apex_ops_routes(gw),  # the operator dashboard, for `operators` (gateway/admin)
-            *auth_routes(gw, templates),  # register, login, dashboard, teams (gateway/auth)
+            *mounted,
             Mount("/-/gateway/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
     )

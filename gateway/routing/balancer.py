@@ -26,6 +26,3 @@ class LoadBalancer:
             ):
                 best = t
         return best
-
-    def healthy(self) -> bool:
-        return any(t.state is State.HEALTHY for t in self.targets)

@@ -43,7 +43,6 @@ class UpstreamError(Exception):
         super().__init__(message or kind)
         self.kind = kind
         self.reused = reused
-        self.abort_reason: str | None = None
 
 
 class Connection(asyncio.Protocol):
@@ -254,9 +253,7 @@ class Connection(asyncio.Protocol):
 
     def abort(self, reason: str) -> None:
         """Fail the exchange in progress (drain timeout, client gone) and close."""
-        err = UpstreamError("aborted", reason)
-        err.abort_reason = reason
-        self._fail(err)
+        self._fail(UpstreamError("aborted", reason))
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

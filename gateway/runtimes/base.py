@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
 from gateway.routing.target import Target
 from gateway.store.db import Instance
+
+# (instance, its target, why): the fleet drains the target and relaunches the instance.
+InstanceLost = Callable[[Instance, Target, str], Awaitable[None]]
 
 
 class Runtime(Protocol):
@@ -15,6 +19,14 @@ class Runtime(Protocol):
     # True when instances outlive the gateway (containers, or addresses it never started):
     # at shutdown their targets are detached, not stopped.
     detaches: bool
+    # Instances that died and that the runtime restarted itself (local processes); those it
+    # reports through ``watch`` are counted by the fleet.
+    crashes: int
+
+    def watch(self, on_instance_lost: InstanceLost) -> None:
+        """Once the fleet runs: report each started instance lost behind the gateway's back
+        (a killed container). Runtimes that restart their own, or never lose one, ignore it."""
+        ...
 
     def version(self) -> str:
         """What a new instance runs (an image tag or a Datasette version)."""

@@ -24,6 +24,7 @@ import datasette
 from gateway.config import Config
 from gateway.errors import RuntimeUnavailable
 from gateway.routing.target import State, Target
+from gateway.runtimes.base import InstanceLost
 from gateway.store.db import Instance, Store
 
 log = logging.getLogger("gateway.local")
@@ -89,6 +90,9 @@ class LocalRuntime:
 
     def team_dir(self, team: str) -> Path:
         return self.config.teams_dir / team
+
+    def watch(self, on_instance_lost: InstanceLost) -> None:
+        return None  # its own supervisor restarts a process that exits (counted in crashes)
 
     async def start(self, instance: Instance, target: Target) -> None:
         sup = _Supervised(instance, target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from gateway.errors import RuntimeUnavailable
 from gateway.routing.target import Target
+from gateway.runtimes.base import InstanceLost
 from gateway.store.db import Instance
 
 Address = tuple[str, int]
@@ -25,6 +26,10 @@ class StaticRuntime:
         }
         self._given: dict[str, Address] = {}  # instance id -> address, stable across restarts
         self._count: dict[str, int] = {}  # team -> instances started so far
+        self.crashes = 0  # it runs nothing, so nothing of its own crashes
+
+    def watch(self, on_instance_lost: InstanceLost) -> None:
+        return None  # what runs at an address is someone else's to restart
 
     def version(self) -> str:
         return "static"

@@ -17,6 +17,7 @@ import click
 import httpx
 
 from gateway.admin.discovery import find_admin
+from gateway.clikit import config_options, run_cli
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.lock import gateway_running
@@ -56,7 +57,7 @@ def _post(config: Config, path: str, body: dict[str, Any] | None = None) -> dict
     return data
 
 
-def register(cli: click.Group, config_options: Any, run_cli: Any) -> None:
+def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--team", "team", help="Deploy this team.")
     @click.option("--all", "all_teams", is_flag=True, help="Deploy every team (a rollout).")

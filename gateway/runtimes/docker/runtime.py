@@ -19,12 +19,13 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.errors import RuntimeUnavailable
-from gateway.routing.labels import CONTAINER_PREFIX, MANAGED_BY
 from gateway.routing.signature import sign_with
 from gateway.routing.target import Target
-from gateway.runtimes import image
-from gateway.runtimes.base import prepare_team_dir
-from gateway.runtimes.docker_provider import DockerProvider
+from gateway.runtimes.base import InstanceLost, prepare_team_dir
+from gateway.runtimes.docker import image
+from gateway.runtimes.docker.labels import CONTAINER_PREFIX, MANAGED_BY
+from gateway.runtimes.docker.provider import DockerProvider
+from gateway.runtimes.docker.snapshot import SnapshotSync
 from gateway.slugs import validate_slug
 from gateway.store.db import Instance, Store
 
@@ -59,8 +60,10 @@ class DockerRuntime:
         self.gateway_id = gateway_id
         self._factory = client_factory
         self._client: Any = None
-        # Instances whose start() has finished (or failed): snapshots may judge only these.
-        self.started: set[str] = set()
+        # Instances whose start() has finished (or failed), with their targets: snapshots may
+        # judge only these (snapshot.py).
+        self.started: dict[str, tuple[Instance, Target]] = {}
+        self.crashes = 0  # a lost container is reported through watch(): the fleet counts it
         self._image: str | None = None
         self._version: str | None = None
         self.network = NETWORK
@@ -89,7 +92,12 @@ class DockerRuntime:
             log.error("cannot start %s: %s", instance.id, exc)
             target.fail_start(f"cannot start {instance.id}: {_engine_message(exc)}")
         finally:
-            self.started.add(instance.id)
+            self.started[instance.id] = (instance, target)
+
+    def watch(self, on_instance_lost: InstanceLost) -> None:
+        """Follow the engine's containers; a started instance's container that dies, stops
+        or moves is reported (snapshot.py)."""
+        self.provider.start(SnapshotSync(self.started, self.store, on_instance_lost).apply)
 
     async def check_version(self, version: str) -> str:
         return await asyncio.to_thread(self.tenant_image, version)
@@ -129,6 +137,7 @@ class DockerRuntime:
         return str((container.attrs.get("Config") or {}).get("Image") or container.image.id)
 
     async def stop(self, instance: Instance) -> None:
+        self.started.pop(instance.id, None)  # stopped on purpose: no longer watched
         await asyncio.to_thread(self.remove, instance)
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ from gateway.errors import RuntimeUnavailable
 
 IMAGE_REPO = "gateway-datasette"
 ASSETS = Path(__file__).resolve().parent / "image"
-PLUGIN = Path(__file__).resolve().parent.parent / "instance" / "gateway_plugin.py"
+PLUGIN = Path(__file__).resolve().parents[2] / "instance" / "gateway_plugin.py"
 # Every file of the instance's --plugins-dir (the local runtime loads the same directory).
 PLUGINS = (PLUGIN, PLUGIN.with_name("gateway_menu.py"))
 PORT = 8001

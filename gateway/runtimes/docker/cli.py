@@ -7,7 +7,7 @@ import time
 import click
 
 from gateway.errors import GatewayError
-from gateway.runtimes import image
+from gateway.runtimes.docker import image
 
 
 @click.group("image")
@@ -39,3 +39,7 @@ def build(force: bool, dockerfile: bool) -> None:
 def tag() -> None:
     """Print the tag the current sources build (no Docker needed)."""
     click.echo(image.image_tag())
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(image_group)

@@ -15,45 +15,37 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from gateway.deploy import DeployResult, new_rollout_id
-from gateway.errors import (
-    BadRequest,
-    Conflict,
-    GatewayError,
-    HTTPError,
-    NotFound,
-    TeamBusy,
-    TeamNotFound,
-)
+from gateway.admin.endpoints import json_body, mapped
+from gateway.deploy.service import Deployer, DeployResult, new_rollout_id
+from gateway.errors import BadRequest
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.config import Config
+    from gateway.fleet import Fleet
 
 
-def _gw(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
-    return gw
+class DeployParts(Protocol):
+    """What these endpoints use (the gateway built in app.py has it)."""
+
+    config: Config
+    fleet: Fleet
+    deployer: Deployer
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
-        raise BadRequest("the body must be JSON") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    return data
+def _gw(request: Request) -> DeployParts:
+    parts: DeployParts = request.app.state.parts  # set by gateway/admin/app.py
+    return parts
 
 
 async def deploy(request: Request) -> Response:
     gw = _gw(request)
-    body = await _body(request)
+    body = await json_body(request)
     image = body.get("image") or None
     rollout: str | None = None
     if body.get("all"):
@@ -99,7 +91,7 @@ async def deploy(request: Request) -> Response:
 
 
 async def _one(
-    gw: Gateway, team: str, image: str | None, queue: asyncio.Queue[DeployResult | None]
+    gw: DeployParts, team: str, image: str | None, queue: asyncio.Queue[DeployResult | None]
 ) -> None:
     queue.put_nowait(await gw.deployer.deploy(team, image))
 
@@ -111,7 +103,7 @@ async def rollback(request: Request) -> Response:
 
 async def maintenance(request: Request) -> Response:
     gw = _gw(request)
-    message = (await _body(request)).get("message")
+    message = (await json_body(request)).get("message")
     if message is not None and (not isinstance(message, str) or not message.strip()):
         raise BadRequest("message must be a non-empty string, or null to end maintenance")
     slug = request.path_params["slug"]
@@ -124,33 +116,14 @@ async def restart(request: Request) -> Response:
     return JSONResponse({"restarting": True, "pid": os.getpid()}, status_code=202)
 
 
-def _mapped(handler: Any) -> Any:
-    """The gateway's own errors become clear 4xx answers, never a 500."""
-
-    async def wrapped(request: Request) -> Response:
-        try:
-            response: Response = await handler(request)
-        except HTTPError:
-            raise
-        except TeamNotFound as exc:
-            raise NotFound(str(exc)) from exc
-        except TeamBusy as exc:  # a restore, deploy or delete holds the team
-            raise Conflict(str(exc)) from exc
-        except GatewayError as exc:
-            raise BadRequest(str(exc)) from exc
-        return response
-
-    return wrapped
-
-
 def _line(data: dict[str, Any]) -> bytes:
     return json.dumps(data).encode() + b"\n"
 
 
 def deploy_routes() -> list[BaseRoute]:
     return [
-        Route("/api/deploy", _mapped(deploy), methods=["POST"]),
-        Route("/api/teams/{slug}/rollback", _mapped(rollback), methods=["POST"]),
-        Route("/api/teams/{slug}/maintenance", _mapped(maintenance), methods=["POST"]),
-        Route("/api/restart", _mapped(restart), methods=["POST"]),
+        Route("/api/deploy", mapped(deploy), methods=["POST"]),
+        Route("/api/teams/{slug}/rollback", mapped(rollback), methods=["POST"]),
+        Route("/api/teams/{slug}/maintenance", mapped(maintenance), methods=["POST"]),
+        Route("/api/restart", mapped(restart), methods=["POST"]),
     ]

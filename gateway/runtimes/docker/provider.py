@@ -17,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.routing.labels import MANAGED_BY, Snapshot, build_snapshot
+from gateway.runtimes.docker.labels import MANAGED_BY, Snapshot, build_snapshot
 
 log = logging.getLogger("gateway.docker.provider")
 

@@ -1,0 +1,145 @@
+"""The import rules of docs/architecture.md, checked on the source with ``ast``.
+
+Every import counts: module level, inside functions, and under ``TYPE_CHECKING`` (a type-only
+import is still a dependency a reader has to follow).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
+
+# Only these may import gateway.app: the package's lazy create_app and the server that runs it.
+MAY_IMPORT_APP = {"gateway", "gateway.server"}
+
+# The floors, bottom-up: a module may import its own floor and the ones below, never above.
+FLOORS: list[tuple[str, ...]] = [
+    # 0: words every part uses
+    ("gateway.errors", "gateway.config", "gateway.slugs", "gateway.filemodes", "gateway.native"),
+    # 1: state and the request path's pieces
+    ("gateway.store", "gateway.routing", "gateway.runtimes", "gateway.fleet"),
+    # 2: the surfaces, then the composition root and the entry points
+    ("gateway.app", "gateway.server", "gateway.cli", "gateway.clikit"),
+]
+
+
+def modules(root: Path) -> dict[str, Path]:
+    found = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the gateway modules it imports (``from pkg import sub`` counts as pkg.sub)."""
+    mods = modules(root)
+    graph: dict[str, set[str]] = {name: set() for name in mods}
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*up, *([node.module] if node.module else [])])
+                subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
+                targets = subs if len(subs) == len(node.names) else [*subs, base]
+            for target in targets:
+                while target and target not in mods:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles: strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def app_importers(graph: dict[str, set[str]]) -> set[str]:
+    return {name for name, deps in graph.items() if "gateway.app" in deps} - MAY_IMPORT_APP
+
+
+def floor_of(name: str) -> int | None:
+    for level, prefixes in enumerate(FLOORS):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            return level
+    return None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for name, deps in graph.items():
+        mine = floor_of(name)
+        for dep in deps:
+            theirs = floor_of(dep)
+            if mine is not None and theirs is not None and theirs > mine:
+                bad.append(f"{name} -> {dep}")
+    return sorted(bad)
+
+
+def test_there_are_no_import_circles() -> None:
+    assert circles(import_graph(PACKAGE)) == []
+
+
+def test_only_the_entry_points_import_the_app() -> None:
+    assert app_importers(import_graph(PACKAGE)) == set()
+
+
+def test_lower_floors_never_import_higher_ones() -> None:
+    assert upward_imports(import_graph(PACKAGE)) == []
+
+
+def test_the_checks_see_a_circle_and_an_app_import(tmp_path: Path) -> None:
+    # The checker itself: a made-up package with both faults must be caught.
+    root = tmp_path / "gateway"
+    (root / "routing").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "app.py").write_text("from gateway.routing import proxy\n")
+    (root / "routing" / "__init__.py").write_text("")
+    (root / "routing" / "proxy.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from gateway.app import Gateway\n"
+    )
+    graph = import_graph(root)
+    assert circles(graph) == [["gateway.app", "gateway.routing.proxy"]]
+    assert app_importers(graph) == {"gateway.routing.proxy"}
+    assert upward_imports(graph) == ["gateway.routing.proxy -> gateway.app"]

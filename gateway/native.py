@@ -49,6 +49,7 @@ FORMAT = 1  # bump when the manifest or the build's layout changes
 # Every module a proxied request runs through, in one mypyc group. (gateway.errors and
 # gateway.responses stay Python: mypyc rejects their class bodies, and they serve errors.)
 HOT: tuple[str, ...] = (
+    "gateway.context",
     "gateway.protocol",
     "gateway.app",
     "gateway.routing.deadlines",

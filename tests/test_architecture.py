@@ -17,7 +17,14 @@ MAY_IMPORT_APP = {"gateway", "gateway.server"}
 # The floors, bottom-up: a module may import its own floor and the ones below, never above.
 FLOORS: list[tuple[str, ...]] = [
     # 0: words every part uses
-    ("gateway.errors", "gateway.config", "gateway.slugs", "gateway.filemodes", "gateway.native"),
+    (
+        "gateway.errors",
+        "gateway.config",
+        "gateway.context",
+        "gateway.slugs",
+        "gateway.filemodes",
+        "gateway.native",
+    ),
     # 1: state and the request path's pieces
     ("gateway.store", "gateway.routing", "gateway.runtimes", "gateway.fleet"),
     # 2: the surfaces, then the composition root and the entry points

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.context import RequestContext
 from gateway.errors import BadGateway, BadRequest, GatewayTimeout, HTTPError, Unavailable
 from gateway.routing.cookies import refused, reserved_names
 from gateway.routing.deadlines import deadlines
@@ -134,11 +135,12 @@ class Proxy:
         receive: Any,
         send: Any,
         service: Service,
+        ctx: RequestContext,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.counters.requests += 1
         method: str = scope["method"]
-        head_headers, body_len, chunked = self._request_headers(scope, extra_headers)
+        head_headers, body_len, chunked = self._request_headers(scope, ctx, extra_headers)
         if chunked or body_len:
             body, complete = await self._buffer_body(receive, body_len, chunked)
         else:
@@ -159,7 +161,7 @@ class Proxy:
             clock.add(ex, WATCH_AFTER, ex.watch, receive)
         try:
             await self._forward(
-                method, head, body, complete, chunked, receive, send, service, ex, scope, loop
+                method, head, body, complete, chunked, receive, send, service, ex, ctx, loop
             )
         finally:
             if clock is not None:
@@ -169,7 +171,7 @@ class Proxy:
 
     # -- request side -------------------------------------------------------------------------
     def _request_headers(
-        self, scope: dict[str, Any], extra: list[tuple[bytes, bytes]] | None
+        self, scope: dict[str, Any], ctx: RequestContext, extra: list[tuple[bytes, bytes]] | None
     ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
         out: list[tuple[bytes, bytes]] = []
         content_length: int | None = None
@@ -219,7 +221,7 @@ class Proxy:
             proto = scope.get("scheme", "http").encode()
         if not REQUEST_ID.match(request_id):
             request_id = b"%s%08x" % (_ID_PREFIX, next(_ID_COUNTER) & 0xFFFFFFFF)
-        scope["request_id"] = request_id
+        ctx.request_id = request_id
         out += [
             (b"host", host),
             (b"x-forwarded-for", forwarded_for),
@@ -263,7 +265,7 @@ class Proxy:
         send: Any,
         service: Service,
         ex: _Exchange,
-        scope: dict[str, Any],
+        ctx: RequestContext,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         s = self.settings
@@ -283,7 +285,7 @@ class Proxy:
                 )
             if not target.start_request():
                 continue  # it began draining between pick and start: pick again
-            scope["target"] = target.id
+            ctx.target = target.id
             try:
                 if deadline is None:
                     deadline = loop.time() + s.read_timeout
@@ -315,7 +317,7 @@ class Proxy:
                     retried = True
                     previous = target
                     self.counters.retries += 1
-                    scope["retries"] = 1
+                    ctx.retries = 1
                     if err.kind in ("connect", "connect_timeout"):
                         # Refused: nothing listens there (say, a killed instance). Stop routing
                         # to it now, so the retry goes elsewhere or is held, never refused again.
@@ -334,10 +336,8 @@ class Proxy:
             except BaseException:
                 target.end_request()
                 raise
-            # A member's answer from a private team: Cache-Control private (auth/service.py).
-            private = "gateway.private" in scope
             try:
-                await self._respond(conn, status, headers, send, s.read_timeout, ex, private)
+                await self._respond(conn, status, headers, send, s.read_timeout, ex, ctx)
             finally:
                 target.end_request()
                 ex.conn = None
@@ -404,21 +404,16 @@ class Proxy:
         send: Any,
         read_timeout: float,
         ex: _Exchange,
-        private: bool = False,
+        ctx: RequestContext,
     ) -> None:
-        out = self._response_headers(headers, private)
+        # A member's answer from a private team: Cache-Control private (auth/service.py).
+        out = self._response_headers(headers, ctx.private)
         # A small answer is usually already here in full: then head and body go out as one
         # write and the response ends with that same message (GatewayHttpProtocol joins a
-        # head to the body that follows it; other ASGI servers ignore the extra key).
+        # head to the body that follows it; other ASGI servers ignore the context).
         first, whole = conn.take_buffered()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": out,
-                "gateway.body_follows": bool(first) or whole,
-            }
-        )
+        ctx.body_follows = bool(first) or whole
+        await send({"type": "http.response.start", "status": status, "headers": out})
         if whole:
             await send({"type": "http.response.body", "body": first, "more_body": False})
             conn.finish()

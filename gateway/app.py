@@ -34,7 +34,7 @@ from gateway.config import Config
 from gateway.context import CONTEXT, RequestContext
 from gateway.deploy.service import Deployer
 from gateway.diskspace import SpaceWatch, no_space, out_of_space
-from gateway.errors import BadRequest, HTTPError, UnknownHost, URITooLong
+from gateway.errors import BadRequest, ClientGone, HTTPError, UnknownHost, URITooLong
 from gateway.filemodes import tighten
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
@@ -45,7 +45,7 @@ from gateway.pages.site import build_site
 from gateway.pages.templates import make_templates
 from gateway.responses import send_error, team_links
 from gateway.routing.health import HealthMonitor
-from gateway.routing.proxy import ClientGone, Counters, CutConnection, Proxy, ProxySettings
+from gateway.routing.proxy import Counters, CutConnection, Proxy, ProxySettings
 from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable, normalize_host
 from gateway.runtimes.base import Runtime

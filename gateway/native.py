@@ -54,6 +54,8 @@ HOT: tuple[str, ...] = (
     "gateway.app",
     "gateway.routing.deadlines",
     "gateway.routing.upstream",
+    "gateway.routing.headers",
+    "gateway.routing.retry",
     "gateway.routing.proxy",
     "gateway.routing.table",
     "gateway.routing.service",

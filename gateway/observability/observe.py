@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.context import CONTEXT, RequestContext
+from gateway.errors import CLIENT_GONE
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.stats import RequestStats
 
 Handler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 LOGIN_PATH = "/login"  # the apex sign-in form (gateway/auth)
-CLIENT_GONE = 499  # nginx's code for "the client closed the connection before an answer"
 
 
 class Observer:

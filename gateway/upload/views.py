@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from gateway.context import context_of
 from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from gateway.responses import wants_json
-from gateway.routing.proxy import private_cache
+from gateway.routing.headers import private_cache
 from gateway.upload import trash
 from gateway.upload.columns import check_table_name, table_name_from_file
 from gateway.upload.convert import CONVERSIONS

@@ -49,6 +49,7 @@ from itsdangerous import URLSafeTimedSerializer
 from gateway.auth import accounts, keys
 from gateway.auth.sessions import Sessions
 from gateway.auth.tokens import Tokens
+from gateway.context import RequestContext
 from gateway.store import open_store
 
 HERE = Path(__file__).resolve().parent
@@ -107,10 +108,10 @@ def micro(data_dir: Path, cookie: str, n: int = 50_000) -> dict[str, float]:
         for name, headers in variants.items():
             scope: dict[str, Any] = {"method": "GET", "path": "/", "headers": headers}
             for _ in range(1000):  # warm the caches
-                await app.auth.authorize(dict(scope), service)
+                app.auth.authorize(dict(scope), RequestContext(), service)
             start = time.process_time()
             for _ in range(n):
-                await app.auth.authorize(dict(scope), service)
+                app.auth.authorize(dict(scope), RequestContext(), service)
             out[name] = (time.process_time() - start) / n * 1e6
         app.store.close()
         return out

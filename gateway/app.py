@@ -31,9 +31,10 @@ from gateway.auth.pages import auth_routes
 from gateway.auth.service import Auth
 from gateway.backup import Replication
 from gateway.config import Config
+from gateway.context import CONTEXT, RequestContext
 from gateway.deploy.service import Deployer
 from gateway.diskspace import SpaceWatch, no_space, out_of_space
-from gateway.errors import BadRequest, HTTPError, UnknownHost, URITooLong
+from gateway.errors import BadRequest, ClientGone, HTTPError, UnknownHost, URITooLong
 from gateway.filemodes import tighten
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
@@ -44,7 +45,7 @@ from gateway.pages.site import build_site
 from gateway.pages.templates import make_templates
 from gateway.responses import send_error, team_links
 from gateway.routing.health import HealthMonitor
-from gateway.routing.proxy import ClientGone, Counters, CutConnection, Proxy, ProxySettings
+from gateway.routing.proxy import Counters, CutConnection, Proxy, ProxySettings
 from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable, normalize_host
 from gateway.runtimes.base import Runtime
@@ -144,13 +145,14 @@ class Gateway:
                 raise UnknownHost(
                     f"There is no team at {host}. Teams live at <team>.{self.config.domain}."
                 )
-            scope["team"] = service.name  # for metrics and the access log
-            extra = self.auth.authorize(scope, service)
+            ctx: RequestContext = scope[CONTEXT]  # made by the server or the Observer
+            ctx.team = service.name  # for metrics, the access log and error pages
+            extra = self.auth.authorize(scope, ctx, service)
             path = scope["path"]
             if path == "/-/upload-csv" or path.startswith("/-/upload-csv/"):
                 await self.upload(scope, receive, send, service)
                 return
-            await self.proxy(scope, receive, send, service, extra)
+            await self.proxy(scope, receive, send, service, ctx, extra)
         except HTTPError as err:
             self.counters.error(failure_kind(err))
             await send_error(scope, send, err, links=self.error_links(scope, err))
@@ -167,7 +169,8 @@ class Gateway:
     def error_links(self, scope: dict[str, Any], err: HTTPError) -> tuple[tuple[str, str], ...]:
         """Links onward on the gateway's own error pages on team hosts (HTML only; the apex's
         pages add their own)."""
-        if "team" in scope or isinstance(err, UnknownHost):
+        ctx: RequestContext | None = scope.get(CONTEXT)
+        if (ctx is not None and ctx.team) or isinstance(err, UnknownHost):
             return team_links(self.config.base_url, self.config.team_url, scope, err)
         return ()
 

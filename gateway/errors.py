@@ -142,8 +142,18 @@ class InsufficientStorage(HTTPError):
     status, title = 507, "Out of storage space"
 
 
+# "The client went away": nginx's 499, the status counted and logged for such a request.
+CLIENT_GONE = 499
+
+
+class ClientGone(Exception):
+    """The client went away: nothing can be answered (the request is counted as CLIENT_GONE)."""
+
+
 class ClientClosed(HTTPError):
-    status, title = 499, "Client closed request"
+    """ClientGone met inside a Starlette page (an upload), where errors are HTTPErrors."""
+
+    status, title = CLIENT_GONE, "Client closed request"
 
 
 class BadGateway(HTTPError):

@@ -49,10 +49,13 @@ FORMAT = 1  # bump when the manifest or the build's layout changes
 # Every module a proxied request runs through, in one mypyc group. (gateway.errors and
 # gateway.responses stay Python: mypyc rejects their class bodies, and they serve errors.)
 HOT: tuple[str, ...] = (
+    "gateway.context",
     "gateway.protocol",
     "gateway.app",
     "gateway.routing.deadlines",
     "gateway.routing.upstream",
+    "gateway.routing.headers",
+    "gateway.routing.retry",
     "gateway.routing.proxy",
     "gateway.routing.table",
     "gateway.routing.service",

@@ -63,6 +63,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
+from gateway.context import CONTEXT, RequestContext
 from gateway.errors import (
     BadRequest,
     HeaderFieldsTooLarge,
@@ -336,6 +337,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
             "path": path,
             "raw_path": raw_path,
             "query_string": parsed.query or b"",
+            CONTEXT: RequestContext(),
         }
         app = self.app
         limit = self.limit_concurrency
@@ -349,9 +351,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
             if _has_body(self.headers):
                 keep_alive = False  # its body is never read (see _after_upgrade)
         existing = self.cycle
-        cycle = scope["gateway.cycle"] = self.cycle = Cycle(
-            self, scope, keep_alive=keep_alive, http10=http_version == "1.0"
-        )
+        cycle = self.cycle = Cycle(self, scope, keep_alive=keep_alive, http10=http_version == "1.0")
         if existing is None or existing.response_complete:
             self._start(cycle, app)
         else:
@@ -537,6 +537,7 @@ class Cycle:
         "_waiter",
         "body",
         "chunked",
+        "context",
         "delimited",
         "disconnected",
         "flow",
@@ -552,7 +553,6 @@ class Cycle:
         "response_complete",
         "response_started",
         "scope",
-        "status",
         "transport",
         "waiting_for_100_continue",
     )
@@ -567,6 +567,7 @@ class Cycle:
     ) -> None:
         self.protocol = protocol
         self.scope = scope
+        self.context: RequestContext = scope[CONTEXT]
         self.transport: asyncio.Transport = protocol.transport
         self.flow: FlowControl = protocol.flow
         self.loop = protocol.loop
@@ -583,7 +584,6 @@ class Cycle:
         self.more_body = True
         self.response_started = False
         self.response_complete = False
-        self.status = 0
         self.chunked = False
         self.http10 = http10
         self.delimited = False  # an HTTP/1.0 body without a length: it ends when we close
@@ -668,11 +668,7 @@ class Cycle:
                 raise RuntimeError(
                     f"Expected ASGI message 'http.response.start', but got '{kind}'."
                 )
-            self._start(
-                message["status"],
-                message.get("headers", ()),
-                message.get("gateway.body_follows", False),
-            )
+            self._start(message["status"], message.get("headers", ()))
         elif not self.response_complete:
             if kind != "http.response.body":
                 raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
@@ -683,10 +679,11 @@ class Cycle:
             )
 
     # -- response writing -----------------------------------------------------------------
-    def _start(self, status: int, headers: Any, body_follows: bool) -> None:
+    def _start(self, status: int, headers: Any) -> None:
         self.response_started = True
         self.waiting_for_100_continue = False
-        self.status = status
+        context = self.context
+        context.status = status  # what the observer counts and logs
         parts = [b"%s: %s\r\n" % (name, value) for name, value in headers]
         if not _HEAD_LINES.fullmatch(b"".join(parts)):
             raise RuntimeError("Invalid HTTP header name or value.")
@@ -726,7 +723,7 @@ class Cycle:
         # Written with the first body chunk when that comes in this same turn of the loop
         # (one syscall for a small response); otherwise on the next turn, never held back.
         # The proxy says when its body message follows at once: no flush to schedule then.
-        if not body_follows:
+        if not context.body_follows:
             self._flush_handle = self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:

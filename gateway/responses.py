@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
+from gateway.context import CONTEXT, RequestContext
 from gateway.errors import HTTPError, SignInHandoff, SignInRequired
 
 # Where an apex error page sends people on.
@@ -22,12 +23,13 @@ def team_links(
     """Where an error page on a team host sends people on: the team's Datasette and upload
     page for a member; sign-in for anyone else; always the dashboard and the front page.
     (An unknown team host has no team: the apex's links.)"""
-    team = scope.get("team")
+    ctx: RequestContext | None = scope.get(CONTEXT)
     apex = ((f"{base_url}/dashboard", "Your dashboard"), (f"{base_url}/", "Front page"))
-    if not isinstance(team, str):
+    if ctx is None or not ctx.team:
         return apex
+    team = ctx.team
     home = team_url(team)
-    if scope.get("gateway.user"):
+    if ctx.user:
         return ((f"{home}/", f"{team}'s Datasette"), (f"{home}/-/upload-csv", "Upload a CSV"),
                 *apex)  # fmt: skip
     target = (scope.get("raw_path") or scope.get("path", "/").encode()).decode("latin-1")
@@ -55,7 +57,8 @@ def wants_json(scope: dict[str, Any]) -> bool:
 def is_api_client(scope: dict[str, Any]) -> bool:
     """An API client gets 401 JSON instead of a sign-in redirect: a JSON Accept header, an
     Authorization header, or an XHR request (oauth2-proxy's --api-route, by headers)."""
-    if scope.get("gateway.api"):  # auth already took a gateway API token off the headers
+    ctx: RequestContext | None = scope.get(CONTEXT)
+    if ctx is not None and ctx.api:  # auth already took a gateway API token off the headers
         return True
     headers = scope.get("headers", ())
     if (b"sec-fetch-mode", b"navigate") in headers:

@@ -12,7 +12,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -24,6 +24,9 @@ from gateway.protocol import GatewayHttpProtocol
 from gateway.runtimes.base import Runtime
 from tests.docker_guard import pytest_runtest_setup  # noqa: F401 (the Docker guard hook)
 from tests.shutdown import ShutdownFailed, stop_server
+
+if TYPE_CHECKING:
+    from tests.servers import UvicornUpstream  # tests.servers imports this module
 
 
 def free_socket() -> socket.socket:
@@ -177,3 +180,13 @@ def docker_image() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         tag, _ = image.build(progress=lambda line: print(line, flush=True))
     return tag
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UvicornUpstream]:
+    """A real uvicorn app standing in for a team's instance (echo, paths, status)."""
+    from tests.servers import UvicornUpstream  # here: tests.servers imports this module
+
+    server = await UvicornUpstream().start()
+    yield server
+    await server.close()

@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import httpx
-import pytest
 from click.testing import CliRunner
 
 from gateway.cli import cli
@@ -25,13 +24,6 @@ from tests.upload_support import sign_in
 Make = Callable[[Running], Browser]
 __all__ = ["browsers"]
 SLUGS = [f"team{i}" for i in range(10)]
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UvicornUpstream]:
-    server = await UvicornUpstream().start()
-    yield server
-    await server.close()
 
 
 async def start(start_gateway: StartGateway, config: Config, up: UvicornUpstream) -> Running:

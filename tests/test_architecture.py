@@ -17,7 +17,14 @@ MAY_IMPORT_APP = {"gateway", "gateway.server"}
 # The floors, bottom-up: a module may import its own floor and the ones below, never above.
 FLOORS: list[tuple[str, ...]] = [
     # 0: words every part uses
-    ("gateway.errors", "gateway.config", "gateway.slugs", "gateway.filemodes", "gateway.native"),
+    (
+        "gateway.errors",
+        "gateway.config",
+        "gateway.context",
+        "gateway.slugs",
+        "gateway.filemodes",
+        "gateway.native",
+    ),
     # 1: state and the request path's pieces
     ("gateway.store", "gateway.routing", "gateway.runtimes", "gateway.fleet"),
     # 2: the surfaces, then the composition root and the entry points
@@ -143,3 +150,41 @@ def test_the_checks_see_a_circle_and_an_app_import(tmp_path: Path) -> None:
     assert circles(graph) == [["gateway.app", "gateway.routing.proxy"]]
     assert app_importers(graph) == {"gateway.routing.proxy"}
     assert upward_imports(graph) == ["gateway.routing.proxy -> gateway.app"]
+
+
+# What one request learned travels in gateway.context.RequestContext, never as loose keys.
+LOOSE_KEYS = {"gateway.cycle", "gateway.body_follows", "gateway.user", "gateway.api"}
+LOOSE_KEYS |= {"gateway.private", "team", "request_id", "target", "retries"}
+
+
+def loose_scope_keys(root: Path) -> list[str]:
+    """``scope["team"]``, ``scope.get("team")``, ``"team" in scope`` and the like."""
+    found = []
+    for name, path in sorted(modules(root).items()):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+                if node.value.id == "scope" and isinstance(node.slice, ast.Constant):
+                    key = node.slice.value
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = node.func.value
+                if isinstance(owner, ast.Name) and owner.id == "scope" and node.args:
+                    first = node.args[0]
+                    key = first.value if isinstance(first, ast.Constant) else None
+            elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant):
+                right = node.comparators[0]
+                if isinstance(right, ast.Name) and right.id == "scope":
+                    key = node.left.value
+            elif isinstance(node, ast.Dict):
+                key = next(
+                    (k.value for k in node.keys if isinstance(k, ast.Constant)
+                     and k.value in ("gateway.body_follows", "gateway.cycle")),
+                    None,
+                )  # fmt: skip
+            if key in LOOSE_KEYS:
+                found.append(f"{name}:{node.lineno} {key}")
+    return found
+
+
+def test_the_request_context_replaces_loose_scope_keys() -> None:
+    assert loose_scope_keys(PACKAGE) == []

@@ -6,7 +6,7 @@ These need no Datasette behind a team, so teams run on a real echo server (Stati
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -17,13 +17,6 @@ from tests.servers import UvicornUpstream, gateway_for
 
 Make = Callable[[Running], Browser]
 __all__ = ["browsers"]
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UvicornUpstream]:
-    server = await UvicornUpstream().start()
-    yield server
-    await server.close()
 
 
 async def start(start_gateway: StartGateway, config: Config, up: UvicornUpstream) -> Running:

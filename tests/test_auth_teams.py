@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -29,13 +29,6 @@ from tests.servers import UvicornUpstream, gateway_for
 Make = Callable[[Running], Browser]
 __all__ = ["browsers"]
 LINK = re.compile(r"(http\S+/reset/\S+)")
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UvicornUpstream]:
-    server = await UvicornUpstream().start()
-    yield server
-    await server.close()
 
 
 async def start(start_gateway: StartGateway, config: Config, up: UvicornUpstream) -> Running:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.routing.cookies import cookie_domain, cookie_name, refused, reserved_names
-from gateway.routing.proxy import RESERVED_COOKIES, Proxy, ProxySettings, fix_link
+from gateway.routing.headers import RESERVED_COOKIES, fix_link
+from gateway.routing.proxy import Proxy, ProxySettings
 
 APEX = b"gateway.test"
 
@@ -72,13 +73,13 @@ def test_the_parts_as_a_browser_reads_them() -> None:
 def test_the_proxy_drops_them_from_a_response() -> None:
     proxy = Proxy(ProxySettings(cookie_domain=APEX))
     headers = [(b"set-cookie", h) for h in REFUSED + PASSED]
-    kept = [v for n, v in proxy._response_headers(headers) if n == b"set-cookie"]
+    kept = [v for n, v in proxy.headers.response(headers) if n == b"set-cookie"]
     assert kept == PASSED
 
 
 def test_the_upstream_server_header_is_hidden_and_datasette_links_get_brackets() -> None:
     proxy = Proxy(ProxySettings())
-    out = proxy._response_headers(
+    out = proxy.headers.response(
         [
             (b"server", b"uvicorn"),
             (b"link", b'http://a.x/db/t.json; rel="alternate"; type="application/json+datasette"'),

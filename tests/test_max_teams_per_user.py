@@ -7,10 +7,9 @@ gateway; teams run on a real echo server (StaticRuntime), since the limit is the
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
 
 from gateway.auth import accounts
@@ -91,13 +90,6 @@ def test_the_cap_defaults_to_five(tmp_path: Path) -> None:
 
 
 # -- the web: an owner invitation ---------------------------------------------------------------
-@pytest.fixture
-async def upstream() -> AsyncIterator[UvicornUpstream]:
-    server = await UvicornUpstream().start()
-    yield server
-    await server.close()
-
-
 async def owner_invite(ann: Browser, site: Running) -> str:
     r = await ann.post("/teams/alpha/invite", {"role": "owner"}, page="/teams/alpha")
     link = re.search(r'value="(http[^"]+/invite/[^"]+)"', r.text)

@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Config
+from gateway.context import RequestContext
 from gateway.observability.accesslog import open_access_log
 from gateway.observability.stats import HISTORY, SLOT, RequestStats
 from tests.edge import run_edge
@@ -118,9 +119,10 @@ def test_access_log_lines_are_json_whatever_the_path(tmp_path: Path) -> None:
     log = open_access_log(str(tmp_path / "a.log"))
     assert log is not None and open_access_log("") is None
     nasty = '/x"y\\z\n\u00e9\u2028\x00'
-    scope = {"method": "GET", "path": nasty, "client": None, "request_id": b"abcdefgh"}
-    log.write(scope, "", 404, 0.5, 0.0)
-    log.write({"method": "POST", "path": "/"}, "alpha", 200, 0.001, 10.0)
+    first_ctx, second_ctx = RequestContext(), RequestContext()
+    first_ctx.request_id, second_ctx.team = b"abcdefgh", "alpha"
+    log.write({"method": "GET", "path": nasty, "client": None}, first_ctx, 404, 0.5, 0.0)
+    log.write({"method": "POST", "path": "/"}, second_ctx, 200, 0.001, 10.0)
     log.close()
     first, second = (json.loads(x) for x in (tmp_path / "a.log").read_text().splitlines())
     assert first["path"] == nasty and first["team"] is None and first["client"] is None

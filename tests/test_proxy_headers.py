@@ -5,23 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from gateway.config import Config
 from gateway.instance.gateway_plugin import ACTOR_SALT
 from tests.conftest import Running, StartGateway
 from tests.servers import UvicornUpstream, gateway_for, raw_request, status_line
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[UvicornUpstream]:
-    up = await UvicornUpstream().start()
-    yield up
-    await up.close()
 
 
 async def echo(gw: Running, headers: dict[str, str] | list[tuple[str, str]]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -13,12 +14,32 @@ from gateway.config import Config
 from tests.conftest import Running, StartGateway
 from tests.servers import Blackhole, RawUpstream, UvicornUpstream, gateway_for, wait_for
 
+Upstream = TypeVar("Upstream", RawUpstream, UvicornUpstream)
+
 
 @pytest.fixture
 def rconfig(config: Config) -> Config:
     # Health checks pass once (a STARTING target is probed every 100 ms), then stay out of the
     # way: the tests below make healthy-looking targets fail and must see exactly their effect.
     return config.replace(health_interval=60.0, read_timeout=10.0)
+
+
+class Serve(Protocol):
+    async def __call__(self, server: Upstream) -> Upstream: ...
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start an upstream for this test; every one started is closed after it, in order."""
+    servers: list[Any] = []
+
+    async def start(server: Upstream) -> Upstream:
+        servers.append(server)
+        return await server.start()
+
+    yield start
+    for server in servers:
+        await server.close()
 
 
 async def counters(gw: Running) -> dict[str, Any]:
@@ -30,290 +51,243 @@ async def counters(gw: Running) -> dict[str, Any]:
 
 
 async def test_refused_post_is_retried_on_another_target(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    first = await RawUpstream("ok").start()
-    second = await UvicornUpstream().start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
-        await first.stop_listening()  # healthy in the gateway's eyes, but now refuses
-        async with gw.client() as client:
-            r = await client.post(gw.url("alpha", "/echo"), content=b"payload")
-            assert r.status_code == 200, r.text
-            assert r.json()["method"] == "POST"
-            assert r.json()["body"] == "payload"
-        assert (await counters(gw))["retries"] == 1
-        assert first.requests == []
-        assert second.state.paths == ["/echo"]  # delivered exactly once
-    finally:
-        await first.close()
-        await second.close()
+    first = await serve(RawUpstream("ok"))
+    second = await serve(UvicornUpstream())
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
+    await first.stop_listening()  # healthy in the gateway's eyes, but now refuses
+    async with gw.client() as client:
+        r = await client.post(gw.url("alpha", "/echo"), content=b"payload")
+        assert r.status_code == 200, r.text
+        assert r.json()["method"] == "POST"
+        assert r.json()["body"] == "payload"
+    assert (await counters(gw))["retries"] == 1
+    assert first.requests == []
+    assert second.state.paths == ["/echo"]  # delivered exactly once
 
 
 async def test_refused_large_post_retry_still_sends_the_whole_body(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
     """Nothing was sent, so even a body beyond the replay buffer is safe to send elsewhere."""
-    first = await RawUpstream("ok").start()
-    second = await UvicornUpstream().start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
-        await first.stop_listening()
-        body = b"b" * (300 * 1024)
-        async with gw.client() as client:
-            r = await client.post(gw.url("alpha", "/echo"), content=body)
-        assert r.status_code == 200, r.text
-        assert r.json()["body_bytes"] == len(body)
-        assert (await counters(gw))["retries"] == 1
-    finally:
-        await first.close()
-        await second.close()
+    first = await serve(RawUpstream("ok"))
+    second = await serve(UvicornUpstream())
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
+    await first.stop_listening()
+    body = b"b" * (300 * 1024)
+    async with gw.client() as client:
+        r = await client.post(gw.url("alpha", "/echo"), content=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["body_bytes"] == len(body)
+    assert (await counters(gw))["retries"] == 1
 
 
 async def test_stale_keepalive_get_is_retried_once(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await RawUpstream("stale").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        async with gw.client() as client:
-            assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
-            # The pooled connection is reused; the upstream closes it without answering.
-            r = await client.request("GET", gw.url("alpha", "/again"), content=b"q" * 1000)
-            assert r.status_code == 200, r.text
-            assert r.json() == {"ok": True, "method": "GET", "n": 1000}  # body replayed
-        # first on the stale connection, then once more on a fresh one
-        again = ("GET", "/again", 1000)
-        assert up.requests == [("GET", "/warm", 0), again, again]
-        c = await counters(gw)
-        assert c["retries"] == 1
-        assert c["retry_skipped_method"] == 0
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("stale"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    async with gw.client() as client:
+        assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
+        # The pooled connection is reused; the upstream closes it without answering.
+        r = await client.request("GET", gw.url("alpha", "/again"), content=b"q" * 1000)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"ok": True, "method": "GET", "n": 1000}  # body replayed
+    # first on the stale connection, then once more on a fresh one
+    again = ("GET", "/again", 1000)
+    assert up.requests == [("GET", "/warm", 0), again, again]
+    c = await counters(gw)
+    assert c["retries"] == 1
+    assert c["retry_skipped_method"] == 0
 
 
 async def test_stale_keepalive_post_is_not_retried(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await RawUpstream("stale").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        async with gw.client() as client:
-            assert (await client.post(gw.url("alpha", "/warm"), content=b"1")).status_code == 200
-            r = await client.post(
-                gw.url("alpha", "/pay"), content=b"2", headers={"accept": "application/json"}
-            )
-        assert r.status_code == 502
-        assert r.json()["status"] == 502
-        assert up.requests == [("POST", "/warm", 1), ("POST", "/pay", 1)]  # sent once, never twice
-        c = await counters(gw)
-        assert c["retries"] == 0
-        assert c["retry_skipped_method"] == 1
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("stale"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    async with gw.client() as client:
+        assert (await client.post(gw.url("alpha", "/warm"), content=b"1")).status_code == 200
+        r = await client.post(
+            gw.url("alpha", "/pay"), content=b"2", headers={"accept": "application/json"}
+        )
+    assert r.status_code == 502
+    assert r.json()["status"] == 502
+    assert up.requests == [("POST", "/warm", 1), ("POST", "/pay", 1)]  # sent once, never twice
+    c = await counters(gw)
+    assert c["retries"] == 0
+    assert c["retry_skipped_method"] == 1
 
 
 @pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
 async def test_stale_keepalive_head_and_options_are_retried_once(
-    rconfig: Config, start_gateway: StartGateway, method: str
+    rconfig: Config, start_gateway: StartGateway, method: str, serve: Serve
 ) -> None:
-    up = await RawUpstream("stale").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        async with gw.client() as client:
-            assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
-            r = await client.request(method, gw.url("alpha", "/again"))
-            assert r.status_code == 200, r.text
-        again = (method, "/again", 0)
-        assert up.requests == [("GET", "/warm", 0), again, again]  # stale, then once more
-        c = await counters(gw)
-        assert (c["retries"], c["retry_skipped_method"]) == (1, 0)
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("stale"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    async with gw.client() as client:
+        assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
+        r = await client.request(method, gw.url("alpha", "/again"))
+        assert r.status_code == 200, r.text
+    again = (method, "/again", 0)
+    assert up.requests == [("GET", "/warm", 0), again, again]  # stale, then once more
+    c = await counters(gw)
+    assert (c["retries"], c["retry_skipped_method"]) == (1, 0)
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
 async def test_stale_keepalive_put_delete_patch_are_not_retried(
-    rconfig: Config, start_gateway: StartGateway, method: str
+    rconfig: Config, start_gateway: StartGateway, method: str, serve: Serve
 ) -> None:
-    up = await RawUpstream("stale").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        async with gw.client() as client:
-            assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
-            r = await client.request(method, gw.url("alpha", "/thing"), content=b"2")
-        assert r.status_code == 502, r.text
-        assert up.requests == [("GET", "/warm", 0), (method, "/thing", 1)]  # sent once only
-        c = await counters(gw)
-        assert (c["retries"], c["retry_skipped_method"]) == (0, 1)
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("stale"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    async with gw.client() as client:
+        assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
+        r = await client.request(method, gw.url("alpha", "/thing"), content=b"2")
+    assert r.status_code == 502, r.text
+    assert up.requests == [("GET", "/warm", 0), (method, "/thing", 1)]  # sent once only
+    c = await counters(gw)
+    assert (c["retries"], c["retry_skipped_method"]) == (0, 1)
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"])
 async def test_refused_is_retried_once_for_any_method(
-    rconfig: Config, start_gateway: StartGateway, method: str
+    rconfig: Config, start_gateway: StartGateway, method: str, serve: Serve
 ) -> None:
-    first = await RawUpstream("ok").start()
-    second = await RawUpstream("ok").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
-        await first.stop_listening()
-        async with gw.client() as client:
-            r = await client.request(method, gw.url("alpha", "/x"))
-        assert r.status_code == 200, r.text
-        assert (first.requests, second.requests) == ([], [(method, "/x", 0)])
-        assert (await counters(gw))["retries"] == 1
-    finally:
-        await first.close()
-        await second.close()
+    first = await serve(RawUpstream("ok"))
+    second = await serve(RawUpstream("ok"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
+    await first.stop_listening()
+    async with gw.client() as client:
+        r = await client.request(method, gw.url("alpha", "/x"))
+    assert r.status_code == 200, r.text
+    assert (first.requests, second.requests) == ([], [(method, "/x", 0)])
+    assert (await counters(gw))["retries"] == 1
 
 
 async def test_a_refused_retry_is_held_then_answered_503(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
     """Nothing was sent to either target: retried once, refused again; both refusing targets
     are out of rotation, so the request is held like any other with no healthy target, then
     answered 503 with Retry-After (never sent anywhere, never 502)."""
-    first = await RawUpstream("ok").start()
-    second = await RawUpstream("ok").start()
-    try:
-        gw = await gateway_for(
-            start_gateway,
-            rconfig.replace(hold_timeout=1),
-            {"alpha": [first.address, second.address]},
+    first = await serve(RawUpstream("ok"))
+    second = await serve(RawUpstream("ok"))
+    gw = await gateway_for(
+        start_gateway,
+        rconfig.replace(hold_timeout=1),
+        {"alpha": [first.address, second.address]},
+    )
+    await first.stop_listening()
+    await second.stop_listening()
+    async with gw.client() as client:
+        r = await client.post(
+            gw.url("alpha", "/x"), content=b"1", headers={"accept": "application/json"}
         )
-        await first.stop_listening()
-        await second.stop_listening()
-        async with gw.client() as client:
-            r = await client.post(
-                gw.url("alpha", "/x"), content=b"1", headers={"accept": "application/json"}
-            )
-        assert r.status_code == 503, r.text
-        assert r.headers["retry-after"]
-        assert (first.requests, second.requests) == ([], [])
-        assert (await counters(gw))["retries"] == 1
-    finally:
-        await first.close()
-        await second.close()
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"]
+    assert (first.requests, second.requests) == ([], [])
+    assert (await counters(gw))["retries"] == 1
 
 
 async def test_fresh_connection_reset_is_not_retried(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await RawUpstream("reset").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        up.armed = True  # from now on: RST right after accept
-        async with gw.client() as client:
-            r = await client.get(gw.url("alpha", "/x"))
-        assert r.status_code == 502
-        assert up.resets == 1
-        assert (await counters(gw))["retries"] == 0
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("reset"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    up.armed = True  # from now on: RST right after accept
+    async with gw.client() as client:
+        r = await client.get(gw.url("alpha", "/x"))
+    assert r.status_code == 502
+    assert up.resets == 1
+    assert (await counters(gw))["retries"] == 0
 
 
 async def test_read_timeout_is_504_and_not_retried(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await RawUpstream("hang").start()
-    try:
-        gw = await gateway_for(
-            start_gateway, rconfig.replace(read_timeout=0.5), {"alpha": [up.address]}
-        )
-        async with gw.client() as client:
-            r = await client.get(gw.url("alpha", "/slow"), headers={"accept": "application/json"})
-        assert r.status_code == 504
-        assert up.requests == [("GET", "/slow", 0)]
-        assert (await counters(gw))["retries"] == 0
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("hang"))
+    gw = await gateway_for(
+        start_gateway, rconfig.replace(read_timeout=0.5), {"alpha": [up.address]}
+    )
+    async with gw.client() as client:
+        r = await client.get(gw.url("alpha", "/slow"), headers={"accept": "application/json"})
+    assert r.status_code == 504
+    assert up.requests == [("GET", "/slow", 0)]
+    assert (await counters(gw))["retries"] == 0
 
 
 async def test_death_mid_body_is_visible_to_the_client(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await RawUpstream("midbody").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        received = b""
-        async with gw.client() as client:
-            with pytest.raises(httpx.RemoteProtocolError):
-                async with client.stream("GET", gw.url("alpha", "/file")) as r:
-                    assert r.status_code == 200
-                    async for chunk in r.aiter_raw():
-                        received += chunk
-        assert received == b"x" * 100  # the part that was sent, and no clean end
-        assert up.requests == [("GET", "/file", 0)]  # never retried after a response byte
-        assert (await counters(gw))["retries"] == 0
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("midbody"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    received = b""
+    async with gw.client() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with client.stream("GET", gw.url("alpha", "/file")) as r:
+                assert r.status_code == 200
+                async for chunk in r.aiter_raw():
+                    received += chunk
+    assert received == b"x" * 100  # the part that was sent, and no clean end
+    assert up.requests == [("GET", "/file", 0)]  # never retried after a response byte
+    assert (await counters(gw))["retries"] == 0
 
 
 async def test_body_beyond_replay_buffer_is_not_replayed(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await RawUpstream("stale").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        big = b"g" * (rconfig.retry_buffer + 1024)
-        async with gw.client() as client:
-            assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
-            r = await client.request("GET", gw.url("alpha", "/big"), content=big)
-        assert r.status_code == 502
-        assert [p for _, p, _ in up.requests] == ["/warm", "/big"]
-        c = await counters(gw)
-        assert c["retries"] == 0
-        assert c["retry_skipped_body"] == 1
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("stale"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    big = b"g" * (rconfig.retry_buffer + 1024)
+    async with gw.client() as client:
+        assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
+        r = await client.request("GET", gw.url("alpha", "/big"), content=big)
+    assert r.status_code == 502
+    assert [p for _, p, _ in up.requests] == ["/warm", "/big"]
+    c = await counters(gw)
+    assert c["retries"] == 0
+    assert c["retry_skipped_body"] == 1
 
 
 @pytest.mark.slow
 async def test_one_deadline_covers_all_attempts(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
     """First attempt: a reused connection dies after 2 s; the retry goes to a target that
     hangs. With one 3 s deadline the client gets 504 after ~3 s, not 2 + 3 s."""
-    stale = await RawUpstream("stale", stale_delay=2.0).start()
-    hang = await RawUpstream("hang").start()
-    try:
-        gw = await gateway_for(
-            start_gateway,
-            rconfig.replace(read_timeout=3.0),
-            {"alpha": [stale.address, hang.address]},
-        )
-        async with gw.client() as client:
-            assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
-            started = time.monotonic()
-            r = await client.get(gw.url("alpha", "/retry-me"))
-            elapsed = time.monotonic() - started
-        assert r.status_code == 504
-        assert hang.requests == [("GET", "/retry-me", 0)]  # the retry went to the other target
-        assert (await counters(gw))["retries"] == 1
-        # One 3 s budget in total; a fresh budget per attempt would take 2 + 3 = 5 s. The bound
-        # sits midway, so it checks the rule (one deadline), not the machine's speed.
-        assert elapsed < 4.0, elapsed
-    finally:
-        await stale.close()
-        await hang.close()
+    stale = await serve(RawUpstream("stale", stale_delay=2.0))
+    hang = await serve(RawUpstream("hang"))
+    gw = await gateway_for(
+        start_gateway,
+        rconfig.replace(read_timeout=3.0),
+        {"alpha": [stale.address, hang.address]},
+    )
+    async with gw.client() as client:
+        assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
+        started = time.monotonic()
+        r = await client.get(gw.url("alpha", "/retry-me"))
+        elapsed = time.monotonic() - started
+    assert r.status_code == 504
+    assert hang.requests == [("GET", "/retry-me", 0)]  # the retry went to the other target
+    assert (await counters(gw))["retries"] == 1
+    # One 3 s budget in total; a fresh budget per attempt would take 2 + 3 = 5 s. The bound
+    # sits midway, so it checks the rule (one deadline), not the machine's speed.
+    assert elapsed < 4.0, elapsed
 
 
 async def test_upstream_5xx_passes_through_untouched(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await UvicornUpstream().start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        async with gw.client() as client:
-            r = await client.get(gw.url("alpha", "/status?code=503"))
-        assert r.status_code == 503
-        assert r.json() == {"upstream": True}
-        assert up.state.paths == ["/status"]
-        assert (await counters(gw))["retries"] == 0
-    finally:
-        await up.close()
+    up = await serve(UvicornUpstream())
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    async with gw.client() as client:
+        r = await client.get(gw.url("alpha", "/status?code=503"))
+    assert r.status_code == 503
+    assert r.json() == {"upstream": True}
+    assert up.state.paths == ["/status"]
+    assert (await counters(gw))["retries"] == 0
 
 
 async def test_refused_only_target_holds_the_request_until_it_is_back(
@@ -366,86 +340,73 @@ async def test_connect_timeout_is_504(rconfig: Config, start_gateway: StartGatew
 
 
 async def test_death_mid_chunked_body_is_visible_to_the_client(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await RawUpstream("chunked_cut").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        received = b""
-        async with gw.client() as client:
-            with pytest.raises(httpx.RemoteProtocolError):
-                async with client.stream("GET", gw.url("alpha", "/file")) as r:
-                    assert r.status_code == 200
-                    async for chunk in r.aiter_bytes():
-                        received += chunk
-        assert received == b"c" * 100
-        assert len(up.requests) == 1
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("chunked_cut"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    received = b""
+    async with gw.client() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with client.stream("GET", gw.url("alpha", "/file")) as r:
+                assert r.status_code == 200
+                async for chunk in r.aiter_bytes():
+                    received += chunk
+    assert received == b"c" * 100
+    assert len(up.requests) == 1
 
 
 async def test_close_delimited_body_ends_cleanly(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
-    up = await RawUpstream("close_delimited").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        async with gw.client() as client:
-            for _ in range(2):
-                r = await client.get(gw.url("alpha", "/old"))
-                assert r.status_code == 200
-                assert r.content == b"d" * 10_000
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("close_delimited"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    async with gw.client() as client:
+        for _ in range(2):
+            r = await client.get(gw.url("alpha", "/old"))
+            assert r.status_code == 200
+            assert r.content == b"d" * 10_000
 
 
-async def test_interim_responses_are_skipped(rconfig: Config, start_gateway: StartGateway) -> None:
-    up = await RawUpstream("interim").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        async with gw.client() as client:
-            for _ in range(2):  # and the pooled connection stays in step afterwards
-                r = await client.post(gw.url("alpha", "/x"), content=b"abc")
-                assert r.status_code == 200
-                assert r.json() == {"ok": True, "method": "POST", "n": 3}
-    finally:
-        await up.close()
+async def test_interim_responses_are_skipped(
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
+) -> None:
+    up = await serve(RawUpstream("interim"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    async with gw.client() as client:
+        for _ in range(2):  # and the pooled connection stays in step afterwards
+            r = await client.post(gw.url("alpha", "/x"), content=b"abc")
+            assert r.status_code == 200
+            assert r.json() == {"ok": True, "method": "POST", "n": 3}
 
 
 async def test_an_early_answer_before_the_body_is_sent_passes_through(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
     """An upstream may answer (413) before reading the body and close: that answer counts."""
-    up = await RawUpstream("early").start()
-    try:
-        gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
-        async with gw.client() as client:
-            r = await client.post(gw.url("alpha", "/upload"), content=b"e" * (8 * 1024 * 1024))
-        assert r.status_code == 413, r.text
-        assert r.json() == {"too": "large"}
-        assert (await counters(gw))["retries"] == 0
-    finally:
-        await up.close()
+    up = await serve(RawUpstream("early"))
+    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    async with gw.client() as client:
+        r = await client.post(gw.url("alpha", "/upload"), content=b"e" * (8 * 1024 * 1024))
+    assert r.status_code == 413, r.text
+    assert r.json() == {"too": "large"}
+    assert (await counters(gw))["retries"] == 0
 
 
 async def test_a_target_that_stops_reading_the_body_times_out(
-    rconfig: Config, start_gateway: StartGateway
+    rconfig: Config, start_gateway: StartGateway, serve: Serve
 ) -> None:
     """The body send is bounded too: a target that never reads gives 504, not a hang."""
-    up = await RawUpstream("stall").start()
-    try:
-        gw = await gateway_for(
-            start_gateway, rconfig.replace(read_timeout=1.0), {"alpha": [up.address]}
+    up = await serve(RawUpstream("stall"))
+    gw = await gateway_for(
+        start_gateway, rconfig.replace(read_timeout=1.0), {"alpha": [up.address]}
+    )
+    target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
+    async with gw.client() as client:
+        r = await client.post(
+            gw.url("alpha", "/upload"),
+            content=b"s" * (64 * 1024 * 1024),
+            headers={"accept": "application/json"},
         )
-        target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
-        async with gw.client() as client:
-            r = await client.post(
-                gw.url("alpha", "/upload"),
-                content=b"s" * (64 * 1024 * 1024),
-                headers={"accept": "application/json"},
-            )
-        assert r.status_code == 504, r.text
-        assert up.requests == [("POST", "stall", 0)]
-        await wait_for(lambda: target.inflight == 0)
-    finally:
-        await up.close()
+    assert r.status_code == 504, r.text
+    assert up.requests == [("POST", "stall", 0)]
+    await wait_for(lambda: target.inflight == 0)

@@ -37,13 +37,6 @@ def peak() -> int:
     return _status_kib("VmHWM") * 1024
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[UvicornUpstream]:
-    up = await UvicornUpstream().start()
-    yield up
-    await up.close()
-
-
 @pytest.mark.slow
 async def test_one_gib_response_streams_with_flat_memory(
     config: Config, start_gateway: StartGateway, upstream: UvicornUpstream

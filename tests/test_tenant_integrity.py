@@ -32,7 +32,7 @@ from gateway.admin.discovery import admin_token
 from gateway.cli import cli
 from gateway.config import Config
 from gateway.lock import hold_running_lock
-from gateway.routing.proxy import private_value
+from gateway.routing.headers import private_value
 from gateway.runtimes.base import prepare_team_dir
 from gateway.store import open_store
 from tests.auth_support import PASSWORD, Browser, browsers, make_user

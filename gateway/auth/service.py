@@ -25,6 +25,7 @@ from gateway.auth.signups import Signups
 from gateway.auth.throttle import Throttle
 from gateway.auth.tokens import Tokens
 from gateway.config import Config
+from gateway.context import RequestContext
 from gateway.errors import Forbidden, SignInHandoff, SignInRequired, Unauthorized
 from gateway.routing.signature import RequestSigner
 from gateway.store import Store
@@ -135,7 +136,9 @@ class Auth:
         return f"{self.config.base_url}/-/sso?next={quote(next_url, safe='')}"
 
     # -- the per-request check on team hosts --------------------------------------------------
-    def authorize(self, scope: dict[str, Any], service: Service) -> list[tuple[bytes, bytes]]:
+    def authorize(
+        self, scope: dict[str, Any], ctx: RequestContext, service: Service
+    ) -> list[tuple[bytes, bytes]]:
         """Who is this, and may they reach this team? Returns extra upstream headers: the
         gateway's signature (the instance answers nothing else) and the signed actor.
 
@@ -148,29 +151,27 @@ class Auth:
         if self.handoff and scope["path"] == handoff.PATH:
             self._land(scope, slug)
         if bearer is not None:
-            scope["gateway.api"] = True
+            ctx.api = True
             token = self.tokens.check(bearer, slug)
             if token is None:
-                scope["gateway.user"] = None
                 raise Unauthorized(
                     "This API token is unknown, revoked, expired or for another team."
                 )
-            scope["gateway.user"] = {"id": token.user_id, "email": token.email}
+            ctx.user = {"id": token.user_id, "email": token.email}
             now = time.monotonic()
             cached = self._token_actors.get(token.id)
             if cached is None or cached[0] <= now:
                 cached = (now + ACTOR_TTL, self._sign_actor(slug, token.user_id, token.email))
                 self._token_actors[token.id] = cached
             if not self.is_public(slug):
-                scope["gateway.private"] = True  # the proxy answers Cache-Control: private
+                ctx.private = True  # the proxy answers Cache-Control: private
             return [self.signer.header(slug), (b"x-gateway-actor", cached[1])]
         session = self.sessions.get(cookie) if cookie else None
         if session is not None and slug in session.teams:
-            scope["gateway.user"] = {"id": session.user_id, "email": session.email}
+            ctx.user = {"id": session.user_id, "email": session.email}
             if not self.is_public(slug):
-                scope["gateway.private"] = True
+                ctx.private = True
             return [self.signer.header(slug), (b"x-gateway-actor", self._actor(session, slug))]
-        scope["gateway.user"] = None
         if scope["method"] in READ_ONLY and self.is_public(slug):
             return [self.signer.header(slug)]  # a public team: read-only, with no actor
         if session is not None:

@@ -10,12 +10,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.context import CONTEXT, RequestContext
+from gateway.errors import CLIENT_GONE
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.stats import RequestStats
 
 Handler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 LOGIN_PATH = "/login"  # the apex sign-in form (gateway/auth)
-CLIENT_GONE = 499  # nginx's code for "the client closed the connection before an answer"
 
 
 class Observer:
@@ -28,33 +29,32 @@ class Observer:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.monotonic()
-        cycle = scope.get("gateway.cycle")
-        if cycle is not None:
-            # Under GatewayHttpProtocol the cycle keeps the status itself: no send wrapper,
-            # one coroutine fewer on every message of the hot path.
+        ctx: RequestContext | None = scope.get(CONTEXT)
+        if ctx is not None:
+            # GatewayHttpProtocol made the context and its cycle records the status in it:
+            # no send wrapper, one coroutine fewer on every message of the hot path.
             try:
                 await self.handle(scope, receive, send)
             finally:
-                self.done(scope, cycle.status, started)
+                self.done(scope, ctx, started)
             return
-        status = 0
+        made = scope[CONTEXT] = RequestContext()  # another ASGI server: note the status here
 
         async def observed_send(message: dict[str, Any]) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                made.status = message["status"]
             await send(message)
 
         try:
             await self.handle(scope, receive, observed_send)
         finally:
-            self.done(scope, status, started)
+            self.done(scope, made, started)
 
-    def done(self, scope: dict[str, Any], status: int, started: float) -> None:
-        """Count, time and log one finished request (``status`` 0: no answer was sent)."""
+    def done(self, scope: dict[str, Any], ctx: RequestContext, started: float) -> None:
+        """Count, time and log one finished request (status 0: no answer was sent)."""
         now = time.monotonic()
-        team = scope.get("team", "")
-        code = status or CLIENT_GONE
+        team = ctx.team
+        code = ctx.status or CLIENT_GONE
         self.stats.record(team, code, now - started, now)
         # A sign-in form post on the apex that did not sign in (wrong password, throttled,
         # bad CSRF): counted here, so the auth code needs no metrics calls.
@@ -66,4 +66,4 @@ class Observer:
         ):
             self.stats.event("login_failures")
         if self.access_log is not None:
-            self.access_log.write(scope, team, code, now - started, now)
+            self.access_log.write(scope, ctx, code, now - started, now)

@@ -17,7 +17,6 @@ from typing import Any
 from gateway.store.db import Store
 
 RUNNING = ("analyzing", "queued", "importing")
-FINISHED = ("done", "failed")
 STAGING_PREFIX = "_gateway_staging_"
 # Each import's publication marker, committed with its rows (importer.py); hidden by the
 # instance's plugin (instance/gateway_plugin.py names it too).

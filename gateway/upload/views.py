@@ -24,9 +24,10 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from gateway.context import context_of
 from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from gateway.responses import wants_json
-from gateway.routing.proxy import private_cache
+from gateway.routing.headers import private_cache
 from gateway.upload import trash
 from gateway.upload.columns import check_table_name, table_name_from_file
 from gateway.upload.convert import CONVERSIONS
@@ -78,7 +79,7 @@ class UploadApp:
         self, scope: dict[str, Any], receive: Any, send: Any, service: Service
     ) -> None:
         response = await self.dispatch(scope, receive, service.name)
-        if "gateway.private" in scope:  # a member's page of a private team (auth/service.py)
+        if context_of(scope).private:  # a member's page of a private team (auth/service.py)
             response.raw_headers = private_cache(response.raw_headers)
         await response(scope, receive, send)
 
@@ -139,7 +140,7 @@ class UploadApp:
     def member(self, scope: dict[str, Any]) -> dict[str, Any]:
         # The auth step has run: anyone here who is not a member was already refused,
         # except anonymous readers of a public team, who may not upload.
-        user = scope.get("gateway.user")
+        user = context_of(scope).user
         if not user:
             raise Unauthorized("Sign in as a member of this team to upload CSV files.")
         return dict(user)

@@ -145,6 +145,7 @@ class Gateway:
                     f"There is no team at {host}. Teams live at <team>.{self.config.domain}."
                 )
             scope["team"] = service.name  # for metrics and the access log
+            service.touch()  # idle tracking; the first request to a sleeping team wakes it
             extra = self.auth.authorize(scope, service)
             path = scope["path"]
             if path == "/-/upload-csv" or path.startswith("/-/upload-csv/"):

@@ -340,13 +340,14 @@ class Fleet:
         self._load_idle_timeouts()
 
     def _sleepable(self, service: Service) -> bool:
-        """Awake, held by no operation or wake, not paused, and no request in flight."""
+        """Awake, held by no operation or wake, not paused, no request held or in flight."""
         name = service.name
         return not (
             service.sleeping
             or name in self.operations
             or name in self._wakes
             or service.paused_until is not None
+            or service.holding
             or any(t.inflight for t in service.targets())
         )
 

@@ -33,6 +33,7 @@ class Service:
         self.sleeping = False
         self.waker: Callable[[str], object] | None = None
         self.last_used = time.monotonic()
+        self.holding = 0  # requests held for a target: the team is in use, never idle
 
     def touch(self) -> None:
         """A request arrived: the team is in use, and a sleeping one wakes (a team in
@@ -58,17 +59,21 @@ class Service:
         longer: the pause's end wakes them (``pause``), in the order they arrived, before a
         request that comes later can be picked.
         """
-        while True:
-            target = self.pick()
-            if target is not None or self.maintenance is not None:
-                return target
-            now = time.monotonic()
-            limit = max(deadline, self.paused_until or 0.0)
-            if now >= limit:
-                return None
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), limit - now)
+        self.holding += 1
+        try:
+            while True:
+                target = self.pick()
+                if target is not None or self.maintenance is not None:
+                    return target
+                now = time.monotonic()
+                limit = max(deadline, self.paused_until or 0.0)
+                if now >= limit:
+                    return None
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), limit - now)
+        finally:
+            self.holding -= 1
 
     def notify(self) -> None:
         """Wake held requests: a target changed state, or the service was resumed."""

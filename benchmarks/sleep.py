@@ -97,6 +97,14 @@ async def main(runtime: str, wakes: int, creates: int) -> None:
         finally:
             server.should_exit = True
             await task
+            if runtime == "docker":  # containers outlive a gateway: remove this run's
+                from gateway.runtimes.docker.runtime import deprovision_team
+                from gateway.store import open_store
+
+                store = open_store(config.control_db)  # the gateway closed its own
+                for n in range(creates):
+                    deprovision_team(config, store, f"cold{n}")
+                store.close()
     print(f"runtime {runtime}: {creates} cold create(s), {wakes} wake(s)")
     print(f"  cold create -> first 200: p50 {pct(cold, 50):.2f}s  p95 {pct(cold, 95):.2f}s")
     print(

@@ -248,3 +248,18 @@ def test_a_teams_own_idle_timeout_is_stored_and_read_by_the_fleet(tmp_path: Path
         assert gw.fleet.idle_timeout("alpha") == 5
     finally:
         gw.store.close()
+
+
+async def test_an_upload_request_wakes_a_sleeper(
+    sleepy: Config, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(sleepy, teams=("alpha",))
+    await gw.wait_healthy("alpha", 60)
+    await put_to_sleep(gw, "alpha")
+    async with gw.client(headers=bearer(gw, "alpha")) as client:
+        # The upload pages are the gateway's own (no instance needed to answer them), but
+        # the user is about to look at the data: the instance starts now.
+        await client.get(gw.url("alpha", "/-/upload-csv"))
+    assert gw.app.fleet.wakes == 1
+    await until(lambda: gw.app.fleet.require("alpha").state() == "up")
+    assert len(pids(gw, "alpha")) == 1

@@ -147,6 +147,7 @@ class Gateway:
                 )
             ctx: RequestContext = scope[CONTEXT]  # made by the server or the Observer
             ctx.team = service.name  # for metrics, the access log and error pages
+            service.touch()  # idle tracking; the first request to a sleeping team wakes it
             extra = self.auth.authorize(scope, ctx, service)
             path = scope["path"]
             if path == "/-/upload-csv" or path.startswith("/-/upload-csv/"):

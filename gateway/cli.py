@@ -188,6 +188,28 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
         click.echo(f"Deleted team {slug}")
 
 
+@teams.command("idle-timeout")
+@click.argument("slug")
+@click.argument("seconds")
+@config_options
+@run_cli
+def teams_idle_timeout(config: Config, slug: str, seconds: str) -> None:
+    """Set how long team SLUG may go without a request before it sleeps: SECONDS (0: never),
+    or "default" for the gateway's --idle-timeout. A running gateway applies it at once."""
+    slug = validate_slug(slug)
+    value: float | None = None
+    if seconds != "default":
+        try:
+            value = float(seconds)
+        except ValueError:
+            raise click.BadParameter(f"{seconds!r}: give seconds or 'default'") from None
+        if not 0 <= value < float("inf"):
+            raise click.BadParameter(f"{seconds!r}: give 0 (never) or more seconds")
+    open_store(config.control_db).set_idle_timeout(slug, value)
+    shown = f"the gateway's ({config.idle_timeout:g}s)" if value is None else f"{value:g}s"
+    click.echo(f"{slug}: idle timeout {shown}{' (never sleeps)' if value == 0 else ''}")
+
+
 def _refuse_if_busy(config: Config, slug: str) -> None:
     """A restore or deploy of the team under way: refuse now, in one line. (One that starts
     after this check makes the gateway's delete wait for it instead: Fleet.reconcile.)"""

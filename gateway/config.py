@@ -128,6 +128,17 @@ class Config:
     upload_max_bytes: int = setting(
         1024**3, "Largest CSV upload accepted (bytes); then 413.", positive=True
     )
+    idle_timeout: float = setting(
+        1800.0,
+        "Seconds without a request after which a team sleeps (its instance stops, its volume "
+        "stays; the first request wakes it). 0: never. `gateway teams idle-timeout` sets one "
+        "team's own.",
+    )
+    max_awake: int = setting(
+        0,
+        "Most team instances awake at once; a wake beyond it first puts the least recently "
+        "used idle team to sleep. 0: no limit.",
+    )
     replaced_table_days: float = setting(
         7.0,
         "Days a table replaced by an upload is kept, restorable from the dashboard.",
@@ -278,6 +289,10 @@ class Config:
                 raise ConfigError(f"{flag(name)} must be a positive number (got {value})")
         if self.min_free_mb < 0:
             raise ConfigError("--min-free-mb cannot be negative (0 turns the check off)")
+        if not 0 <= self.idle_timeout < float("inf"):  # NaN fails too
+            raise ConfigError(f"--idle-timeout must be 0 (never) or more (got {self.idle_timeout})")
+        if self.max_awake < 0:
+            raise ConfigError("--max-awake cannot be negative (0 means no limit)")
         if self.retry_buffer < 0:
             raise ConfigError("--retry-buffer cannot be negative (0 turns replay off)")
 

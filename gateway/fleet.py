@@ -38,7 +38,12 @@ BACKOFF_MAX = 30.0  # seconds at most between relaunches of an instance that kee
 STABLE_AFTER = 60.0  # seconds without a loss before the backoff starts afresh
 
 # What each operation that replaces or removes a team's instance or file is called in refusals.
-BUSY = {"restore": "being restored", "deploy": "being deployed", "delete": "being deleted"}
+BUSY = {
+    "restore": "being restored",
+    "deploy": "being deployed",
+    "delete": "being deleted",
+    "sleep": "going to sleep",
+}
 
 
 class Fleet:
@@ -71,9 +76,18 @@ class Fleet:
         # team -> the one operation that holds it ("restore", "deploy", "delete"): two of them
         # at once would each stop the other's instance or swap a file under it (claim()).
         self.operations: dict[str, str] = {}
+        self._released = asyncio.Event()  # set (and replaced) whenever an operation ends
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._backoff: dict[str, tuple[float, float]] = {}  # instance -> (delay, when)
+        # Sleep and wake (idle teams): a team's own idle timeout where the store sets one;
+        # the instance stops under way per sleeping team; the one wake under way per team.
+        self.idle_timeouts: dict[str, float] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._wakes: dict[str, asyncio.Task[None]] = {}
+        self._room = asyncio.Lock()  # max_awake: one wake at a time counts and makes room
+        self.wakes = 0  # gateway_team_wakes_total
+        self.sleeps = 0  # gateway_team_sleeps_total
 
     async def start(self) -> None:
         self._forget_interrupted_deploys()
@@ -85,6 +99,7 @@ class Fleet:
     async def reconcile(self) -> None:
         async with self._lock:
             teams = {t.slug: t for t in self.store.teams()}
+            self._load_idle_timeouts()
             wanted = {slug for slug, t in teams.items() if t.state == "active"}
             for slug in sorted(wanted - self.services.keys()):
                 try:
@@ -134,6 +149,7 @@ class Fleet:
                 if current != version or time.monotonic() - last > FULL_RESYNC:
                     version, last = current, time.monotonic()
                     await self.reconcile()
+                self.sleep_idle()
             except Exception:
                 log.exception("reconcile failed; retrying")
 
@@ -145,7 +161,10 @@ class Fleet:
                 self.store.add_instance(slug, self.runtime.name, version=self.runtime.version())
             ]
         service = Service(slug, hosts=[f"{slug}.{self.config.domain}"])
-        for inst in instances:
+        service.waker = self.wake
+        # A sleeper stays asleep across restarts: routed, no instance until a request comes.
+        service.sleeping = self._asleep_in_store(slug)
+        for inst in [] if service.sleeping else instances:
             self._launch(inst, service)
         self.services[slug] = service
         log.info("team %s routed at %s", slug, self.config.team_url(slug))
@@ -178,6 +197,8 @@ class Fleet:
         service = self.services.get(inst.team)
         wanted = {i.id for i in self.store.instances(inst.team) if i.role == "active"}
         if service is None or inst.id not in wanted or inst.id in self.instances:
+            return None
+        if service.sleeping:  # it went to sleep meanwhile: the next request starts it
             return None
         return self._launch(inst, service)
 
@@ -270,7 +291,7 @@ class Fleet:
         try:
             yield
         finally:
-            del self.operations[slug]
+            self._release(slug)
 
     # -- pause, resume, maintenance --------------------------------------------------------------
     def pause(self, slug: str, seconds: float) -> float:
@@ -292,7 +313,166 @@ class Fleet:
             conn.execute("UPDATE teams SET maintenance = ? WHERE slug = ?", [message, slug])
         self._apply_maintenance()
 
+    # -- sleep and wake ---------------------------------------------------------------------------
+    def _asleep_in_store(self, slug: str) -> bool:
+        rows = self.store.query("SELECT sleeping FROM teams WHERE slug = ?", [slug])
+        return bool(rows and rows[0]["sleeping"])
+
+    def _record_sleeping(self, slug: str, sleeping: bool) -> None:
+        with self.store.transaction() as conn:
+            conn.execute("UPDATE teams SET sleeping = ? WHERE slug = ?", [int(sleeping), slug])
+
+    def _load_idle_timeouts(self) -> None:
+        rows = self.store.query(
+            "SELECT slug, idle_timeout FROM teams WHERE idle_timeout IS NOT NULL"
+        )
+        self.idle_timeouts = {r["slug"]: float(r["idle_timeout"]) for r in rows}
+
+    def idle_timeout(self, slug: str) -> float:
+        """Seconds without a request before ``slug`` sleeps; 0: never."""
+        return self.idle_timeouts.get(slug, self.config.idle_timeout)
+
+    def set_idle_timeout(self, slug: str, seconds: float | None) -> None:
+        """The team's own idle timeout (0 = never), or None for the gateway's."""
+        if seconds is not None and not 0 <= seconds < math.inf:
+            raise ConfigError(f"idle timeout must be 0 (never) or more seconds (got {seconds})")
+        self.store.set_idle_timeout(slug, seconds)
+        self._load_idle_timeouts()
+
+    def _sleepable(self, service: Service) -> bool:
+        """Awake, held by no operation or wake, not paused, no request held or in flight."""
+        name = service.name
+        return not (
+            service.sleeping
+            or name in self.operations
+            or name in self._wakes
+            or service.paused_until is not None
+            or service.holding
+            or any(t.inflight for t in service.targets())
+        )
+
+    def sleep_idle(self) -> list[str]:
+        """Put every team idle past its timeout to sleep; returns their names."""
+        now = time.monotonic()
+        idle = []
+        for slug, service in list(self.services.items()):
+            timeout = self.idle_timeout(slug)
+            idle_for = now - service.last_used
+            if timeout > 0 and idle_for >= timeout and self.sleep(slug) is not None:
+                idle.append(slug)
+        return idle
+
+    def sleep(self, slug: str) -> asyncio.Task[None] | None:
+        """Unroute the team's targets now (one synchronous step: a request after it finds the
+        team asleep and wakes it), then drain and stop its instances in a task. The volume
+        and the instance rows stay, so a wake starts the same instance (at its version)."""
+        service = self.services.get(slug)
+        if service is None or not self._sleepable(service):
+            return None
+        self.operations[slug] = "sleep"  # a deploy, restore or delete waits its turn
+        service.sleeping = True
+        old = service.swap([])
+        self._record_sleeping(slug, True)
+        self.sleeps += 1
+
+        async def stop() -> None:
+            try:
+                self.drains.extend(await asyncio.gather(*(self.stop_target(t) for t in old)))
+                log.info("team %s sleeps (%d instance(s) stopped)", slug, len(old))
+            finally:
+                self._stopping.pop(slug, None)
+                self._release(slug)
+
+        task = asyncio.get_running_loop().create_task(stop(), name=f"sleep-{slug}")
+        self._stopping[slug] = task
+        return task
+
+    async def _wait_free(self, slug: str, deadline: float) -> bool:
+        """Wait until no operation holds ``slug``; False when one still does at ``deadline``."""
+        while slug in self.operations:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), left)
+        return True
+
+    def _release(self, slug: str) -> None:
+        del self.operations[slug]
+        self._released.set()  # wakes every waiter, each rechecks; a fresh event for the next
+        self._released = asyncio.Event()
+
+    async def settled(self, slug: str) -> None:
+        """Wait until a sleep under way has stopped the team's instances."""
+        stopping = self._stopping.get(slug)
+        if stopping is not None:
+            await asyncio.shield(stopping)
+
+    def wake(self, slug: str) -> asyncio.Task[None] | None:
+        """Start a sleeping team's instance; concurrent callers share the one wake."""
+        task = self._wakes.get(slug)
+        if task is not None:
+            return task
+        service = self.services.get(slug)
+        if service is None or not service.sleeping:
+            return None
+        task = asyncio.get_running_loop().create_task(self._wake(slug), name=f"wake-{slug}")
+        self._wakes[slug] = task
+        return task
+
+    async def _wake(self, slug: str) -> None:
+        try:
+            await self.settled(slug)  # asleep a moment ago: its instance must be gone first
+            # A deploy, restore or delete goes first: it may wake the team or remove it.
+            if not await self._wait_free(slug, time.monotonic() + self.config.hold_timeout):
+                log.warning("wake of %s gave up: it is %s", slug, BUSY.get(self.operations[slug]))
+                return
+            async with self._room:
+                await self._make_room(slug)
+                service = self.services.get(slug)
+                if service is None or not service.sleeping:
+                    return
+                service.sleeping = False
+                self._record_sleeping(slug, False)
+                self.wakes += 1
+                for inst in self.store.instances(slug):  # read now: a deploy may have moved it
+                    if inst.role == "active":
+                        self.relaunch(inst)
+                log.info("team %s wakes", slug)
+        except Exception:
+            log.exception("wake of %s failed; its held requests time out with 503", slug)
+        finally:
+            self._wakes.pop(slug, None)
+
+    async def _make_room(self, waking: str) -> None:
+        """With ``max_awake`` reached, put the least recently used idle team to sleep first."""
+        limit = self.config.max_awake
+        while limit:
+            awake = [s for n, s in self.services.items() if not s.sleeping and n != waking]
+            if len(awake) < limit:
+                return
+            idle = [s for s in awake if self._sleepable(s)]
+            if not idle:
+                log.warning(
+                    "max_awake (%d) reached and no awake team is idle; waking %s anyway",
+                    limit,
+                    waking,
+                )
+                return
+            task = self.sleep(min(idle, key=lambda s: s.last_used).name)
+            if task is not None:
+                await asyncio.shield(task)
+
+    def awake_now(self, slug: str) -> None:
+        """An operation (a restore) started the team's instance itself: it is awake."""
+        service = self.services.get(slug)
+        if service is not None and service.sleeping:
+            service.sleeping = False
+            self._record_sleeping(slug, False)
+
     async def close(self) -> None:
+        for task in list(self._wakes.values()):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -45,6 +45,8 @@ def team_view(gw: AdminParts, slug: str, store_state: str = "active") -> dict[st
         "targets": [t.snapshot() for t in service.targets()] if service else [],
         # "restore", "deploy" or "delete" while one holds the team (Fleet.claim), else null.
         "operation": gw.fleet.operations.get(slug),
+        # Seconds without a request before it sleeps (0: never); a sleeper wakes on a request.
+        "idle_timeout": gw.fleet.idle_timeout(slug),
     }
 
 

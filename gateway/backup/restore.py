@@ -217,6 +217,9 @@ async def _restore_team(gw: RestoreParts, slug: str, at: datetime | None) -> Res
         for target in old:
             service.remove_target(target)
             gw.store.remove_instance(target.id)
+        for inst in gw.store.instances(slug):  # a sleeping team's instance, never started
+            if inst.role == "active" and inst.id not in fleet.instances:
+                gw.store.remove_instance(inst.id)
         try:
             async with replication.held(slug, db.path):
                 staging = _staging(replication.layout, db)
@@ -240,6 +243,7 @@ async def _start_instance(gw: RestoreParts, slug: str) -> None:
     service = fleet.require(slug)
     inst = gw.store.add_instance(slug, fleet.runtime.name, version=fleet.runtime.version())
     target = fleet.new_target(inst, service)
+    fleet.awake_now(slug)  # a restored sleeper comes back awake, on the restored file
     await fleet.start_target(inst, target)
     deadline = time.monotonic() + gw.config.deploy_timeout
     while target.state is not State.HEALTHY:

@@ -61,6 +61,7 @@ class Deployer:
     ) -> DeployResult:
         lock = self._locks.setdefault(team, asyncio.Lock())
         async with lock:  # two deploys of one team take turns
+            await self.fleet.settled(team)  # a team going to sleep is deployed once asleep
             try:
                 self.fleet.check_free(team)
             except TeamBusy as exc:
@@ -78,6 +79,10 @@ class Deployer:
         if service is None:
             raise TeamNotFound(f"no running team {team!r}")
         started = time.monotonic()
+        if service.sleeping:
+            asleep = await self._deploy_asleep(team, version, rollout, started)
+            if asleep is not None:
+                return asleep
         old_targets = list(service.targets())
         old_versions = {
             fleet.instances[t.id][0].version for t in old_targets if t.id in fleet.instances
@@ -135,6 +140,44 @@ class Deployer:
         )
         return DeployResult(
             team, True, from_version, to_version, "", drained, cancelled, time.monotonic() - started
+        )
+
+    async def _deploy_asleep(
+        self, team: str, version: str | None, rollout: str | None, started: float
+    ) -> DeployResult | None:
+        """A sleeping team's deploy records the new version and starts nothing: the next
+        request wakes it on that version. None when it woke meanwhile (deploy it awake)."""
+        fleet, store = self.fleet, self.fleet.store
+        to_version = version or fleet.runtime.version()
+        error = ""
+        if version:
+            try:
+                to_version = await fleet.runtime.check_version(version)
+            except GatewayError as exc:
+                error = str(exc)
+        service = fleet.service(team)
+        if service is None or not service.sleeping:
+            return None
+        active = [i for i in store.instances(team) if i.role == "active"]
+        from_version = ",".join(sorted({i.version for i in active}))
+        deploy_id = self._record_start(team, rollout, from_version, to_version)
+        if error:
+            return self._failed(deploy_id, team, from_version, to_version, error, started)
+        with store.transaction() as conn:
+            conn.executemany(
+                "UPDATE instances SET version = ? WHERE id = ?",
+                [[to_version, i.id] for i in active],
+            )
+        self._record_end(deploy_id, "succeeded", "asleep: starts on its next request")
+        self.outcomes["succeeded"] += 1
+        log.info("deployed sleeping %s %s -> %s (nothing started)", team, from_version, to_version)
+        return DeployResult(
+            team,
+            True,
+            from_version,
+            to_version,
+            "asleep: starts on its next request",
+            seconds=time.monotonic() - started,
         )
 
     def _failed(

@@ -217,7 +217,13 @@ class GatewayCollector(Collector):
         failures = CounterMetricFamily(
             "gateway_health_check_failures", "Failed active health checks, by team", labels=["team"]
         )
+        sleeping = GaugeMetricFamily(
+            "gateway_team_sleeping",
+            "1 while a team sleeps (idle: no instance; its first request wakes it)",
+            labels=["team"],
+        )
         for slug, service in sorted(fleet.services.items()):
+            sleeping.add_metric([slug], int(service.sleeping))
             up = sum(t.state is State.HEALTHY for t in service.targets())
             healthy.add_metric([slug], up)
             paused.add_metric([slug], int(service.state() == "paused"))
@@ -227,6 +233,18 @@ class GatewayCollector(Collector):
         yield paused
         yield maintenance
         yield failures
+        yield sleeping
+        yield GaugeMetricFamily(
+            "gateway_teams_sleeping",
+            "Teams asleep",
+            value=sum(s.sleeping for s in fleet.services.values()),
+        )
+        yield CounterMetricFamily(
+            "gateway_team_sleeps", "Teams put to sleep (idle or to make room)", value=fleet.sleeps
+        )
+        yield CounterMetricFamily(
+            "gateway_team_wakes", "Sleeping teams woken by a request", value=fleet.wakes
+        )
         yield CounterMetricFamily(
             "gateway_instance_crashes",
             "Instances that died or were killed behind the gateway's back (then restarted)",

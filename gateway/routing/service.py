@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from gateway.observability.stats import Histogram
 from gateway.routing.balancer import LoadBalancer
@@ -27,6 +28,19 @@ class Service:
         self.upstream_latency = Histogram()
         self._changed = asyncio.Event()
         self._pause_timer: asyncio.TimerHandle | None = None
+        # Idle teams sleep (no targets; the fleet stopped its instance) and the first request
+        # wakes them through ``waker`` (the fleet's, set when it routes the service).
+        self.sleeping = False
+        self.waker: Callable[[str], object] | None = None
+        self.last_used = time.monotonic()
+        self.holding = 0  # requests held for a target: the team is in use, never idle
+
+    def touch(self) -> None:
+        """A request arrived: the team is in use, and a sleeping one wakes (a team in
+        maintenance answers its message without an instance, so it stays asleep)."""
+        self.last_used = time.monotonic()
+        if self.sleeping and self.maintenance is None and self.waker is not None:
+            self.waker(self.name)
 
     def targets(self) -> list[Target]:
         return self.balancer.targets
@@ -45,17 +59,21 @@ class Service:
         longer: the pause's end wakes them (``pause``), in the order they arrived, before a
         request that comes later can be picked.
         """
-        while True:
-            target = self.pick()
-            if target is not None or self.maintenance is not None:
-                return target
-            now = time.monotonic()
-            limit = max(deadline, self.paused_until or 0.0)
-            if now >= limit:
-                return None
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), limit - now)
+        self.holding += 1
+        try:
+            while True:
+                target = self.pick()
+                if target is not None or self.maintenance is not None:
+                    return target
+                now = time.monotonic()
+                limit = max(deadline, self.paused_until or 0.0)
+                if now >= limit:
+                    return None
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), limit - now)
+        finally:
+            self.holding -= 1
 
     def notify(self) -> None:
         """Wake held requests: a target changed state, or the service was resumed."""
@@ -99,6 +117,8 @@ class Service:
             return "maintenance"
         if self.paused_until is not None and time.monotonic() < self.paused_until:
             return "paused"
+        if self.sleeping:
+            return "sleeping"
         states = {t.state for t in self.balancer.targets}
         if State.HEALTHY in states:
             return "up"

@@ -118,6 +118,14 @@ class Store:
     def teams(self) -> list[Team]:
         return [_team(r) for r in self.query("SELECT * FROM teams ORDER BY slug")]
 
+    def set_idle_timeout(self, slug: str, seconds: float | None) -> None:
+        """The team's own idle timeout in seconds (0: never sleeps); None: the gateway's."""
+        with self.transaction() as conn:
+            if not conn.execute(
+                "UPDATE teams SET idle_timeout = ? WHERE slug = ?", [seconds, slug]
+            ).rowcount:
+                raise TeamNotFound(f"no team {slug!r}")
+
     def set_team_state(self, slug: str, state: str) -> None:
         with self.transaction() as conn:
             if not conn.execute(

@@ -152,6 +152,15 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        17,
+        """
+        -- Idle teams sleep (issue 17): remembered across restarts; a team's own idle timeout
+        -- (seconds, 0 = never) overrides the gateway's when set.
+        ALTER TABLE teams ADD COLUMN sleeping INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE teams ADD COLUMN idle_timeout REAL;
+        """,
+    ),
 ]
 
 

@@ -18,7 +18,8 @@ _BEARER = b"bearer " + PREFIX.encode()
 
 def scan_headers(scope: dict[str, Any], cookie_name: bytes) -> tuple[str | None, str | None]:
     """Return (session cookie value, gateway bearer token) and strip both from the scope."""
-    headers = scope["headers"]
+    # Typed: native list walk and bytes compares under mypyc (see app.request_host).
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
     cookie: str | None = None
     bearer: str | None = None
     edits: list[tuple[int, bytes | None]] = []  # (index, new value or None to drop)
@@ -33,7 +34,7 @@ def scan_headers(scope: dict[str, Any], cookie_name: bytes) -> tuple[str | None,
             if value[:11].lower() == _BEARER:
                 bearer = value[7:].strip().decode("latin-1")
                 edits.append((i, None))
-        elif name[:10] == b"x-gateway-":
+        elif name.startswith(b"x-gateway-"):  # no slice copy per header
             edits.append((i, None))
     if edits:
         out = list(headers)

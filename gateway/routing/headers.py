@@ -51,7 +51,6 @@ GATEWAY_SET = frozenset(
 )
 IDENTITY_PREFIX = b"x-gateway-"
 DROPPED = HOP_BY_HOP | GATEWAY_SET  # never forwarded as the client sent them
-DROPPED_PREFIXES = (b"proxy-", IDENTITY_PREFIX)
 # uvicorn stamps every response with the gateway's own Date; the upstream's copy would make
 # two (a singleton field). nginx replaces it the same way. The upstream's Server (uvicorn) is
 # hidden, as nginx hides its upstreams' (proxy_hide_header): it only helps an attacker.
@@ -96,7 +95,9 @@ class HeaderPolicy:
         # One set lookup sends an ordinary header straight through; every header the gateway
         # reads is in DROPPED, so the name comparisons run only for those (measured: 6.6 ->
         # 3.9 us for a browser's 15 headers).
-        for name, value in scope["headers"]:
+        # Typed: mypyc then walks a list and compares bytes natively (per header).
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        for name, value in headers:
             if name in DROPPED:
                 if name == b"host":
                     host = value
@@ -119,7 +120,8 @@ class HeaderPolicy:
                     xff = value
                 elif name == b"x-forwarded-proto":
                     proto = value
-            elif not name.startswith(DROPPED_PREFIXES):
+            # Two bytes-prefix checks, not one with a tuple: mypyc compiles only the former.
+            elif not (name.startswith(b"proxy-") or name.startswith(IDENTITY_PREFIX)):
                 out.append((name, value))
         if chunked and content_length is not None:
             raise BadRequest("a request cannot carry both Content-Length and Transfer-Encoding")

@@ -112,6 +112,8 @@ async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
         assert spec["Labels"]["gateway.version"] == image.image_tag()
         assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
         assert container["ReadOnly"] is True and container["CapabilityDrop"] == ["ALL"]
+        # An engine health check would hold the task unpublished until its first probe (30 s).
+        assert container["Healthcheck"] == {"Test": ["NONE"]}
         assert container["User"] not in ("", "0", "root") and not container["User"].startswith("0:")
         limits = spec["TaskTemplate"]["Resources"]["Limits"]
         assert limits["MemoryBytes"] == cfg.instance_memory_mb * 1024 * 1024

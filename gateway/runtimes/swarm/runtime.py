@@ -28,7 +28,6 @@ from gateway.runtimes.docker import image
 from gateway.runtimes.docker.labels import MANAGED_BY
 from gateway.runtimes.docker.runtime import (
     CPUS,
-    HEALTHCHECK,
     PIDS_LIMIT,
     DockerRuntime,
     SecretFn,
@@ -234,13 +233,11 @@ class SwarmRuntime(DockerRuntime):
             "CapabilityDrop": ["ALL"],
             "StopSignal": "SIGTERM",
             "StopGracePeriod": self.stop_grace * 10**9,
-            "Healthcheck": {
-                "Test": HEALTHCHECK["test"],
-                "Interval": HEALTHCHECK["interval"],
-                "Timeout": HEALTHCHECK["timeout"],
-                "Retries": HEALTHCHECK["retries"],
-                "StartPeriod": HEALTHCHECK["start_period"],
-            },
+            # No engine health check: under Swarm it is not informational as with containers
+            # but gates the task, which stays "starting" (no published port) until the first
+            # probe, 30 s later; a probe every second or two would cost a Python per team.
+            # The gateway's own health checks decide routing, as for containers.
+            "Healthcheck": {"Test": ["NONE"]},
         }
         return {
             "name": container_name(instance),

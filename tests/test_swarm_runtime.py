@@ -233,3 +233,29 @@ async def test_gateway_restart_rebuilds_routes_without_restarting_tasks(
         now = running_task(second, service)
         assert now["ID"] == task["ID"]
         assert now["Status"]["ContainerStatus"] == task["Status"]["ContainerStatus"]
+
+
+async def test_a_drained_node_answers_503_with_retry_after_then_recovers(
+    swarm_config: Config,
+) -> None:
+    add_teams(swarm_config, "alpha")
+    async with serve(swarm_config) as running:
+        await running.wait_healthy("alpha", 90)
+        service = running.app.fleet.service("alpha")
+        assert service is not None
+        (old,) = service.targets()
+        client = running.app.runtime.client  # type: ignore[attr-defined]
+        (node,) = client.api.nodes()
+        spec = {**node["Spec"], "Availability": "drain"}
+        client.api.update_node(node["ID"], node["Version"]["Index"], spec)
+        try:
+            await until(lambda: old.state in (State.DRAINING, State.STOPPED), 30, "drain")
+            async with running.client() as http:
+                r = await http.get(running.url("alpha", "/data.json"), timeout=30)
+            assert r.status_code == 503 and r.headers.get("retry-after"), r
+        finally:
+            node = client.api.inspect_node(node["ID"])
+            spec = {**node["Spec"], "Availability": "active"}
+            client.api.update_node(node["ID"], node["Version"]["Index"], spec)
+        await until(lambda: service.state() == "up", 120, "the team back on the active node")
+        assert await get(running, "alpha") == 200

@@ -33,6 +33,7 @@ from pathlib import Path
 import docker
 
 from gateway.config import Config
+from gateway.routing.signature import sign_with
 from gateway.runtimes.base import prepare_team_dir
 from gateway.runtimes.docker import CPUS, PIDS_LIMIT, image
 
@@ -47,11 +48,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def poll(url: str, host: str | None = None) -> bool:
+def poll(url: str, host: str | None = None, headers: dict[str, str] | None = None) -> bool:
     """GET until 200, bounded by DEADLINE."""
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
-        req = urllib.request.Request(url, headers={"Host": host} if host else {})
+        req = urllib.request.Request(
+            url, headers={**({"Host": host} if host else {}), **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 if resp.status == 200:
@@ -151,7 +154,9 @@ def baseline_one(n: int, client: docker.DockerClient, tag: str, work: Path) -> f
     try:
         container.reload()
         port = container.ports[f"{image.PORT}/tcp"][0]["HostPort"]
-        if not poll(f"http://127.0.0.1:{port}/data.json"):
+        # Instances answer only the gateway's signature (gateway/routing/signature.py).
+        name, value = sign_with("bench", f"plain{n}")
+        if not poll(f"http://127.0.0.1:{port}/data.json", headers={name.decode(): value.decode()}):
             raise SystemExit("the plain container never answered 200")
         return time.perf_counter() - started
     finally:

@@ -2,8 +2,9 @@
 
 The one module that runs ``docker swarm init --advertise-addr 127.0.0.1``: if the engine was
 not in a swarm it leaves it afterwards (``docker swarm leave --force``) and removes the
-``docker_gwbridge`` network the init made, so the plain docker-runtime tests on the same engine
-see what they saw before. Every service a test makes carries its gateway's id and is removed.
+``docker_gwbridge`` network the init made and the tenant bridge's config-only network, so the
+plain docker-runtime tests on the same engine see what they saw before. Every service a test
+makes carries its gateway's id and is removed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from gateway.config import Config
 from gateway.routing.target import State
 from gateway.runtimes.docker import image
-from gateway.runtimes.swarm.provider import TASK_OF
+from gateway.runtimes.swarm.provider import SWARM_NETWORK, SWARM_NETWORK_CONFIG, TASK_OF
 from gateway.store import open_store
 from tests.conftest import Running
 from tests.test_docker_deploy_truth import deploy
@@ -49,7 +50,7 @@ def swarm() -> Iterator[None]:
         yield
         if made:
             subprocess.run(["docker", "swarm", "leave", "--force"], check=True, capture_output=True)
-            for net in client.networks.list(names=["docker_gwbridge"]):
+            for net in client.networks.list(names=["docker_gwbridge", SWARM_NETWORK_CONFIG]):
                 if net.name not in networks:
                     net.remove()
             assert {n.name for n in client.networks.list()} <= networks, "a swarm network leaked"
@@ -83,6 +84,14 @@ def service_of(running: Running, team: str) -> dict[str, Any]:
     return running.app.runtime.client.api.inspect_service(f"gateway-{inst.id}")  # type: ignore[attr-defined]
 
 
+def wide_listeners() -> set[str]:
+    """The host's TCP listeners on any address but loopback (``ss -ltn``)."""
+    out = subprocess.run(["ss", "-ltnH"], check=True, capture_output=True, text=True).stdout
+    local = [line.split()[3] for line in out.splitlines() if line.strip()]
+    loopback = ("127.", "[::1]:", "[::ffff:127.")
+    return {addr for addr in local if not addr.startswith(loopback)}
+
+
 def running_task(running: Running, service: dict[str, Any]) -> dict[str, Any]:
     client = running.app.runtime.client  # type: ignore[attr-defined]
     tasks = client.api.tasks(filters={"service": service["ID"], "desired-state": "running"})
@@ -94,6 +103,8 @@ async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
     swarm_config: Config,
 ) -> None:
     cfg = swarm_config
+    # Before any tenant exists (the swarm's own ports, 2377 and 7946, are already there).
+    listening_before = wide_listeners()
     async with serve(cfg) as running:
         started = time.monotonic()
         add_teams(cfg, "alpha")
@@ -122,13 +133,28 @@ async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
         assert spec["TaskTemplate"]["Placement"]["Constraints"] == [f"node.id=={node['ID']}"]
         assert app.store.setting("swarm_node:alpha") == node["ID"]
 
-        # The task's port is published on the node, so it answers only the gateway's signature.
+        # Nothing is published (Swarm would listen on every interface): no port in the spec,
+        # none on the task, no new listener on the host beyond loopback. The gateway reaches
+        # the task container on the tenant bridge, where it answers only signed requests.
         task = running_task(running, service)
-        port = task["Status"]["PortStatus"]["Ports"][0]["PublishedPort"]
+        assert not (spec.get("EndpointSpec") or {}).get("Ports")
+        assert not (task["Status"].get("PortStatus") or {}).get("Ports")
+        assert wide_listeners() <= listening_before, wide_listeners() - listening_before
+        networks = client.api.inspect_container(task["Status"]["ContainerStatus"]["ContainerID"])[
+            "NetworkSettings"
+        ]["Networks"]
+        assert list(networks) == [SWARM_NETWORK]
+        # Tenants cannot reach each other there (the bridge's options, from its configuration).
+        assert client.api.inspect_network(SWARM_NETWORK)["ConfigFrom"] == {
+            "Network": SWARM_NETWORK_CONFIG
+        }
+        config_net = client.api.inspect_network(SWARM_NETWORK_CONFIG)
+        assert config_net["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+        ip = networks[SWARM_NETWORK]["IPAddress"]
         (target,) = app.fleet.service("alpha").targets()  # type: ignore[union-attr]
-        assert (target.pool.host, target.pool.port) == ("127.0.0.1", port)
+        assert (target.pool.host, target.pool.port) == (ip, image.PORT)
         async with httpx.AsyncClient() as direct:
-            assert (await direct.get(f"http://127.0.0.1:{port}/data.json")).status_code == 403
+            assert (await direct.get(f"http://{ip}:{image.PORT}/data.json")).status_code == 403
 
         # Services with copied labels under another gateway's id, or ours with a bad label,
         # are never routed (the docker runtime's trust rules, applied to services).
@@ -175,7 +201,10 @@ async def test_a_killed_task_is_restarted_by_swarm_and_re_added(swarm_config: Co
         new = running_task(running, swarm_service)
         assert new["ID"] != task["ID"]
         (target,) = service.targets()
-        assert target.pool.port == new["Status"]["PortStatus"]["Ports"][0]["PublishedPort"]
+        client = running.app.runtime.client  # type: ignore[attr-defined]
+        container = client.api.inspect_container(new["Status"]["ContainerStatus"]["ContainerID"])
+        ip = container["NetworkSettings"]["Networks"][SWARM_NETWORK]["IPAddress"]
+        assert (target.pool.host, target.pool.port) == (ip, image.PORT)
 
 
 async def test_deploy_all_under_load_fails_no_request_then_rollback(swarm_config: Config) -> None:

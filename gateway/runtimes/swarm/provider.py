@@ -2,10 +2,12 @@
 
 Each service of this gateway becomes the container-shaped record labels.py already judges
 (the same trust rules: ``gateway.managed-by`` must be this gateway's id, the service name must
-be ``gateway-<instance>``), with the state of its current task. The address is the task's
-host-mode published port on the node that runs it (the node's own address, 127.0.0.1 on a
-single-node test swarm). Task containers carry only ``gateway.swarm-of``, so no docker-runtime
-provider on the same engine mistakes them for its own containers.
+be ``gateway-<instance>``), with the state of its current task. Nothing is published (Swarm
+cannot bind a published port to one address): the address is the task container's own, on the
+node-local tenant bridge (``SWARM_NETWORK``), read from this engine's container list; a task on
+another node has none here, so it is not routed. Task containers carry only
+``gateway.swarm-of``, so no docker-runtime provider on the same engine mistakes them for its own
+containers.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from gateway.runtimes.docker.provider import DockerProvider
 
 TASK_OF = "gateway.swarm-of"  # the label on task containers: which gateway's service
 SERVICE_ID = "com.docker.swarm.service.id"
+# The swarm-scoped bridge every task joins: node-local, tenant-to-tenant traffic off (its
+# options come from the config-only network SWARM_NETWORK_CONFIG), reached from the host.
+SWARM_NETWORK = "gateway-swarm-tenants"
+SWARM_NETWORK_CONFIG = "gateway-swarm-tenants-config"
 
 
 class SwarmProvider(DockerProvider):
@@ -38,6 +44,7 @@ class SwarmProvider(DockerProvider):
         services = client.api.services(filters={"label": MANAGED_BY})
         tasks = client.api.tasks(filters={"desired-state": "running"})
         nodes = {n["ID"]: n for n in client.api.nodes()}
+        ips = task_ips(client, self.gateway_id)
         current: dict[str, dict[str, Any]] = {}
         for task in tasks:  # the newest task Swarm wants running, per service
             sid = task.get("ServiceID", "")
@@ -57,7 +64,7 @@ class SwarmProvider(DockerProvider):
                     "Ports": [],
                 }
             )
-            addresses[service["ID"]] = task_address(task, nodes)
+            addresses[service["ID"]] = task_address(task, ips)
         snap = build_snapshot(infos, self.gateway_id, self.domain)
         snap.routes = [
             dataclasses.replace(r, published=addresses.get(r.container)) for r in snap.routes
@@ -67,17 +74,6 @@ class SwarmProvider(DockerProvider):
 
 def task_order(task: dict[str, Any]) -> tuple[int, str]:
     return int((task.get("Version") or {}).get("Index", 0)), str(task.get("CreatedAt", ""))
-
-
-def node_address(node: dict[str, Any] | None) -> str:
-    """Where the gateway reaches a node's published ports (its advertised address)."""
-    if node is None:
-        return ""
-    addr = str((node.get("Status") or {}).get("Addr") or "")
-    if addr in ("", "0.0.0.0"):  # some managers report 0.0.0.0: their manager address is real
-        manager = str((node.get("ManagerStatus") or {}).get("Addr") or "")
-        addr = manager.rsplit(":", 1)[0]
-    return addr
 
 
 def node_usable(node: dict[str, Any] | None) -> str:
@@ -101,11 +97,24 @@ def task_state(task: dict[str, Any] | None, nodes: dict[str, Any]) -> str:
     return node_usable(nodes.get(task.get("NodeID", ""))) or "running"
 
 
-def task_address(task: dict[str, Any] | None, nodes: dict[str, Any]) -> tuple[str, int] | None:
+def task_ips(client: Any, gateway_id: str) -> dict[str, str]:
+    """Container id -> its address on the tenant bridge, for this gateway's task containers
+    on this engine (one list call, not one inspect per task)."""
+    found = client.api.containers(filters={"label": f"{TASK_OF}={gateway_id}"})
+    ips = {}
+    for info in found:
+        networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        ip = (networks.get(SWARM_NETWORK) or {}).get("IPAddress")
+        if ip:
+            ips[str(info["Id"])] = str(ip)
+    return ips
+
+
+def task_address(task: dict[str, Any] | None, ips: dict[str, str]) -> tuple[str, int] | None:
+    """Where the gateway reaches a task: its container's address on the tenant bridge (None
+    for a task not running here: on another node, or with no container yet)."""
     if task is None:
         return None
-    for port in ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []:
-        if port.get("TargetPort") == image.PORT and port.get("PublishedPort"):
-            host = node_address(nodes.get(task.get("NodeID", "")))
-            return (host, int(port["PublishedPort"])) if host else None
-    return None
+    container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+    ip = ips.get(str(container or ""))
+    return (ip, image.PORT) if ip else None

@@ -6,10 +6,17 @@ instance is a new service, started, health-checked, cut over to, drained, then r
 never rolls anything. Swarm's part is to keep each service's one task running (restarting a
 killed one) on the node the team is pinned to.
 
+Reach: nothing is published (the service API cannot bind a published port to 127.0.0.1, so
+it would listen on every interface). Each task joins ``gateway-swarm-tenants``, a swarm-scoped
+bridge local to its node with tenant-to-tenant traffic off, and the gateway connects to the
+task container's address there, as it does to a container. That address is routable only from
+the task's own node, so teams are placed on the gateway's node (docs/production.md).
+
 Placement: a team's data lives on one node, so its services carry ``node.id==<id>``; the id is
 recorded in the control store (``swarm_node:<team>``) when the team's first instance starts,
-chosen as the ready, active node (with ``swarm_node_label``, if set) with the most free memory:
-the node's memory minus ``instance_memory_mb`` for each of this gateway's services on it.
+chosen among the ready, active nodes (with ``swarm_node_label``, if set) that the gateway can
+reach -- its own -- with the most free memory: the node's memory minus ``instance_memory_mb``
+for each of this gateway's services on it.
 
 What the engine's service API (20.10, API 1.41) cannot express, beside the container spec:
 ``no-new-privileges`` and a ``noexec`` /tmp; the task still runs as a non-root user with
@@ -36,10 +43,13 @@ from gateway.runtimes.docker.runtime import (
     provision_team,
 )
 from gateway.runtimes.swarm.provider import (
+    SWARM_NETWORK,
+    SWARM_NETWORK_CONFIG,
     TASK_OF,
     SwarmProvider,
     node_usable,
     task_address,
+    task_ips,
     task_order,
 )
 from gateway.slugs import validate_slug
@@ -47,6 +57,7 @@ from gateway.store.db import Instance, Store
 
 log = logging.getLogger("gateway.swarm")
 
+MANAGED_NETWORK = "gateway.network"
 TASK_START_TIMEOUT = 60.0  # seconds for a new task to be running (image present on the node)
 FAILED = ("failed", "rejected", "orphaned")
 
@@ -92,21 +103,25 @@ class SwarmRuntime(DockerRuntime):
         return address
 
     def wait_task(self, service_id: str, name: str) -> tuple[str, int]:
-        """Poll (bounded) until the service's current task runs with a published port."""
+        """Poll (bounded) until the service's current task runs with an address here."""
         deadline = time.monotonic() + TASK_START_TIMEOUT
         why = "no task scheduled yet"
         while time.monotonic() < deadline:
             tasks = self.client.api.tasks(filters={"service": service_id})
             live = [t for t in tasks if t.get("DesiredState") == "running"]
             nodes = {n["ID"]: n for n in self.client.api.nodes()}
+            ips = task_ips(self.client, self.gateway_id)
             if live:
                 task = max(live, key=task_order)
                 status = task.get("Status") or {}
                 state = str(status.get("State", ""))
-                address = task_address(task, nodes)
+                address = task_address(task, ips)
                 unusable = node_usable(nodes.get(task.get("NodeID", "")))
                 if state == "running" and address is not None and not unusable:
                     return address
+                if state == "running" and address is None and not unusable:
+                    # Running, but not on this engine (or not on the tenant bridge).
+                    state = f"running on node {task.get('NodeID')}, unreachable from here"
                 why = f"its task is {unusable or state}" + (
                     f": {status['Err']}" if status.get("Err") else ""
                 )
@@ -179,7 +194,9 @@ class SwarmRuntime(DockerRuntime):
         return self.store.ensure_setting(f"swarm_node:{team}", lambda: self.roomiest_node())
 
     def roomiest_node(self) -> str:
-        nodes = [n for n in self.client.api.nodes() if not node_usable(n)]
+        # Only the gateway's own node: a task's bridge address is routable from there only.
+        here = str(self.client.info()["Swarm"].get("NodeID") or "")
+        nodes = [n for n in self.client.api.nodes() if not node_usable(n) and n["ID"] == here]
         wanted = self.config.swarm_node_label
         if wanted:
             key, _, value = wanted.partition("=")
@@ -190,8 +207,11 @@ class SwarmRuntime(DockerRuntime):
                 and (not value or n["Spec"]["Labels"][key] == value)
             ]
         if not nodes:
-            more = f" labelled {wanted}" if wanted else ""
-            raise RuntimeUnavailable(f"no ready, active swarm node{more} to place a team on")
+            more = f" and labelled {wanted}" if wanted else ""
+            raise RuntimeUnavailable(
+                f"the gateway's own swarm node is not ready, active{more}: no node to place a "
+                "team on (tenant tasks are reachable only on the gateway's node)"
+            )
         used: dict[str, int] = {}
         for service in self.client.api.services(
             filters={"label": f"{MANAGED_BY}={self.gateway_id}"}
@@ -254,14 +274,49 @@ class SwarmRuntime(DockerRuntime):
                 # Swarm restarts a dead task (the gateway then re-adds it); no backoff beyond.
                 "RestartPolicy": {"Condition": "any", "Delay": 500_000_000, "MaxAttempts": 0},
                 "Placement": {"Constraints": [f"node.id=={self.node_for(team)}"]},
+                # No published port: the gateway reaches the task on the tenant bridge.
+                "Networks": [{"Target": self.ensure_swarm_network()}],
             },
             "mode": {"Replicated": {"Replicas": 1}},
-            # Host mode: the task's own node publishes the port (no routing mesh); port 0 lets
-            # the engine choose a free one, read back from the task.
-            "endpoint_spec": {
-                "Ports": [{"Protocol": "tcp", "TargetPort": image.PORT, "PublishMode": "host"}]
-            },
         }
+
+    def ensure_swarm_network(self) -> str:
+        """The tenant bridge's id, made once: a config-only network holding its options on this
+        node, and the swarm-scoped bridge built from it (the SDK has no ``ConfigFrom``, hence
+        the raw calls). Another node needs the config-only network too (docs/production.md)."""
+        import docker.errors
+
+        api = self.client.api
+        for name, body in (
+            (
+                SWARM_NETWORK_CONFIG,
+                {
+                    "ConfigOnly": True,
+                    "Labels": {MANAGED_NETWORK: "swarm"},
+                    # Tenants must not reach each other, as on the docker runtime's network.
+                    "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                },
+            ),
+            (
+                SWARM_NETWORK,
+                {
+                    "Driver": "bridge",
+                    "Scope": "swarm",
+                    "ConfigFrom": {"Network": SWARM_NETWORK_CONFIG},
+                },
+            ),
+        ):
+            if not [n for n in api.networks(names=[name]) if n["Name"] == name]:
+                # (Labels only on the config-only one: the engine refuses any setting of its
+                # own on a network built from a configuration.)
+                data = {"Name": name, "CheckDuplicate": True}
+                try:
+                    api._result(api._post_json(api._url("/networks/create"), data=data | body))
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # 409: a concurrent provision made it
+                        raise RuntimeUnavailable(f"cannot create network {name}: {exc}") from exc
+        (network,) = [n for n in api.networks(names=[SWARM_NETWORK]) if n["Name"] == SWARM_NETWORK]
+        return str(network["Id"])
 
 
 def provision_swarm_team(config: Config, store: Store, slug: str, *, wait: bool = True) -> int:

@@ -217,7 +217,8 @@ def main() -> int:
             if made_swarm:
                 subprocess.run(["docker", "swarm", "leave", "--force"], check=True)
                 # What the init made beside the swarm itself (kept by `swarm leave`).
-                subprocess.run(["docker", "network", "rm", "docker_gwbridge"], check=False)
+                for net in ("docker_gwbridge", "gateway-swarm-tenants-config"):
+                    subprocess.run(["docker", "network", "rm", net], check=False)
     print(summary("docker run -> first 200 (baseline)", base))
     print(summary(f"teams create -> first 200 ({args.runtime})", gw))
     print(summary("  of which the CLI process itself", cli))

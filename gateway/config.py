@@ -131,7 +131,7 @@ class Config:
     swarm_node_label: str = setting(
         "",
         "Swarm runtime: new teams go only to nodes with this node label (KEY or KEY=VALUE); "
-        "empty: any ready, active node. Of those, the one with the most free memory.",
+        "empty: any ready, active node the gateway reaches (today its own node only).",
     )
     upload_max_bytes: int = setting(
         1024**3, "Largest CSV upload accepted (bytes); then 413.", positive=True

@@ -283,7 +283,7 @@ class SwarmRuntime(DockerRuntime):
     def ensure_swarm_network(self) -> str:
         """The tenant bridge's id, made once: a config-only network holding its options on this
         node, and the swarm-scoped bridge built from it (the SDK has no ``ConfigFrom``, hence
-        the raw calls). Another node needs the config-only network too (docs/production.md)."""
+        the raw calls). Only the gateway's node runs tenants, so only it needs them."""
         import docker.errors
 
         api = self.client.api

@@ -102,6 +102,8 @@ def running_task(running: Running, service: dict[str, Any]) -> dict[str, Any]:
 async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
     swarm_config: Config,
 ) -> None:
+    import docker
+
     cfg = swarm_config
     # Before any tenant exists (the swarm's own ports, 2377 and 7946, are already there).
     listening_before = wide_listeners()
@@ -175,6 +177,20 @@ async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
         assert "gateway.port" in reasons["bad"].reason
         assert [r.instance for r in snap.routes] == [target.id]
         assert target.state is State.HEALTHY and await get(running, "alpha") == 200
+
+        # Tenants cannot reach one another on the bridge (icc off): from beta's task, alpha's
+        # address does not answer (bounded by a 3 s connect timeout; a DROP, not a refusal).
+        add_teams(cfg, "beta")
+        await running.wait_healthy("beta", 90)
+        beta = running_task(running, service_of(running, "beta"))
+        probe = f"import socket; socket.create_connection(('{ip}', {image.PORT}), timeout=3)"
+        engine = docker.from_env()
+        try:
+            beta_container = engine.containers.get(beta["Status"]["ContainerStatus"]["ContainerID"])
+            code, out = beta_container.exec_run([image.HEALTH_CMD[0], "-c", probe])
+        finally:
+            engine.close()
+        assert code != 0 and b"timed out" in out, (code, out)
 
 
 async def test_a_killed_task_is_restarted_by_swarm_and_re_added(swarm_config: Config) -> None:

@@ -1,13 +1,18 @@
 """Time from ``gateway teams create`` to the first 200 through the gateway (docker runtime).
 
-    .venv/bin/python benchmarks/docker_provision.py [--rounds 5]
+    .venv/bin/python benchmarks/docker_provision.py [--rounds 5] [--runtime swarm]
 
 A real ``gateway serve --runtime docker`` runs on a free port; each round runs the real CLI
 (``teams create SLUG --no-wait``), marks the team public (the poll is anonymous), then polls
 ``/data.json`` through the gateway until it answers 200. The baseline, interleaved round by
 round, is a plain ``docker run`` of the same image with the same hardening, polled directly on
 its published port: what the container itself costs, without the gateway. Target: under 3 s
-(exit 1 when missed; ``--report-only`` just prints). Everything made is removed.
+(exit 1 when missed; ``--report-only`` just prints). Then one ``gateway deploy --team`` of the
+first team is timed (new instance healthy, cut over, old one drained and removed).
+
+``--runtime swarm`` runs the gateway with Swarm services instead of containers; if the engine
+is not in a swarm it runs ``docker swarm init --advertise-addr 127.0.0.1`` and leaves it
+afterwards. Everything made is removed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 import docker
 
 from gateway.config import Config
+from gateway.routing.signature import sign_with
 from gateway.runtimes.base import prepare_team_dir
 from gateway.runtimes.docker import CPUS, PIDS_LIMIT, image
 
@@ -42,11 +48,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def poll(url: str, host: str | None = None) -> bool:
+def poll(url: str, host: str | None = None, headers: dict[str, str] | None = None) -> bool:
     """GET until 200, bounded by DEADLINE."""
     end = time.monotonic() + DEADLINE
     while time.monotonic() < end:
-        req = urllib.request.Request(url, headers={"Host": host} if host else {})
+        req = urllib.request.Request(
+            url, headers={**({"Host": host} if host else {}), **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 if resp.status == 200:
@@ -60,13 +68,13 @@ def poll(url: str, host: str | None = None) -> bool:
 class GatewayUnderTest:
     """One ``gateway serve --runtime docker`` for every round."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, runtime: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {
             **os.environ,
             "GATEWAY_DATA_DIR": str(data_dir),
-            "GATEWAY_RUNTIME": "docker",
+            "GATEWAY_RUNTIME": runtime,
             "GATEWAY_PORT": str(self.port),
             "GATEWAY_ADMIN_PORT": "0",
             "GATEWAY_LOG_LEVEL": "warning",
@@ -95,6 +103,17 @@ class GatewayUnderTest:
         if not poll(f"http://127.0.0.1:{self.port}/data.json", f"{slug}.localhost"):
             raise SystemExit(f"{slug} never answered 200 through the gateway")
         return time.perf_counter() - started, cli
+
+    def deploy(self, slug: str) -> float:
+        """Seconds of one `gateway deploy --team` (it returns once the old one is removed)."""
+        started = time.perf_counter()
+        subprocess.run(
+            [BIN / "gateway", "deploy", "--team", slug],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        return time.perf_counter() - started
 
     def stop(self) -> None:
         self.server.terminate()
@@ -135,7 +154,9 @@ def baseline_one(n: int, client: docker.DockerClient, tag: str, work: Path) -> f
     try:
         container.reload()
         port = container.ports[f"{image.PORT}/tcp"][0]["HostPort"]
-        if not poll(f"http://127.0.0.1:{port}/data.json"):
+        # Instances answer only the gateway's signature (gateway/routing/signature.py).
+        name, value = sign_with("bench", f"plain{n}")
+        if not poll(f"http://127.0.0.1:{port}/data.json", headers={name.decode(): value.decode()}):
             raise SystemExit("the plain container never answered 200")
         return time.perf_counter() - started
     finally:
@@ -154,12 +175,17 @@ def summary(name: str, times: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runtime", choices=["docker", "swarm"], default="docker")
     parser.add_argument(
         "--report-only", action="store_true", help="exit 0 even when the 3 s target is missed"
     )
     args = parser.parse_args()
     tag, _ = image.build(progress=print)
     client = docker.from_env()
+    made_swarm = args.runtime == "swarm" and client.info()["Swarm"]["LocalNodeState"] == "inactive"
+    if made_swarm:
+        subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True)
+    deployed = 0.0
     base: list[float] = []
     gw: list[float] = []
     cli: list[float] = []
@@ -168,12 +194,13 @@ def main() -> int:
         (work / "data").mkdir()
         gateway = None
         try:
-            gateway = GatewayUnderTest(work / "data")
+            gateway = GatewayUnderTest(work / "data", args.runtime)
             for n in range(args.rounds):  # interleaved: each round runs both, side by side
                 base.append(baseline_one(n, client, tag, work))
                 took, cli_took = gateway.one(n)
                 gw.append(took)
                 cli.append(cli_took)
+            deployed = gateway.deploy("bench0")
         finally:
             if gateway is not None:
                 gateway.stop()
@@ -184,9 +211,18 @@ def main() -> int:
                 label = f"gateway.managed-by={gid}"
                 for c in client.containers.list(all=True, filters={"label": label}):
                     c.remove(force=True, v=True)
+                if args.runtime == "swarm":
+                    for service in client.api.services(filters={"label": label}):
+                        client.api.remove_service(service["ID"])
+            if made_swarm:
+                subprocess.run(["docker", "swarm", "leave", "--force"], check=True)
+                # What the init made beside the swarm itself (kept by `swarm leave`).
+                for net in ("docker_gwbridge", "gateway-swarm-tenants-config"):
+                    subprocess.run(["docker", "network", "rm", net], check=False)
     print(summary("docker run -> first 200 (baseline)", base))
-    print(summary("teams create -> first 200 via gw", gw))
+    print(summary(f"teams create -> first 200 ({args.runtime})", gw))
     print(summary("  of which the CLI process itself", cli))
+    print(f"deploy --team bench0 ({args.runtime}): {deployed:.2f}s")
     ratio = statistics.median(gw) / statistics.median(base)
     met = statistics.median(gw) < TARGET_S
     print(f"gateway / baseline = {ratio:.2f}x; median {'under' if met else 'OVER'} the 3 s target")

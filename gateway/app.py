@@ -114,6 +114,10 @@ class Gateway:
             from gateway.runtimes.local import LocalRuntime
 
             return LocalRuntime(self.config, self.store, self.instance_secret)
+        if self.config.runtime == "swarm":
+            from gateway.runtimes.swarm.runtime import SwarmRuntime
+
+            return SwarmRuntime(self.config, self.store, self.instance_secret, self.gateway_id)
         from gateway.runtimes.docker.runtime import DockerRuntime
 
         return DockerRuntime(self.config, self.store, self.instance_secret, self.gateway_id)

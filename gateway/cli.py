@@ -81,7 +81,7 @@ def teams_create(config: Config, slug: str, wait: bool, force: bool) -> None:
     try:
         store.create_team(slug)
     except TeamExists:
-        if config.runtime != "docker":
+        if config.runtime not in ("docker", "swarm"):
             raise
         # Rerunning converges an interrupted provision: find, create or start the container.
         click.echo(f"Team {slug} exists; making sure its container runs.")
@@ -93,6 +93,11 @@ def teams_create(config: Config, slug: str, wait: bool, force: bool) -> None:
 
             provision_team(config, store, slug, wait=wait)
             click.echo(f"Team {slug}'s container is running.")
+        elif config.runtime == "swarm":
+            from gateway.runtimes.swarm.runtime import provision_swarm_team
+
+            provision_swarm_team(config, store, slug, wait=wait)
+            click.echo(f"Team {slug}'s service is running.")
         click.echo(f"Created team {slug}. Start the gateway (gateway serve) to serve it at {url}")
         return
     from gateway.admin.discovery import running_base_url
@@ -173,6 +178,10 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
         from gateway.runtimes.docker.runtime import deprovision_team
 
         deprovision_team(config, store, slug)
+    elif config.runtime == "swarm":
+        from gateway.runtimes.swarm.runtime import deprovision_swarm_team
+
+        deprovision_swarm_team(config, store, slug)
     if not gateway_running(config.data_dir):
         archive.delete_team(config, store, slug)
     team_deleted(config, slug)  # its final sync is in the replica, which is kept

@@ -38,7 +38,7 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         flag = "--" + setting.name.replace("_", "-")
         kind: Any = click.Path(path_type=Path) if setting.type is Path else setting.type
         if setting.name == "runtime":
-            kind = click.Choice(["local", "docker"])
+            kind = click.Choice(["local", "docker", "swarm"])
         wrapper = click.option(
             flag,
             setting.name,

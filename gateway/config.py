@@ -33,7 +33,7 @@ def setting(default: Any, help: str, *, positive: bool = False) -> Any:
     return field(default=default, metadata={"help": help, "positive": positive})
 
 
-RUNTIMES = ("local", "docker")
+RUNTIMES = ("local", "docker", "swarm")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -51,7 +51,10 @@ class Config:
     host: str = setting("127.0.0.1", "Address the public listener binds to.")
     port: int = setting(8000, "Port the public listener binds to.")
     data_dir: Path = setting(Path("./data"), "Directory for the control store and team volumes.")
-    runtime: str = setting("local", "Where team instances run: 'local' processes or 'docker'.")
+    runtime: str = setting(
+        "local",
+        "Where team instances run: 'local' processes, 'docker' containers or 'swarm' services.",
+    )
     public_url: str = setting(
         "", "Base URL users see, e.g. https://example.org. Defaults to http://<domain>:<port>."
     )
@@ -123,7 +126,12 @@ class Config:
     )
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
     instance_memory_mb: int = setting(
-        512, "Memory limit of one team's Datasette (docker runtime).", positive=True
+        512, "Memory limit of one team's Datasette (docker and swarm runtimes).", positive=True
+    )
+    swarm_node_label: str = setting(
+        "",
+        "Swarm runtime: new teams go only to nodes with this node label (KEY or KEY=VALUE); "
+        "empty: any ready, active node the gateway reaches (today its own node only).",
     )
     upload_max_bytes: int = setting(
         1024**3, "Largest CSV upload accepted (bytes); then 413.", positive=True

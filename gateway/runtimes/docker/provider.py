@@ -87,9 +87,7 @@ class DockerProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         # Subscribe before listing, so nothing that happens in between is missed.
-        self._stream = await asyncio.to_thread(
-            client.events, decode=True, filters={"type": "container", "label": [MANAGED_BY]}
-        )
+        self._stream = await asyncio.to_thread(self.subscribe, client)
         reader = threading.Thread(
             target=_pump, args=(self._stream, loop, queue), name="docker-events", daemon=True
         )
@@ -112,9 +110,22 @@ class DockerProvider:
             if relevant:
                 await apply(await self.snapshot(client))
 
+    def subscribe(self, client: Any) -> Any:
+        """The engine's event stream, filtered to what can change a snapshot."""
+        return client.events(decode=True, filters={"type": "container", "label": [MANAGED_BY]})
+
+    def list_routes(self, client: Any) -> Snapshot:
+        """One full snapshot, straight from the engine (blocking: runs in a thread)."""
+        infos = client.api.containers(all=True, filters={"label": MANAGED_BY})
+        return build_snapshot(infos, self.gateway_id, self.domain)
+
+    def subject(self, event: dict[str, Any]) -> str:
+        """The id of the route an event is about (a route's ``container``)."""
+        return str(event.get("id") or event.get("Actor", {}).get("ID", ""))
+
     def note(self, event: dict[str, Any]) -> bool:
         action = str(event.get("Action") or event.get("status") or "")
-        cid = str(event.get("id") or event.get("Actor", {}).get("ID", ""))
+        cid = self.subject(event)
         if action in ("kill", "stop"):
             self.stopping.add(cid)
         elif action in ("start", "destroy"):
@@ -122,10 +133,7 @@ class DockerProvider:
         return action.split(":")[0] in RELEVANT
 
     async def snapshot(self, client: Any) -> Snapshot:
-        infos = await asyncio.to_thread(
-            client.api.containers, all=True, filters={"label": MANAGED_BY}
-        )
-        snap = build_snapshot(infos, self.gateway_id, self.domain)
+        snap = await asyncio.to_thread(self.list_routes, client)
         snap.routes = [
             dataclasses.replace(r, state="stopping") if r.container in self.stopping else r
             for r in snap.routes

@@ -36,6 +36,15 @@ PIDS_LIMIT = 256
 CPUS = 1.0
 STOP_GRACE_EXTRA = 10  # seconds beyond the drain timeout before Docker sends SIGKILL
 SecretFn = Callable[[str], str]
+HEALTHCHECK = {
+    "test": ["CMD", *image.HEALTH_CMD],
+    # Informational (health_status events); the gateway's own checks route. Each probe
+    # starts a Python, so keep it rare: ~40 ms of CPU per team per 30 s.
+    "interval": 30 * 10**9,
+    "timeout": 5 * 10**9,
+    "retries": 3,
+    "start_period": 30 * 10**9,
+}
 
 
 def container_name(instance: Instance) -> str:
@@ -231,14 +240,7 @@ class DockerRuntime:
         The low-level API is used because the high-level one cannot set ``stop_timeout``.
         """
         team = validate_slug(instance.team)
-        # A deploy may pin an instance to a given build of our image; otherwise the current one.
-        # The current recipe's tag resolves like any new instance (the Dockerfile build when the
-        # registry-free one is absent, else the message saying to run `gateway image build`).
-        pinned = (
-            instance.version.startswith(image.IMAGE_REPO + ":")
-            and instance.version != self.version()
-        )
-        tag = instance.version if pinned else self.image()
+        tag = self.tag_for(instance)
         memory = f"{self.config.instance_memory_mb}m"
         host_config = self.client.api.create_host_config(
             binds={str(self.config.teams_dir / team): {"bind": "/data", "mode": "rw"}},
@@ -258,29 +260,37 @@ class DockerRuntime:
             "image": tag,
             "name": container_name(instance),
             "detach": True,
-            "labels": {
-                "gateway.team": team,
-                "gateway.host": f"{team}.{self.config.domain}",
-                "gateway.port": str(image.PORT),
-                "gateway.version": tag,
-                "gateway.instance": instance.id,
-                MANAGED_BY: self.gateway_id,
-            },
+            "labels": self.labels(instance, tag),
             "environment": {"DATASETTE_SECRET": self.secret_for(team)},
             "user": self.user(),
             "ports": [image.PORT],
             "host_config": host_config,
             "stop_signal": "SIGTERM",
             "stop_timeout": self.stop_grace,
-            "healthcheck": {
-                "test": ["CMD", *image.HEALTH_CMD],
-                # Informational (health_status events); the gateway's own checks route. Each
-                # probe starts a Python, so keep it rare: ~40 ms of CPU per team per 30 s.
-                "interval": 30 * 10**9,
-                "timeout": 5 * 10**9,
-                "retries": 3,
-                "start_period": 30 * 10**9,
-            },
+            "healthcheck": HEALTHCHECK,
+        }
+
+    def tag_for(self, instance: Instance) -> str:
+        """The image an instance runs: a deploy may pin it to a given build of our image;
+        otherwise the current one. The current recipe's tag resolves like any new instance
+        (the Dockerfile build when the registry-free one is absent, else the message saying
+        to run `gateway image build`)."""
+        pinned = (
+            instance.version.startswith(image.IMAGE_REPO + ":")
+            and instance.version != self.version()
+        )
+        return instance.version if pinned else self.image()
+
+    def labels(self, instance: Instance, tag: str) -> dict[str, str]:
+        """What labels.py reads back into a route (containers, and Swarm services)."""
+        team = validate_slug(instance.team)
+        return {
+            "gateway.team": team,
+            "gateway.host": f"{team}.{self.config.domain}",
+            "gateway.port": str(image.PORT),
+            "gateway.version": tag,
+            "gateway.instance": instance.id,
+            MANAGED_BY: self.gateway_id,
         }
 
     def image(self) -> str:
@@ -380,9 +390,11 @@ def _stop_and_remove(container: Any, grace: int) -> None:
 
 
 # -- the CLI's side, when no gateway is running to do it --------------------------------------
-def _cli_runtime(config: Config, store: Store) -> DockerRuntime:
+def _cli_runtime(
+    config: Config, store: Store, runtime_cls: type[DockerRuntime] = DockerRuntime
+) -> DockerRuntime:
     # Same secret key as Gateway.instance_secret, so the gateway adopts the container as is.
-    return DockerRuntime(
+    return runtime_cls(
         config,
         store,
         lambda team: store.ensure_setting(f"instance_secret:{team}"),
@@ -390,9 +402,16 @@ def _cli_runtime(config: Config, store: Store) -> DockerRuntime:
     )
 
 
-def provision_team(config: Config, store: Store, slug: str, *, wait: bool = True) -> int:
+def provision_team(
+    config: Config,
+    store: Store,
+    slug: str,
+    *,
+    wait: bool = True,
+    runtime_cls: type[DockerRuntime] = DockerRuntime,
+) -> int:
     """Create or adopt the team's container now; safe to rerun after an interrupted run."""
-    runtime = _cli_runtime(config, store)
+    runtime = _cli_runtime(config, store, runtime_cls)
     try:
         instances = [i for i in store.instances(slug) if i.role == "active"]
         if not instances:
@@ -410,9 +429,11 @@ def provision_team(config: Config, store: Store, slug: str, *, wait: bool = True
             runtime._client.close()
 
 
-def deprovision_team(config: Config, store: Store, slug: str) -> int:
+def deprovision_team(
+    config: Config, store: Store, slug: str, runtime_cls: type[DockerRuntime] = DockerRuntime
+) -> int:
     """Stop and remove every container of the team (its data stays on the host)."""
-    runtime = _cli_runtime(config, store)
+    runtime = _cli_runtime(config, store, runtime_cls)
     try:
         return runtime.remove_team(slug)
     finally:

@@ -1,0 +1,327 @@
+"""Each team instance a one-replica Swarm service, hardened like the docker runtime's container.
+
+A service is named ``gateway-<instance id>`` and carries the docker runtime's labels, so the
+same trust rules judge it (labels.py). The gateway's own deploy sequence runs unchanged: a new
+instance is a new service, started, health-checked, cut over to, drained, then removed; Swarm
+never rolls anything. Swarm's part is to keep each service's one task running (restarting a
+killed one) on the node the team is pinned to.
+
+Reach: nothing is published (the service API cannot bind a published port to 127.0.0.1, so
+it would listen on every interface). Each task joins ``gateway-swarm-tenants``, a swarm-scoped
+bridge local to its node with tenant-to-tenant traffic off, and the gateway connects to the
+task container's address there, as it does to a container. That address is routable only from
+the task's own node, so teams are placed on the gateway's node (docs/production.md).
+
+Placement: a team's data lives on one node, so its services carry ``node.id==<id>``; the id is
+recorded in the control store (``swarm_node:<team>``) when the team's first instance starts,
+chosen among the ready, active nodes (with ``swarm_node_label``, if set) that the gateway can
+reach -- its own -- with the most free memory: the node's memory minus ``instance_memory_mb``
+for each of this gateway's services on it.
+
+What the engine's service API (20.10, API 1.41) cannot express, beside the container spec:
+``no-new-privileges`` and a ``noexec`` /tmp; the task still runs as a non-root user with
+every capability dropped, on a read-only root file system (docs/production.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from gateway.config import Config
+from gateway.errors import RuntimeUnavailable
+from gateway.runtimes.docker import image
+from gateway.runtimes.docker.labels import MANAGED_BY
+from gateway.runtimes.docker.runtime import (
+    CPUS,
+    PIDS_LIMIT,
+    DockerRuntime,
+    SecretFn,
+    container_name,
+    deprovision_team,
+    provision_team,
+)
+from gateway.runtimes.swarm.provider import (
+    SWARM_NETWORK,
+    SWARM_NETWORK_CONFIG,
+    TASK_OF,
+    SwarmProvider,
+    node_usable,
+    task_address,
+    task_ips,
+    task_order,
+)
+from gateway.slugs import validate_slug
+from gateway.store.db import Instance, Store
+
+log = logging.getLogger("gateway.swarm")
+
+MANAGED_NETWORK = "gateway.network"
+TASK_START_TIMEOUT = 60.0  # seconds for a new task to be running (image present on the node)
+FAILED = ("failed", "rejected", "orphaned")
+
+
+class SwarmRuntime(DockerRuntime):
+    name = "swarm"
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        secret_for: SecretFn,
+        gateway_id: str,
+        client_factory: Any = image.docker_client,
+    ) -> None:
+        super().__init__(config, store, secret_for, gateway_id, client_factory)
+        self.provider = SwarmProvider(client_factory, gateway_id, config.domain)
+
+    # -- blocking API (threads, and the CLI) -------------------------------------------------
+    def ensure(self, instance: Instance) -> tuple[str, int]:
+        """Create or adopt the instance's service; return its running task's address."""
+        import docker.errors
+
+        validate_slug(instance.team)  # before any engine call
+        service = self.find(instance)
+        if service is None:
+            self.prepare_volume(instance.team)
+            try:
+                self.client.api.create_service(**self.service_spec(instance))
+                log.info("created service %s", container_name(instance))
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: a concurrent provision won the name
+                    self._image = None
+                    raise RuntimeUnavailable(
+                        f"cannot create service {container_name(instance)}: "
+                        f"{getattr(exc, 'explanation', None) or exc}"
+                    ) from exc
+            service = self.find(instance)
+            if service is None:
+                raise RuntimeUnavailable(f"the service of {instance.id} vanished")
+        address = self.wait_task(service["ID"], container_name(instance))
+        self.store.update_instance(instance.id, port=address[1], ref=service["ID"])
+        return address
+
+    def wait_task(self, service_id: str, name: str) -> tuple[str, int]:
+        """Poll (bounded) until the service's current task runs with an address here."""
+        deadline = time.monotonic() + TASK_START_TIMEOUT
+        why = "no task scheduled yet"
+        while time.monotonic() < deadline:
+            tasks = self.client.api.tasks(filters={"service": service_id})
+            live = [t for t in tasks if t.get("DesiredState") == "running"]
+            nodes = {n["ID"]: n for n in self.client.api.nodes()}
+            ips = task_ips(self.client, self.gateway_id)
+            if live:
+                task = max(live, key=task_order)
+                status = task.get("Status") or {}
+                state = str(status.get("State", ""))
+                address = task_address(task, ips)
+                unusable = node_usable(nodes.get(task.get("NodeID", "")))
+                if state == "running" and address is not None and not unusable:
+                    return address
+                if state == "running" and address is None and not unusable:
+                    # Running, but not on this engine (or not on the tenant bridge).
+                    state = f"running on node {task.get('NodeID')}, unreachable from here"
+                why = f"its task is {unusable or state}" + (
+                    f": {status['Err']}" if status.get("Err") else ""
+                )
+            else:
+                failed = [t for t in tasks if (t.get("Status") or {}).get("State") in FAILED]
+                if failed:
+                    last = max(failed, key=task_order)["Status"]
+                    why = f"its last task {last.get('State')}: {last.get('Err', '')}"
+            time.sleep(0.1)
+        raise RuntimeUnavailable(f"service {name} has no running task: {why}")
+
+    def find(self, instance: Instance) -> Any:
+        import docker.errors
+
+        try:
+            service = self.client.api.inspect_service(container_name(instance))
+        except docker.errors.NotFound:
+            return None
+        if ((service.get("Spec") or {}).get("Labels") or {}).get(MANAGED_BY) != self.gateway_id:
+            raise RuntimeUnavailable(
+                f"a service named {container_name(instance)} exists but is not managed by "
+                "this gateway"
+            )
+        return service
+
+    def container_image(self, instance: Instance) -> str:
+        """The image the instance's service runs (Swarm may append a digest: dropped)."""
+        service = self.find(instance)
+        if service is None:
+            raise RuntimeUnavailable(f"the service of {instance.id} is gone")
+        spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+        return str(spec["Image"]).split("@", 1)[0]
+
+    def remove(self, instance: Instance) -> None:
+        service = self.find(instance)
+        if service is not None:
+            self._remove_service(service["ID"])
+
+    def remove_team(self, team: str) -> int:
+        validate_slug(team)
+        found = self.client.api.services(
+            filters={"label": [f"{MANAGED_BY}={self.gateway_id}", f"gateway.team={team}"]}
+        )
+        for service in found:
+            self._remove_service(service["ID"])
+        return len(found)
+
+    def _remove_service(self, service_id: str) -> None:
+        """Remove the service and wait (bounded) until its task containers are gone: the next
+        instance on the same volume, or a move, must not overlap a stopping one."""
+        import docker.errors
+
+        try:
+            self.client.api.remove_service(service_id)
+        except docker.errors.NotFound:
+            return
+        deadline = time.monotonic() + self.stop_grace + 5
+        while time.monotonic() < deadline:
+            left = self.client.api.containers(
+                all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}
+            )
+            if not left:
+                break
+            time.sleep(0.1)
+        log.info("removed service %s", service_id)
+
+    # -- placement -------------------------------------------------------------------------
+    def node_for(self, team: str) -> str:
+        """The node id the team is pinned to: recorded once, chosen by free memory."""
+        return self.store.ensure_setting(f"swarm_node:{team}", lambda: self.roomiest_node())
+
+    def roomiest_node(self) -> str:
+        # Only the gateway's own node: a task's bridge address is routable from there only.
+        here = str(self.client.info()["Swarm"].get("NodeID") or "")
+        nodes = [n for n in self.client.api.nodes() if not node_usable(n) and n["ID"] == here]
+        wanted = self.config.swarm_node_label
+        if wanted:
+            key, _, value = wanted.partition("=")
+            nodes = [
+                n
+                for n in nodes
+                if key in ((n.get("Spec") or {}).get("Labels") or {})
+                and (not value or n["Spec"]["Labels"][key] == value)
+            ]
+        if not nodes:
+            more = f" and labelled {wanted}" if wanted else ""
+            raise RuntimeUnavailable(
+                f"the gateway's own swarm node is not ready, active{more}: no node to place a "
+                "team on (tenant tasks are reachable only on the gateway's node)"
+            )
+        used: dict[str, int] = {}
+        for service in self.client.api.services(
+            filters={"label": f"{MANAGED_BY}={self.gateway_id}"}
+        ):
+            placement = (service["Spec"].get("TaskTemplate") or {}).get("Placement") or {}
+            for constraint in placement.get("Constraints") or []:
+                if constraint.startswith("node.id=="):
+                    node_id = constraint.split("==", 1)[1]
+                    used[node_id] = used.get(node_id, 0) + self.config.instance_memory_mb
+        mb = 1024 * 1024
+
+        def free(node: dict[str, Any]) -> tuple[int, str]:
+            total = int(
+                ((node.get("Description") or {}).get("Resources") or {}).get("MemoryBytes", 0)
+            )
+            return total // mb - used.get(node["ID"], 0), str(node["ID"])
+
+        return max(nodes, key=free)["ID"]
+
+    def service_spec(self, instance: Instance) -> dict[str, Any]:
+        """The docker runtime's hardening (runtime.py ``spec``) in the service API's terms."""
+        team = validate_slug(instance.team)
+        tag = self.tag_for(instance)
+        memory = self.config.instance_memory_mb * 1024 * 1024
+        container = {
+            "Image": tag,
+            "Labels": {TASK_OF: self.gateway_id, "gateway.instance": instance.id},
+            "Env": [f"DATASETTE_SECRET={self.secret_for(team)}"],
+            "User": self.user(),
+            "Mounts": [
+                {"Type": "bind", "Source": str(self.config.teams_dir / team), "Target": "/data"},
+                {
+                    "Type": "tmpfs",
+                    "Target": "/tmp",
+                    "TmpfsOptions": {"SizeBytes": 64 * 1024 * 1024},
+                },
+            ],
+            "ReadOnly": True,
+            "CapabilityDrop": ["ALL"],
+            "StopSignal": "SIGTERM",
+            "StopGracePeriod": self.stop_grace * 10**9,
+            # No engine health check: under Swarm it is not informational as with containers
+            # but gates the task, which stays "starting" (no published port) until the first
+            # probe, 30 s later; a probe every second or two would cost a Python per team.
+            # The gateway's own health checks decide routing, as for containers.
+            "Healthcheck": {"Test": ["NONE"]},
+        }
+        return {
+            "name": container_name(instance),
+            "labels": self.labels(instance, tag),
+            "task_template": {
+                "ContainerSpec": container,
+                "Resources": {
+                    "Limits": {
+                        "NanoCPUs": int(CPUS * 1e9),
+                        "MemoryBytes": memory,
+                        "Pids": PIDS_LIMIT,
+                    }
+                },
+                # Swarm restarts a dead task (the gateway then re-adds it); no backoff beyond.
+                "RestartPolicy": {"Condition": "any", "Delay": 500_000_000, "MaxAttempts": 0},
+                "Placement": {"Constraints": [f"node.id=={self.node_for(team)}"]},
+                # No published port: the gateway reaches the task on the tenant bridge.
+                "Networks": [{"Target": self.ensure_swarm_network()}],
+            },
+            "mode": {"Replicated": {"Replicas": 1}},
+        }
+
+    def ensure_swarm_network(self) -> str:
+        """The tenant bridge's id, made once: a config-only network holding its options on this
+        node, and the swarm-scoped bridge built from it (the SDK has no ``ConfigFrom``, hence
+        the raw calls). Only the gateway's node runs tenants, so only it needs them."""
+        import docker.errors
+
+        api = self.client.api
+        for name, body in (
+            (
+                SWARM_NETWORK_CONFIG,
+                {
+                    "ConfigOnly": True,
+                    "Labels": {MANAGED_NETWORK: "swarm"},
+                    # Tenants must not reach each other, as on the docker runtime's network.
+                    "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                },
+            ),
+            (
+                SWARM_NETWORK,
+                {
+                    "Driver": "bridge",
+                    "Scope": "swarm",
+                    "ConfigFrom": {"Network": SWARM_NETWORK_CONFIG},
+                },
+            ),
+        ):
+            if not [n for n in api.networks(names=[name]) if n["Name"] == name]:
+                # (Labels only on the config-only one: the engine refuses any setting of its
+                # own on a network built from a configuration.)
+                data = {"Name": name, "CheckDuplicate": True}
+                try:
+                    api._result(api._post_json(api._url("/networks/create"), data=data | body))
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # 409: a concurrent provision made it
+                        raise RuntimeUnavailable(f"cannot create network {name}: {exc}") from exc
+        (network,) = [n for n in api.networks(names=[SWARM_NETWORK]) if n["Name"] == SWARM_NETWORK]
+        return str(network["Id"])
+
+
+def provision_swarm_team(config: Config, store: Store, slug: str, *, wait: bool = True) -> int:
+    return provision_team(config, store, slug, wait=wait, runtime_cls=SwarmRuntime)
+
+
+def deprovision_swarm_team(config: Config, store: Store, slug: str) -> int:
+    return deprovision_team(config, store, slug, runtime_cls=SwarmRuntime)

@@ -1,0 +1,306 @@
+"""The swarm runtime on the real engine, joined to a one-node swarm for this module only.
+
+The one module that runs ``docker swarm init --advertise-addr 127.0.0.1``: if the engine was
+not in a swarm it leaves it afterwards (``docker swarm leave --force``) and removes the
+``docker_gwbridge`` network the init made and the tenant bridge's config-only network, so the
+plain docker-runtime tests on the same engine see what they saw before. Every service a test
+makes carries its gateway's id and is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import Config
+from gateway.routing.target import State
+from gateway.runtimes.docker import image
+from gateway.runtimes.swarm.provider import SWARM_NETWORK, SWARM_NETWORK_CONFIG, TASK_OF
+from gateway.store import open_store
+from tests.conftest import Running
+from tests.test_docker_deploy_truth import deploy
+from tests.test_docker_runtime import add_teams, get, serve, until
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def swarm() -> Iterator[None]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        info = client.info()["Swarm"]
+        networks = {n.name for n in client.networks.list()}
+        made = info["LocalNodeState"] == "inactive"
+        if made:
+            subprocess.run(
+                ["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+                check=True,
+                capture_output=True,
+            )
+        elif not info.get("ControlAvailable"):
+            pytest.fail("the engine is in a swarm but not a manager: services cannot be made")
+        yield
+        if made:
+            subprocess.run(["docker", "swarm", "leave", "--force"], check=True, capture_output=True)
+            for net in client.networks.list(names=["docker_gwbridge", SWARM_NETWORK_CONFIG]):
+                if net.name not in networks:
+                    net.remove()
+            assert {n.name for n in client.networks.list()} <= networks, "a swarm network leaked"
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def swarm_config(swarm: None, config: Config, docker_image: str) -> Iterator[Config]:
+    import docker
+
+    cfg = config.replace(runtime="swarm")
+    store = open_store(cfg.control_db)
+    gateway_id = store.ensure_setting("gateway_id")
+    store.close()
+    yield cfg
+    client = docker.from_env()
+    for label in (f"gateway.managed-by={gateway_id}", f"gateway.test={gateway_id}"):
+        for service in client.api.services(filters={"label": label}):
+            client.api.remove_service(service["ID"])
+    # Bounded: the removed services' task containers stop (stop grace) and go.
+    deadline = time.monotonic() + 60
+    while client.containers.list(all=True, filters={"label": f"{TASK_OF}={gateway_id}"}):
+        assert time.monotonic() < deadline, "task containers outlived their services"
+        time.sleep(0.2)
+    client.close()
+
+
+def service_of(running: Running, team: str) -> dict[str, Any]:
+    (inst,) = [i for i in running.app.store.instances(team) if i.role == "active"]
+    return running.app.runtime.client.api.inspect_service(f"gateway-{inst.id}")  # type: ignore[attr-defined]
+
+
+def wide_listeners() -> set[str]:
+    """The host's TCP listeners on any address but loopback (``ss -ltn``)."""
+    out = subprocess.run(["ss", "-ltnH"], check=True, capture_output=True, text=True).stdout
+    local = [line.split()[3] for line in out.splitlines() if line.strip()]
+    loopback = ("127.", "[::1]:", "[::ffff:127.")
+    return {addr for addr in local if not addr.startswith(loopback)}
+
+
+def running_task(running: Running, service: dict[str, Any]) -> dict[str, Any]:
+    client = running.app.runtime.client  # type: ignore[attr-defined]
+    tasks = client.api.tasks(filters={"service": service["ID"], "desired-state": "running"})
+    (task,) = [t for t in tasks if t["Status"]["State"] == "running"]
+    return dict(task)
+
+
+async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
+    swarm_config: Config,
+) -> None:
+    import docker
+
+    cfg = swarm_config
+    # Before any tenant exists (the swarm's own ports, 2377 and 7946, are already there).
+    listening_before = wide_listeners()
+    async with serve(cfg) as running:
+        started = time.monotonic()
+        add_teams(cfg, "alpha")
+        await running.wait_healthy("alpha", 90)
+        took = time.monotonic() - started
+        assert await get(running, "alpha") == 200
+        print(f"\nswarm provision -> routable: {took:.2f}s")  # reported, not asserted
+
+        app, gid = running.app, running.app.gateway_id
+        client = app.runtime.client  # type: ignore[attr-defined]
+        service = service_of(running, "alpha")
+        spec = service["Spec"]
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        assert spec["Labels"]["gateway.managed-by"] == gid
+        assert spec["Labels"]["gateway.team"] == "alpha"
+        assert spec["Labels"]["gateway.version"] == image.image_tag()
+        assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
+        assert container["ReadOnly"] is True and container["CapabilityDrop"] == ["ALL"]
+        # An engine health check would hold the task unpublished until its first probe (30 s).
+        assert container["Healthcheck"] == {"Test": ["NONE"]}
+        assert container["User"] not in ("", "0", "root") and not container["User"].startswith("0:")
+        limits = spec["TaskTemplate"]["Resources"]["Limits"]
+        assert limits["MemoryBytes"] == cfg.instance_memory_mb * 1024 * 1024
+        assert limits["Pids"] == 256 and limits["NanoCPUs"] > 0
+        (node,) = client.api.nodes()  # the one test node; the team is pinned to it, recorded
+        assert spec["TaskTemplate"]["Placement"]["Constraints"] == [f"node.id=={node['ID']}"]
+        assert app.store.setting("swarm_node:alpha") == node["ID"]
+
+        # Nothing is published (Swarm would listen on every interface): no port in the spec,
+        # none on the task, no new listener on the host beyond loopback. The gateway reaches
+        # the task container on the tenant bridge, where it answers only signed requests.
+        task = running_task(running, service)
+        assert not (spec.get("EndpointSpec") or {}).get("Ports")
+        assert not (task["Status"].get("PortStatus") or {}).get("Ports")
+        assert wide_listeners() <= listening_before, wide_listeners() - listening_before
+        networks = client.api.inspect_container(task["Status"]["ContainerStatus"]["ContainerID"])[
+            "NetworkSettings"
+        ]["Networks"]
+        assert list(networks) == [SWARM_NETWORK]
+        # Tenants cannot reach each other there (the bridge's options, from its configuration).
+        assert client.api.inspect_network(SWARM_NETWORK)["ConfigFrom"] == {
+            "Network": SWARM_NETWORK_CONFIG
+        }
+        config_net = client.api.inspect_network(SWARM_NETWORK_CONFIG)
+        assert config_net["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+        ip = networks[SWARM_NETWORK]["IPAddress"]
+        (target,) = app.fleet.service("alpha").targets()  # type: ignore[union-attr]
+        assert (target.pool.host, target.pool.port) == (ip, image.PORT)
+        async with httpx.AsyncClient() as direct:
+            assert (await direct.get(f"http://{ip}:{image.PORT}/data.json")).status_code == 403
+
+        # Services with copied labels under another gateway's id, or ours with a bad label,
+        # are never routed (the docker runtime's trust rules, applied to services).
+        provider = app.runtime.provider  # type: ignore[attr-defined]
+        forged_labels = {**spec["Labels"], "gateway.managed-by": "someone-else"}
+        bad_labels = {**spec["Labels"], "gateway.port": "nope"}
+        for name, labels in (("forged", forged_labels), ("bad", bad_labels)):
+            client.api.create_service(
+                {"ContainerSpec": {"Image": image.image_tag(), "Command": ["sleep", "300"]}},
+                name=f"h18-{name}-{gid[:8].lower().replace('_', 'x')}",
+                labels={**labels, "gateway.test": gid},
+            )
+        seen = provider.snapshots
+        await until(lambda: provider.snapshots > seen + 1, 30, "fresh snapshots")
+        snap = await provider.snapshot(client)
+        reasons = {r.name.split("-")[1]: r for r in snap.rejected if r.name.startswith("h18-")}
+        assert reasons["forged"].forged and "not us" in reasons["forged"].reason
+        assert "gateway.port" in reasons["bad"].reason
+        assert [r.instance for r in snap.routes] == [target.id]
+        assert target.state is State.HEALTHY and await get(running, "alpha") == 200
+
+        # Tenants cannot reach one another on the bridge (icc off): from beta's task, alpha's
+        # address does not answer (bounded by a 3 s connect timeout; a DROP, not a refusal).
+        add_teams(cfg, "beta")
+        await running.wait_healthy("beta", 90)
+        beta = running_task(running, service_of(running, "beta"))
+        probe = f"import socket; socket.create_connection(('{ip}', {image.PORT}), timeout=3)"
+        engine = docker.from_env()
+        try:
+            beta_container = engine.containers.get(beta["Status"]["ContainerStatus"]["ContainerID"])
+            code, out = beta_container.exec_run([image.HEALTH_CMD[0], "-c", probe])
+        finally:
+            engine.close()
+        assert code != 0 and b"timed out" in out, (code, out)
+
+
+async def test_a_killed_task_is_restarted_by_swarm_and_re_added(swarm_config: Config) -> None:
+    import docker
+
+    add_teams(swarm_config, "alpha")
+    async with serve(swarm_config) as running:
+        await running.wait_healthy("alpha", 90)
+        service = running.app.fleet.service("alpha")
+        assert service is not None
+        (old,) = service.targets()
+        swarm_service = service_of(running, "alpha")
+        task = running_task(running, swarm_service)
+        engine = docker.from_env()
+        try:
+            engine.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).kill()
+        finally:
+            engine.close()
+        await until(lambda: old.state in (State.DRAINING, State.STOPPED), 30, "drain")
+        await until(lambda: old not in service.targets() and service.state() == "up", 90, "new")
+        assert await get(running, "alpha") == 200
+        # Swarm restarted it: the same service, a new task, which the gateway now routes to.
+        assert service_of(running, "alpha")["ID"] == swarm_service["ID"]
+        new = running_task(running, swarm_service)
+        assert new["ID"] != task["ID"]
+        (target,) = service.targets()
+        client = running.app.runtime.client  # type: ignore[attr-defined]
+        container = client.api.inspect_container(new["Status"]["ContainerStatus"]["ContainerID"])
+        ip = container["NetworkSettings"]["Networks"][SWARM_NETWORK]["IPAddress"]
+        assert (target.pool.host, target.pool.port) == (ip, image.PORT)
+
+
+async def test_deploy_all_under_load_fails_no_request_then_rollback(swarm_config: Config) -> None:
+    add_teams(swarm_config, "alpha")
+    async with serve(swarm_config) as running:
+        await running.wait_healthy("alpha", 90)
+        before = service_of(running, "alpha")
+        done = asyncio.Event()
+        codes: list[int] = []
+
+        async def load() -> None:
+            async with running.client() as client:
+                # Bounded in count; the deploy ends it sooner.
+                for _ in range(5000):
+                    if done.is_set():
+                        return
+                    try:
+                        r = await client.get(running.url("alpha", "/data.json"))
+                        codes.append(r.status_code)
+                    except httpx.HTTPError:
+                        codes.append(0)
+
+        workers = [asyncio.create_task(load()) for _ in range(4)]
+        t0 = time.monotonic()
+        summary = await deploy(running, {"all": True})  # `gateway deploy --all`
+        took = time.monotonic() - t0
+        done.set()
+        await asyncio.gather(*workers)
+        print(f"\nswarm deploy: {took:.2f}s, {len(codes)} requests during it")
+        assert summary["ok"] is True, summary
+        assert codes and all(c == 200 for c in codes), {c: codes.count(c) for c in set(codes)}
+        after = service_of(running, "alpha")
+        assert after["ID"] != before["ID"]  # a new service, not Swarm's rolling update
+        client = running.app.runtime.client  # type: ignore[attr-defined]
+        gone = [s for s in client.api.services() if s["ID"] == before["ID"]]
+        assert not gone, "the old service outlived its drain"
+        rollback = await running.app.deployer.rollback("alpha")
+        assert rollback.ok, rollback.as_dict()
+        assert service_of(running, "alpha")["ID"] not in (before["ID"], after["ID"])
+        assert await get(running, "alpha") == 200
+
+
+async def test_gateway_restart_rebuilds_routes_without_restarting_tasks(
+    swarm_config: Config,
+) -> None:
+    add_teams(swarm_config, "alpha")
+    async with serve(swarm_config) as first:
+        await first.wait_healthy("alpha", 90)
+        service = service_of(first, "alpha")
+        task = running_task(first, service)
+    async with serve(swarm_config) as second:
+        await second.wait_healthy("alpha", 60)
+        assert await get(second, "alpha") == 200
+        assert service_of(second, "alpha")["ID"] == service["ID"]
+        now = running_task(second, service)
+        assert now["ID"] == task["ID"]
+        assert now["Status"]["ContainerStatus"] == task["Status"]["ContainerStatus"]
+
+
+async def test_a_drained_node_answers_503_with_retry_after_then_recovers(
+    swarm_config: Config,
+) -> None:
+    add_teams(swarm_config, "alpha")
+    async with serve(swarm_config) as running:
+        await running.wait_healthy("alpha", 90)
+        service = running.app.fleet.service("alpha")
+        assert service is not None
+        (old,) = service.targets()
+        client = running.app.runtime.client  # type: ignore[attr-defined]
+        (node,) = client.api.nodes()
+        spec = {**node["Spec"], "Availability": "drain"}
+        client.api.update_node(node["ID"], node["Version"]["Index"], spec)
+        try:
+            await until(lambda: old.state in (State.DRAINING, State.STOPPED), 30, "drain")
+            async with running.client() as http:
+                r = await http.get(running.url("alpha", "/data.json"), timeout=30)
+            assert r.status_code == 503 and r.headers.get("retry-after"), r
+        finally:
+            node = client.api.inspect_node(node["ID"])
+            spec = {**node["Spec"], "Availability": "active"}
+            client.api.update_node(node["ID"], node["Version"]["Index"], spec)
+        await until(lambda: service.state() == "up", 120, "the team back on the active node")
+        assert await get(running, "alpha") == 200

@@ -37,6 +37,13 @@ STOP_GRACE = 10.0
 SecretFn = Callable[[str], str]
 
 
+# Datasette takes a port number, not a socket, so a port found free here can be taken by another
+# program before Datasette binds it. That start is retried at once on another port (bounded),
+# not counted as a crash.
+PORT_RETRIES = 5
+PORT_TAKEN = b"address already in use"  # uvicorn's bind error, in the instance's log
+
+
 def free_port(preferred: int | None = None) -> int:
     if preferred:
         with socket.socket() as s:
@@ -122,13 +129,16 @@ class LocalRuntime:
     # -- supervision ---------------------------------------------------------------------------
     async def _supervise(self, sup: _Supervised) -> None:
         backoff = 0.5
+        taken = 0  # consecutive starts that lost their port to another program
         while not sup.stopping:
-            port = free_port(sup.instance.port)
+            port = free_port(None if taken else sup.instance.port)
             if port != sup.instance.port:
                 self.store.update_instance(sup.instance.id, port=port)
                 sup.instance = _with_port(sup.instance, port)
             sup.target.pool.port = port
             started = time.monotonic()
+            log_path = self.team_dir(sup.instance.team) / "datasette.log"
+            log_start = log_path.stat().st_size if log_path.exists() else 0
             try:
                 sup.process = await self._spawn(sup.instance, port)
             except OSError as exc:
@@ -138,6 +148,16 @@ class LocalRuntime:
                 code = await sup.process.wait()
                 if sup.stopping:
                     return
+                if taken < PORT_RETRIES and _port_taken(log_path, log_start):
+                    taken += 1
+                    log.warning(
+                        "instance %s: port %d was taken before Datasette bound it; "
+                        "starting it on another",
+                        sup.instance.id,
+                        port,
+                    )
+                    continue
+                taken = 0
                 self.crashes += 1
                 log.warning(
                     "instance %s exited with %s; restarting in %.1fs",
@@ -200,3 +220,13 @@ class LocalRuntime:
 
 def _with_port(instance: Instance, port: int) -> Instance:
     return replace(instance, port=port)
+
+
+def _port_taken(log_path: Path, start: int) -> bool:
+    """Did the run whose output begins at ``start`` in ``log_path`` fail to bind its port?"""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(start)
+            return PORT_TAKEN in f.read(64 * 1024).lower()
+    except OSError:
+        return False

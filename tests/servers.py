@@ -4,7 +4,7 @@
   (resets right after accept, closes a reused keep-alive connection without answering, hangs,
   dies mid-body). It answers ``/-/health`` normally (except when a reset is armed) so the
   gateway's health checks mark it healthy first; then the test makes it misbehave.
-* ``closed_port()``: a port nothing listens on (connection refused).
+* ``ClosedPort``: a port nothing listens on (connection refused), held so nobody takes it.
 * ``UvicornUpstream``: a real uvicorn server running ``echo_app`` (echo, streaming both ways,
   repeated Set-Cookie, redirects, HEAD, hop-by-hop response headers, a slow endpoint).
 * ``gateway_for``: a gateway in front of any of these, one or more targets per team.
@@ -37,11 +37,24 @@ from tests.shutdown import stop_server
 Address = tuple[str, int]
 
 
-def closed_port() -> int:
-    """A loopback port with no listener: connecting is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class ClosedPort:
+    """A loopback port nothing listens on (connecting is refused) that no other program can
+    take while this holds it: a socket bound, never listening. A server started later on
+    ``sock`` (``UvicornUpstream.start(sock=...)``) listens on that very port."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> ClosedPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Blackhole:
@@ -446,12 +459,13 @@ class UvicornUpstream:
     def address(self) -> Address:
         return ("127.0.0.1", self.port)
 
-    async def start(self, port: int = 0) -> UvicornUpstream:
-        if port:
+    async def start(self, port: int = 0, sock: socket.socket | None = None) -> UvicornUpstream:
+        """On a fresh port, on ``port`` again, or on a socket the test holds (``ClosedPort``)."""
+        if sock is None and port:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
-        else:
+        elif sock is None:
             sock = free_socket()
         self.port = sock.getsockname()[1]
         self._server = uvicorn.Server(

@@ -79,6 +79,12 @@ class Blackhole:
             filler.close()
         self.listener.close()
 
+    def __enter__(self) -> Blackhole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with SO_LINGER 0: the kernel sends RST instead of FIN."""

@@ -136,7 +136,8 @@ class SystemdGateway:
         """SIGTERM to this gateway and to a successor it handed over to; waits for both."""
         if self.proc is None:
             return
-        pids = {self.pid}
+        # Its own pid only while it runs (a reaped pid may belong to another process by now).
+        pids = {self.pid} if self.proc.poll() is None else set()
         if (succ := self.published_pid()) is not None:
             pids.add(succ)
         for pid in pids:

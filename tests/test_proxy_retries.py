@@ -271,7 +271,6 @@ async def test_refused_only_target_holds_the_request_until_it_is_back(
     """A refused connection (say, a killed instance not yet noticed) takes the target out of
     rotation at once: the request is held, not refused twice and answered 502."""
     first = await RawUpstream("ok").start()
-    port = first.port
     replacement = UvicornUpstream()
     try:
         gw = await gateway_for(
@@ -285,7 +284,7 @@ async def test_refused_only_target_holds_the_request_until_it_is_back(
             request = asyncio.ensure_future(client.post(gw.url("alpha", "/echo"), content=b"x"))
             await wait_for(lambda: not target.available)
             assert not request.done()  # held (and answered 200 below, not 502)
-            await replacement.start(port)  # the instance is back on its port
+            await replacement.start(sock=first.take_port())  # back on its port
             r = await request
         assert r.status_code == 200, r.text
         assert replacement.state.paths == ["/echo"]  # sent exactly once
@@ -298,7 +297,7 @@ async def test_connect_timeout_is_504(front: Front) -> None:
     up = RawUpstream("ok")
     gw = await front(up, connect_timeout=0.3)
     await up.stop_listening()
-    with Blackhole(up.port):  # the target's port now swallows connection attempts
+    with Blackhole(sock=up.take_port()):  # the target's port now swallows connections
         async with gw.client() as client:
             r = await client.get(gw.url("alpha", "/x"), headers={"accept": "application/json"})
     assert r.status_code == 504

@@ -41,7 +41,10 @@ SecretFn = Callable[[str], str]
 # program before Datasette binds it. That start is retried at once on another port (bounded),
 # not counted as a crash.
 PORT_RETRIES = 5
-PORT_TAKEN = b"address already in use"  # uvicorn's bind error, in the instance's log
+# uvicorn's bind error in the instance's log (its spaces cannot come from a logged request line):
+# "[Errno 98] error while attempting to bind on address ('127.0.0.1', 8123): address already
+# in use".
+PORT_TAKEN = "error while attempting to bind on address ('127.0.0.1', {port}): address already"
 
 
 def free_port(preferred: int | None = None) -> int:
@@ -148,7 +151,7 @@ class LocalRuntime:
                 code = await sup.process.wait()
                 if sup.stopping:
                     return
-                if taken < PORT_RETRIES and _port_taken(log_path, log_start):
+                if taken < PORT_RETRIES and _port_taken(log_path, log_start, port):
                     taken += 1
                     log.warning(
                         "instance %s: port %d was taken before Datasette bound it; "
@@ -222,11 +225,11 @@ def _with_port(instance: Instance, port: int) -> Instance:
     return replace(instance, port=port)
 
 
-def _port_taken(log_path: Path, start: int) -> bool:
-    """Did the run whose output begins at ``start`` in ``log_path`` fail to bind its port?"""
+def _port_taken(log_path: Path, start: int, port: int) -> bool:
+    """Did the run whose output begins at ``start`` in ``log_path`` fail to bind ``port``?"""
     try:
         with log_path.open("rb") as f:
             f.seek(start)
-            return PORT_TAKEN in f.read(64 * 1024).lower()
+            return PORT_TAKEN.format(port=port).encode() in f.read(64 * 1024)
     except OSError:
         return False

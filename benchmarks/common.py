@@ -42,6 +42,9 @@ def find_tool(name: str) -> str | None:
 
 
 def free_port() -> int:
+    """A probe, not a reservation: nginx, wrk's targets and most of the servers benchmarked take
+    a port number, not a socket. Benchmarks run alone, by hand; a port taken in between fails
+    the run loudly (the server does not start), never gives a wrong figure."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -43,6 +43,8 @@ TARGET_S = 3.0
 
 
 def free_port() -> int:
+    """A probe, as benchmarks/common.py's: ``docker run -p`` takes a port number, and a port
+    taken in between fails the run loudly, never gives a wrong figure."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from gateway.config import Config  # noqa: E402
 from gateway.edge import traefik_config  # noqa: E402
-from gateway.edge.upgrade import Plan, free_port, upgrade  # noqa: E402
+from gateway.edge.upgrade import Plan, reserve_port, upgrade  # noqa: E402
 from gateway.tls import make_dev_certs  # noqa: E402
 from tests import traefik_harness as harness  # noqa: E402
 from tests import traefik_load as load  # noqa: E402
@@ -44,7 +44,8 @@ from tests.edge import run_edge  # noqa: E402
 
 def naive(old: harness.Traefik, work: Path) -> subprocess.Popen[bytes]:
     static = traefik_config.load_static(old.static_path)
-    api = free_port()
+    held = reserve_port()  # the API entrypoint has reusePort: Traefik joins the held port
+    api = int(held.getsockname()[1])
     static = traefik_config.with_api(static, api)
     static["ping"] = {"entryPoint": traefik_config.API_ENTRYPOINT}
     path = work / "naive.yml"
@@ -59,6 +60,7 @@ def naive(old: harness.Traefik, work: Path) -> subprocess.Popen[bytes]:
             if httpx.get(f"http://127.0.0.1:{api}/ping", timeout=1).status_code == 200:
                 break
         time.sleep(0.02)
+    held.close()
     old.proc.send_signal(signal.SIGTERM)
     return proc
 

@@ -1,11 +1,11 @@
 """Start the gateway exactly as ``gateway serve`` wires it (public + redirect + admin listeners,
-``gateway.server.build_listeners``), inside the test's event loop, on free loopback ports."""
+``gateway.server.build_listeners``), inside the test's event loop, on loopback sockets it
+binds on port 0."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,14 +18,10 @@ from gateway.app import Gateway, create_app
 from gateway.config import Config
 from gateway.listeners import run_listeners
 from gateway.lock import hold_running_lock
+from gateway.restart import Sockets
 from gateway.server import build_listeners
+from tests.listen_fds import listening_socket, port_of
 from tests.shutdown import stop_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PinnedTransport(httpx.AsyncHTTPTransport):
@@ -73,15 +69,25 @@ class Edge:
 
 
 @contextlib.asynccontextmanager
-async def run_edge(config: Config, teams: tuple[str, ...] = ()) -> AsyncIterator[Edge]:
-    config = config.replace(port=free_port(), admin_port=0)
+async def run_edge(
+    config: Config, teams: tuple[str, ...] = (), redirect: bool = False
+) -> AsyncIterator[Edge]:
+    """``redirect``: a plain-HTTP redirect listener too (TLS configs only)."""
+    # Sockets bound here on port 0 and handed over as a restarting gateway hands them over:
+    # the config names the ports they got, and nothing can take them in between.
+    sockets = Sockets()
+    sockets.inherited["public"] = listening_socket()
+    config = config.replace(port=port_of(sockets.inherited["public"]), admin_port=0)
+    if redirect:
+        sockets.inherited["redirect"] = listening_socket()
+        config = config.replace(redirect_port=port_of(sockets.inherited["redirect"]))
     app = create_app(config)
     for slug in teams:
         app.store.create_team(slug)
         # Public (read-only for anyone): these tests are about the edge, not about sign-in.
         with app.store.transaction() as conn:
             conn.execute("UPDATE teams SET public = 1 WHERE slug = ?", [slug])
-    main, public, aux = build_listeners(app, config)
+    main, public, aux = build_listeners(app, config, sockets)
     lock = hold_running_lock(config.data_dir)  # as `gateway serve`: the CLI sees it running
     lock.__enter__()
     task = asyncio.ensure_future(run_listeners(main, public, aux))

@@ -4,7 +4,7 @@
   (resets right after accept, closes a reused keep-alive connection without answering, hangs,
   dies mid-body). It answers ``/-/health`` normally (except when a reset is armed) so the
   gateway's health checks mark it healthy first; then the test makes it misbehave.
-* ``closed_port()``: a port nothing listens on (connection refused).
+* ``ClosedPort``: a port nothing listens on (connection refused), held so nobody takes it.
 * ``UvicornUpstream``: a real uvicorn server running ``echo_app`` (echo, streaming both ways,
   repeated Set-Cookie, redirects, HEAD, hop-by-hop response headers, a slow endpoint).
 * ``gateway_for``: a gateway in front of any of these, one or more targets per team.
@@ -37,21 +37,38 @@ from tests.shutdown import stop_server
 Address = tuple[str, int]
 
 
-def closed_port() -> int:
-    """A loopback port with no listener: connecting is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class ClosedPort:
+    """A loopback port nothing listens on (connecting is refused) that no other program can
+    take while this holds it: a socket bound, never listening. A server started later on
+    ``sock`` (``UvicornUpstream.start(sock=...)``) listens on that very port."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> ClosedPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Blackhole:
     """A listener on ``port`` whose accept queue is full: new connections never complete (SYNs
     are dropped), so connecting times out, as with a wedged or firewalled host."""
 
-    def __init__(self, port: int) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
+    def __init__(self, port: int = 0, sock: socket.socket | None = None) -> None:
+        """On ``port``, or on the bound socket ``sock`` (``RawUpstream.take_port``)."""
+        if sock is None:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+        port = int(sock.getsockname()[1])
+        self.listener = sock
         self.listener.listen(0)
         self.fillers: list[socket.socket] = []
         for _ in range(3):
@@ -65,6 +82,12 @@ class Blackhole:
         for filler in self.fillers:
             filler.close()
         self.listener.close()
+
+    def __enter__(self) -> Blackhole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -113,24 +136,41 @@ class RawUpstream:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
+        self._kept: socket.socket | None = None  # the port, held once it stopped listening
 
     @property
     def address(self) -> Address:
         return ("127.0.0.1", self.port)
 
     async def start(self) -> RawUpstream:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        # SO_REUSEPORT: stop_listening can keep the port (a socket bound beside the listener).
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, reuse_port=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop_listening(self) -> None:
-        """Close the listener: new connections are now refused."""
+        """Close the listener: new connections are now refused. The port stays held (bound,
+        not listening), so no other program takes it; ``take_port`` hands it to another
+        server, as an instance coming back on its port."""
         if self._server is not None:
+            kept = socket.socket()
+            kept.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            kept.bind(("127.0.0.1", self.port))
+            self._kept = kept
             self._server.close()
             await self._server.wait_closed()
             self._server = None
 
+    def take_port(self) -> socket.socket:
+        """The held port's socket, bound and not listening, for another server to listen on."""
+        assert self._kept is not None, "stop_listening first"
+        kept, self._kept = self._kept, None
+        return kept
+
     async def close(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
         if self._server is not None:
             self._server.close()
             for writer in list(self._writers):
@@ -446,12 +486,9 @@ class UvicornUpstream:
     def address(self) -> Address:
         return ("127.0.0.1", self.port)
 
-    async def start(self, port: int = 0) -> UvicornUpstream:
-        if port:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", port))
-        else:
+    async def start(self, sock: socket.socket | None = None) -> UvicornUpstream:
+        """On a fresh port, or on a port the test holds (``ClosedPort``, ``take_port``)."""
+        if sock is None:
             sock = free_socket()
         self.port = sock.getsockname()[1]
         self._server = uvicorn.Server(

@@ -1,17 +1,14 @@
 """A real ``gateway serve`` process started as systemd starts one: its sockets are bound HERE and
-passed as LISTEN_FDS (fd 3 on), so the test knows its port without a find-a-free-port race, and
-holds no copy of them afterwards (a copy would keep a listener alive that the gateway closed).
+passed as LISTEN_FDS (fd 3 on, tests/listen_fds.py), so the test knows its port without a
+find-a-free-port race, and holds no copy of them afterwards (a copy would keep a listener alive
+that the gateway closed).
 
-    python -m tests.systemd_gateway FD1,FD2 NAMES COMMAND...
-
-is the exec wrapper: it moves the given descriptors to 3, 4, ..., sets LISTEN_PID to its own
-pid (which exec keeps) and execs COMMAND, as systemd does after its fork.
+``python -m tests.systemd_gateway FD1,FD2 NAMES COMMAND...`` is tests/listen_fds.py's wrapper.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -23,6 +20,7 @@ import time
 from pathlib import Path
 
 from gateway.store import open_store
+from tests.listen_fds import activated, listening_socket, main
 from tests.servers import grant_token
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
@@ -36,14 +34,6 @@ METADATA = {
         }
     }
 }
-
-
-def listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
 
 
 def socket_inode(sock: socket.socket) -> int:
@@ -97,12 +87,11 @@ class SystemdGateway:
         public, admin = listening_socket(), listening_socket()
         self.port, self.admin_port = public.getsockname()[1], admin.getsockname()[1]
         self.public_inode = socket_inode(public)
-        fds = f"{public.fileno()},{admin.fileno()}"
-        cmd = [sys.executable, "-m", "tests.systemd_gateway", fds, "public:admin", *self.command]
         # --port and --admin-port name ports that are NOT free (bound above): a gateway that
         # ignored LISTEN_FDS and bound them itself would fail to start.
-        cmd += ["serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
-        cmd += ["--admin-port", str(self.admin_port), "--health-interval", "0.2", *self.extra]
+        serve = [*self.command, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        serve += ["--admin-port", str(self.admin_port), "--health-interval", "0.2", *self.extra]
+        cmd, fds = activated(serve, public=public, admin=admin)
         environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         environ.update({"GATEWAY_LOG_LEVEL": "info", "GATEWAY_HOLD_TIMEOUT": "30"})
         environ.update(env or {})
@@ -115,7 +104,7 @@ class SystemdGateway:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                pass_fds=[public.fileno(), admin.fileno()],
+                pass_fds=fds,
             )
         public.close()
         admin.close()
@@ -147,7 +136,8 @@ class SystemdGateway:
         """SIGTERM to this gateway and to a successor it handed over to; waits for both."""
         if self.proc is None:
             return
-        pids = {self.pid}
+        # Its own pid only while it runs (a reaped pid may belong to another process by now).
+        pids = {self.pid} if self.proc.poll() is None else set()
         if (succ := self.published_pid()) is not None:
             pids.add(succ)
         for pid in pids:
@@ -175,21 +165,6 @@ def alive(pid: int) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
             return False
     return True
-
-
-def main() -> None:
-    fds = [int(fd) for fd in sys.argv[1].split(",")]
-    names, command = sys.argv[2], sys.argv[3:]
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]  # out of the way of 3, 4, ...
-    for fd in fds:
-        os.close(fd)
-    for i, fd in enumerate(high):
-        os.dup2(fd, 3 + i)  # inheritable, as systemd passes them
-        os.close(fd)
-    os.environ.update(
-        {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": str(len(fds)), "LISTEN_FDNAMES": names}
-    )
-    os.execv(command[0], command)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gateway.config import Config
 from tests.conftest import StartGateway
+from tests.listen_fds import activated, listening_socket, port_of
 from tests.servers import wait_for
 
 SECRETS = ("S3CRET-RESET", "S3CRET-INVITE", "S3CRET-TICKET", "S3CRET-QUERY")
@@ -72,12 +73,13 @@ def test_sigusr1_reopens_the_file_of_a_running_gateway(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    port = _free_port()
+    public = listening_socket()  # passed as LISTEN_FDS: no free-port race
+    port = port_of(public)
     args = ["--data-dir", str(data), "--port", str(port), "--admin-port", "0"]
+    argv, fds = activated([GATEWAY, "serve", *args, "--access-log", str(log)], public=public)
     with (tmp_path / "serve.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [GATEWAY, "serve", *args, "--access-log", str(log)], stdout=out, stderr=out, env=env
-        )
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env, pass_fds=fds)
+    public.close()
     try:
         _get_until_logged(port, log, "/-/gateway/livez")
         log.rename(tmp_path / "access.log.1")
@@ -87,14 +89,6 @@ def test_sigusr1_reopens_the_file_of_a_running_gateway(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(60)
     assert proc.returncode == 0  # SIGUSR1 did not end it (the default action would)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get_until_logged(port: int, log: Path, path: str) -> None:

@@ -26,7 +26,7 @@ from gateway.errors import ConfigError
 from gateway.tls import DevCerts, client_context, make_dev_certs
 from tests import acme_support
 from tests.acme_support import entry, lego_key, store_json, write_in_place
-from tests.edge import free_port
+from tests.listen_fds import activated, listening_socket, port_of
 
 DOMAIN = "example.test"
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
@@ -147,19 +147,23 @@ async def test_renewal_under_keepalive_load_drops_nothing(tmp_path: Path) -> Non
     store = tmp_path / "traefik" / "acme.json"
     store.parent.mkdir()
     write_in_place(store, store_json({"letsencrypt": [entry(DOMAIN, [f"*.{DOMAIN}"], chain, key)]}))
-    port = free_port()
+    public = listening_socket()  # passed as LISTEN_FDS: no free-port race
+    port = port_of(public)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     log_path = tmp_path / "gateway.log"
+    serve = [GATEWAY, "serve", "--domain", DOMAIN, "--port", str(port), "--admin-port", "0"]
+    serve += ["--data-dir", str(tmp_path / "data"), "--tls-acme-store", str(store)]
+    argv, fds = activated([*serve, "--tls-acme-interval", "0.1"], public=public)
     with open(log_path, "wb") as log:  # noqa: ASYNC230
         proc = await asyncio.create_subprocess_exec(
-            *(GATEWAY, "serve", "--domain", DOMAIN, "--port", str(port), "--admin-port", "0"),
-            *("--data-dir", str(tmp_path / "data"), "--tls-acme-store", str(store)),
-            *("--tls-acme-interval", "0.1"),
+            *argv,
             stdout=log,
             stderr=log,
             stdin=asyncio.subprocess.DEVNULL,
             env=env,
+            pass_fds=fds,
         )
+    public.close()
     ctx = client_context(certs.ca)
     try:
         deadline = time.monotonic() + 60
@@ -182,7 +186,11 @@ async def test_renewal_under_keepalive_load_drops_nothing(tmp_path: Path) -> Non
         _, new_chain, new_key, second = issue(tmp_path / "ca")
         renewed = store_json({"letsencrypt": [entry(DOMAIN, [f"*.{DOMAIN}"], new_chain, new_key)]})
         write_in_place(store, renewed[: len(renewed) // 2])
-        await asyncio.sleep(0.5)
+        # The watcher has seen it once it says so; it still serves the old certificate.
+        deadline = time.monotonic() + 30
+        while "not reloaded (keeping the current one)" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            await asyncio.sleep(0.05)
         assert await handshake_serial(port, ctx) == first
         write_in_place(store, renewed)
         deadline = time.monotonic() + 30
@@ -222,7 +230,8 @@ def test_serve_refuses_a_store_without_the_domain_in_one_line(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     result = subprocess.run(
         [
-            *(GATEWAY, "serve", "--domain", DOMAIN, "--port", str(free_port())),
+            # Port 0: the store is refused before anything binds.
+            *(GATEWAY, "serve", "--domain", DOMAIN, "--port", "0"),
             *("--admin-port", "0", "--data-dir", str(tmp_path / "data")),
             *("--tls-acme-store", str(store)),
         ],

@@ -10,7 +10,6 @@ the test is about the daemon, not the path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -35,7 +34,8 @@ from gateway.config import Config
 from gateway.errors import TeamBusy
 from gateway.runtimes.base import prepare_team_dir
 from gateway.store import open_store
-from tests.edge import Edge, free_port, run_edge
+from tests.edge import Edge, run_edge
+from tests.systemd_gateway import SystemdGateway
 
 pytestmark = pytest.mark.slow
 
@@ -120,9 +120,9 @@ def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency")
     import boto3
 
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    _host, port = server.get_host_and_port()  # bound by the server itself, read back
     env = {
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
@@ -582,50 +582,35 @@ def test_layout_builds_replica_urls_for_paths_and_s3(tmp_path: Path) -> None:
 def test_gateway_restart_hands_the_daemon_over_and_stop_ends_it(tmp_path: Path) -> None:
     """A real `gateway serve`, then `gateway restart`: the successor adopts the same Litestream
     process (no gap), which keeps syncing; stopping the last gateway stops it."""
-    import subprocess
-    import sys
-
     from gateway.backup.supervisor import process_alive
 
-    data_dir, port = tmp_path / "data", free_port()
-    flags = ["--data-dir", str(data_dir), "--port", str(port)]
-    env = {**os.environ, "GATEWAY_ADMIN_PORT": "0", "GATEWAY_LOG_LEVEL": "warning"}
-    gw = [sys.executable, "-m", "gateway"]
-    subprocess.run([*gw, "teams", "create", "alpha", *flags], check=True, env=env, timeout=120)
-    log = (tmp_path / "gateway.log").open("ab")
-    proc = subprocess.Popen([*gw, "serve", *flags], env=env, stdout=log, stderr=log)
-    daemon_file = data_dir / "litestream" / "daemon.json"
-    pids: set[int] = {proc.pid}
+    gw = SystemdGateway(tmp_path / "data")  # its sockets bound by the test, as systemd would
+    created = gw.cli("teams", "create", "alpha")
+    assert created.returncode == 0, created.stdout + created.stderr
+    daemon_file = gw.data_dir / "litestream" / "daemon.json"
+    gw.start()
     try:
         deadline = time.monotonic() + 60
-        while not daemon_file.exists() and time.monotonic() < deadline:
+        while not daemon_file.exists():
+            assert gw.proc is not None and gw.proc.poll() is None, gw.log()[-3000:]
+            assert time.monotonic() < deadline, gw.log()[-3000:]
             time.sleep(0.1)
         first = json.loads(daemon_file.read_text())
         # The daemon is registered with both databases before we restart.
-        ok = subprocess.run([*gw, "backup", "now", *flags], env=env, timeout=120, text=True,
-                            capture_output=True)  # fmt: skip
+        ok = gw.cli("backup", "now")
         assert ok.returncode == 0 and "alpha" in ok.stdout, ok.stdout + ok.stderr
-        out = subprocess.run([*gw, "restart", *flags], env=env, timeout=180, text=True,
-                             capture_output=True)  # fmt: skip
+        out = gw.cli("restart", timeout=180)
         assert out.returncode == 0, out.stdout + out.stderr
-        new_pid = json.loads((data_dir / "admin.json").read_text())["pid"]
-        pids.add(new_pid)
-        proc.wait(60)  # the old gateway drained and exited...
+        assert gw.published_pid() not in (None, gw.pid)
+        assert gw.proc is not None
+        gw.proc.wait(60)  # the old gateway drained and exited...
         after = json.loads(daemon_file.read_text())
         assert after["pid"] == first["pid"] and after["owner"] != first["owner"]
         assert process_alive(first["pid"])  # ...and left the daemon running for its successor
-        ok = subprocess.run([*gw, "backup", "now", "--team", "alpha", *flags], env=env,
-                            timeout=120, text=True, capture_output=True)  # fmt: skip
+        ok = gw.cli("backup", "now", "--team", "alpha")
         assert ok.returncode == 0 and "alpha" in ok.stdout, ok.stdout + ok.stderr
     finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
-            proc.poll()  # reap our child, or it stays a zombie that looks alive
-            time.sleep(0.1)
-        log.close()
+        gw.stop()  # SIGTERM to the gateway and its successor; waits for both
     deadline = time.monotonic() + 40
     while process_alive(first["pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.edge import free_port
+from tests.listen_fds import activated, listening_socket, port_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "build" / "gateway.pyz"
@@ -58,7 +58,8 @@ def run(binary: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
 @pytest.mark.timeout(600)
 def test_binary_serves_a_team_and_stops_cleanly(binary: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    port = free_port()
+    public = listening_socket()  # passed as LISTEN_FDS when it serves: no free-port race
+    port = port_of(public)
     env = {
         **os.environ,
         "SHIV_ROOT": str(ROOT / "build" / "shiv-root"),  # extracted once, reused by later runs
@@ -81,9 +82,11 @@ def test_binary_serves_a_team_and_stops_cleanly(binary: Path, tmp_path: Path) ->
     db.close()
 
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    argv, fds = activated([str(binary), "serve"], public=public)
     proc = subprocess.Popen(
-        [str(binary), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+        argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, pass_fds=fds
     )
+    public.close()
     try:
         body = wait_for_team(port, proc)
         assert "datasette" in body

@@ -5,15 +5,16 @@ no failed request, the container keeps running, and ``docker stop`` exits it wit
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from tests.edge import free_port
 from tests.test_binary import binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -44,36 +45,64 @@ def livez(port: int) -> int:
         return 0
 
 
+# A container cannot inherit a socket from the test, so the gateway in it binds a probed port
+# itself. Another program may take that port first: the gateway then exits saying so, and the
+# start is retried on another port, a bounded number of times.
+START_ATTEMPTS = 3
+PORT_TAKEN = "Address already in use"
+
+
+def probe_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_gateway(
+    engine: object, binary: Path, image: str, tmp_path: Path
+) -> tuple[Any, int, Path]:
+    """The compose file's command in a container, serving: the container, its port, data dir."""
+    command = yaml.safe_load(COMPOSE.read_text())["services"]["gateway"]["command"]
+    for attempt in range(START_ATTEMPTS):
+        port = probe_port()
+        data = tmp_path / f"data-{attempt}"
+        data.mkdir()
+        container: Any = engine.containers.run(  # type: ignore[attr-defined]
+            image,
+            command,
+            detach=True,
+            labels={"gateway.test": "supervisor"},
+            network_mode="host",
+            user="0:0",
+            environment={
+                "HOME": "/tmp",
+                "GATEWAY_DATA_DIR": "/var/lib/gateway",
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_ADMIN_PORT": "0",
+            },
+            volumes={
+                str(binary): {"bind": "/opt/gateway/gateway.pyz", "mode": "ro"},
+                str(data): {"bind": "/var/lib/gateway", "mode": "rw"},
+            },
+        )
+        deadline = time.monotonic() + 180
+        while livez(port) != 200:
+            container.reload()
+            if container.status != "running" and PORT_TAKEN in _logs(container):
+                container.remove(force=True)
+                break
+            assert container.status == "running", _logs(container)
+            assert time.monotonic() < deadline, _logs(container)
+            time.sleep(0.5)
+        else:
+            return container, port, data
+    raise AssertionError(f"the gateway lost its port to another program {START_ATTEMPTS} times")
+
+
 def test_restart_hands_over_inside_the_container(
     engine: object, binary: Path, docker_image: str, tmp_path: Path
 ) -> None:
-    command = yaml.safe_load(COMPOSE.read_text())["services"]["gateway"]["command"]
-    port = free_port()
-    data = tmp_path / "data"
-    data.mkdir()
-    container = engine.containers.run(  # type: ignore[attr-defined]
-        docker_image,
-        command,
-        detach=True,
-        labels={"gateway.test": "supervisor"},
-        network_mode="host",
-        user="0:0",
-        environment={
-            "HOME": "/tmp",
-            "GATEWAY_DATA_DIR": "/var/lib/gateway",
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_ADMIN_PORT": "0",
-        },
-        volumes={
-            str(binary): {"bind": "/opt/gateway/gateway.pyz", "mode": "ro"},
-            str(data): {"bind": "/var/lib/gateway", "mode": "rw"},
-        },
-    )
-    deadline = time.monotonic() + 180
-    while livez(port) != 200:
-        container.reload()
-        assert container.status == "running" and time.monotonic() < deadline, container.logs()
-        time.sleep(0.5)
+    container, port, data = start_gateway(engine, binary, docker_image, tmp_path)
     first = int((data / "gateway.lock").read_text())
 
     container.kill(signal="SIGHUP")  # what `gateway restart` does to the gateway, from outside

@@ -17,41 +17,35 @@ import httpx
 import pytest
 
 from gateway.lock import gateway_running, serving_pid
-from tests.conftest import free_socket
+from tests.listen_fds import activated, listening_socket, port_of
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 TOKEN = "s3cret-admin-token-for-the-test"
-
-
-def free_port() -> int:
-    with free_socket() as sock:
-        return int(sock.getsockname()[1])
 
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
 
 
-def serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                GATEWAY,
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(port),
-                "--admin-port",
-                "0",
-                "--admin-token",
-                TOKEN,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(),
-        )
+def serve(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``gateway serve`` on a public socket bound here (LISTEN_FDS); the process and its port."""
+    public = listening_socket()
+    port = port_of(public)
+    serve = [GATEWAY, "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    argv, fds = activated([*serve, "--admin-port", "0", "--admin-token", TOKEN], public=public)
+    try:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=clean_env(),
+                pass_fds=fds,
+            )
+    finally:
+        public.close()  # the gateway's copy is the only one
+    return proc, port
 
 
 def wait_until(check: object, timeout: float = 60, what: str = "") -> None:
@@ -80,8 +74,7 @@ def answers(port: int) -> bool:
 @pytest.fixture
 def first(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
     data_dir = tmp_path / "data"
-    port = free_port()
-    proc = serve(data_dir, port, tmp_path / "first.log")
+    proc, port = serve(data_dir, tmp_path / "first.log")
     try:
         wait_until(lambda: published_pid(data_dir) == proc.pid, what="the first gateway")
         yield proc, data_dir, port
@@ -96,18 +89,11 @@ def first(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]
 def test_a_second_serve_on_the_same_data_dir_is_refused_and_deletes_nothing(
     first: tuple[subprocess.Popen[bytes], Path, int], tmp_path: Path
 ) -> None:
-    proc, data_dir, _port = first
+    proc, data_dir, port = first
+    # The first one's own port: the lock refuses before anything binds (a second gateway that
+    # got past the lock would fail on the port instead, with another message).
     second = subprocess.run(
-        [
-            GATEWAY,
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(free_port()),
-            "--admin-port",
-            "0",
-        ],
+        [GATEWAY, "serve", "--data-dir", str(data_dir), "--port", str(port), "--admin-port", "0"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -150,7 +136,7 @@ def test_restart_hands_the_lock_over_and_keeps_the_token_off_the_command_line(
     log = (tmp_path / "first.log").read_text()
     assert TOKEN not in log
     second = subprocess.run(
-        [GATEWAY, "serve", "--data-dir", str(data_dir), "--port", str(free_port())],
+        [GATEWAY, "serve", "--data-dir", str(data_dir), "--port", str(port)],
         capture_output=True,
         text=True,
         timeout=60,

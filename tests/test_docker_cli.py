@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from gateway.errors import InvalidSlug
 from gateway.runtimes.docker import DockerRuntime, container_name
 from gateway.store import open_store
 from gateway.store.db import Instance
+from tests.listen_fds import activated, listening_socket, port_of
 
 
 @pytest.fixture
@@ -134,12 +134,6 @@ def test_slugs_are_checked_before_any_docker_call(config: Config) -> None:
     store.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_status(port: int, host: str, path: str = "/data.json") -> int:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
     try:
@@ -157,11 +151,16 @@ def test_serve_and_teams_create_serve_alpha_and_hide_the_host_ports(
     config: Config, docker_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The issue's 'done when': `gateway serve --runtime docker` + `gateway teams create`."""
-    port, admin = free_port(), free_port()
+    # Both listeners bound here and passed as LISTEN_FDS: no free-port race.
+    public, admin_sock = listening_socket(), listening_socket()
+    port, admin = port_of(public), port_of(admin_sock)
     env = {**os.environ, **docker_env, "GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(admin)}
     gateway_bin = Path(sys.executable).parent / "gateway"
+    argv, fds = activated([str(gateway_bin), "serve"], public=public, admin=admin_sock)
     with open(tmp_path / "serve.log", "wb") as log:
-        server = subprocess.Popen([gateway_bin, "serve"], env=env, stdout=log, stderr=log)
+        server = subprocess.Popen(argv, env=env, stdout=log, stderr=log, pass_fds=fds)
+    public.close()
+    admin_sock.close()
     try:
         deadline = time.monotonic() + 60
         while http_status(port, "localhost", "/") == 0:

@@ -50,7 +50,8 @@ def test_no_accept_grace_is_refused() -> None:
 def test_with_api_adds_a_loopback_api_and_changes_nothing_else() -> None:
     static, _dynamic, _env = production()
     derived = tc.with_api(static, 4321)
-    assert derived["entryPoints"][tc.API_ENTRYPOINT] == {"address": "127.0.0.1:4321"}
+    api = {"address": "127.0.0.1:4321", "reusePort": True}
+    assert derived["entryPoints"][tc.API_ENTRYPOINT] == api
     assert derived["api"] == {"insecure": True, "dashboard": False}
     del derived["entryPoints"][tc.API_ENTRYPOINT], derived["api"]
     assert derived == static

@@ -125,5 +125,8 @@ def test_a_pid_that_does_not_hold_the_ports_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "traefik.yml"
     traefik_config.write(static, path)
     plan = Plan(harness.traefik_binary(), path, os.getpid(), tmp_path)
-    with pytest.raises(UpgradeError, match="expected the running Traefik alone"):
-        upgrade(plan)
+    try:
+        with pytest.raises(UpgradeError, match="expected the running Traefik alone"):
+            upgrade(plan)
+    finally:
+        ports.release()

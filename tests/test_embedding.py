@@ -18,7 +18,7 @@ import uvicorn
 
 from gateway import Config, create_app
 from gateway.admin import build_admin_app
-from tests.edge import free_port
+from tests.listen_fds import listening_socket, port_of
 
 
 class ApplianceHeader:
@@ -37,7 +37,9 @@ class ApplianceHeader:
 
 
 def test_embedded_in_the_appliances_own_uvicorn(tmp_path: Path) -> None:
-    port, admin_port = free_port(), free_port()
+    # The appliance binds its own sockets (port 0, read back) and gives them to uvicorn.
+    public_sock, admin_sock = listening_socket(), listening_socket()
+    port, admin_port = port_of(public_sock), port_of(admin_sock)
     config = Config(domain="localhost", data_dir=tmp_path / "data", port=port, hold_timeout=30)
     gateway = create_app(config)
     gateway.store.create_team("alpha")
@@ -66,7 +68,7 @@ def test_embedded_in_the_appliances_own_uvicorn(tmp_path: Path) -> None:
     )
 
     async def appliance_main() -> None:  # the appliance's own event loop
-        await asyncio.gather(public.serve(), admin.serve())
+        await asyncio.gather(public.serve([public_sock]), admin.serve([admin_sock]))
 
     thread = threading.Thread(target=lambda: asyncio.run(appliance_main()), daemon=True)
     thread.start()
@@ -85,6 +87,8 @@ def test_embedded_in_the_appliances_own_uvicorn(tmp_path: Path) -> None:
     finally:
         public.should_exit = admin.should_exit = True
         thread.join(60)
+        public_sock.close()
+        admin_sock.close()
     assert not thread.is_alive()
     # The lifespan stopped the team's Datasette with the appliance's server.
     assert gateway.fleet.instances

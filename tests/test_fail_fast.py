@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,19 +19,18 @@ from gateway.runtimes.docker import image
 from gateway.store import open_store
 from tests.conftest import StartGateway
 from tests.edge import run_edge
+from tests.servers import ClosedPort
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# A closed loopback port: no engine answers there. (A unix path would do as well, but the
-# docker SDK leaks the socket of a failed unix connect, a ResourceWarning in a later test.)
-NO_ENGINE = f"tcp://127.0.0.1:{closed_port()}"
+@pytest.fixture
+def no_engine() -> Iterator[str]:
+    """DOCKER_HOST on a closed loopback port: no engine answers there, and nobody can start
+    listening there during the test. (A unix path would do as well, but the docker SDK leaks
+    the socket of a failed unix connect, a ResourceWarning in a later test.)"""
+    with ClosedPort() as closed:
+        yield f"tcp://127.0.0.1:{closed.port}"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -50,7 +49,9 @@ def cli(*args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProc
     )
 
 
-def test_serve_without_an_engine_exits_at_once_saying_what_to_run(tmp_path: Path) -> None:
+def test_serve_without_an_engine_exits_at_once_saying_what_to_run(
+    tmp_path: Path, no_engine: str
+) -> None:
     started = time.monotonic()
     out = cli(
         "serve",
@@ -63,7 +64,7 @@ def test_serve_without_an_engine_exits_at_once_saying_what_to_run(tmp_path: Path
         "--admin-port",
         "0",
         timeout=30,
-        DOCKER_HOST=NO_ENGINE,
+        DOCKER_HOST=no_engine,
     )
     assert out.returncode == 1, out
     assert "no Docker engine is reachable" in out.stderr and "start it" in out.stderr
@@ -72,9 +73,9 @@ def test_serve_without_an_engine_exits_at_once_saying_what_to_run(tmp_path: Path
 
 
 async def test_readyz_is_not_ready_without_an_engine(
-    config: Config, start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
+    config: Config, start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch, no_engine: str
 ) -> None:
-    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    monkeypatch.setenv("DOCKER_HOST", no_engine)
     gw = await start_gateway(config.replace(runtime="docker"))
     async with gw.client() as client:
         for _ in range(100):  # the provider's first attempt fails within a moment

@@ -42,7 +42,7 @@ from gateway.config import from_env
 from gateway.edge import traefik_config
 from tests import acme_support
 from tests import traefik_harness as harness
-from tests.edge import free_port
+from tests.listen_fds import activated, listening_socket, port_of
 
 CERTS = harness.CERTS
 FAST = CERTS / "gateway-tls"
@@ -235,8 +235,10 @@ def acme_only_traefik(tmp: Path) -> Iterator[tuple[harness.Traefik, Path]]:
     ports = harness.Ports.free()
     [entrypoint] = static["entryPoints"].values()
     entrypoint["address"] = f"127.0.0.1:{ports.websecure}"
+    entrypoint["reusePort"] = True  # only so that Traefik joins the port the harness holds
     acme = static["certificatesResolvers"]["letsencrypt"]["acme"]
-    acme["caServer"] = f"https://127.0.0.1:{harness.free_port()}/directory"  # nobody there
+    nobody, ca_port = harness.refused_port()
+    acme["caServer"] = f"https://127.0.0.1:{ca_port}/directory"  # nobody there
     store = tmp / "traefik" / "acme.json"
     store.parent.mkdir(parents=True)
     acme["storage"] = str(store)
@@ -246,6 +248,7 @@ def acme_only_traefik(tmp: Path) -> Iterator[tuple[harness.Traefik, Path]]:
     try:
         yield traefik, store
     finally:
+        nobody.close()
         assert traefik.stop() == 0
 
 
@@ -308,7 +311,9 @@ def test_traefik_keeps_the_store_and_the_gateway_serves_https_from_it(tmp_path: 
             time.sleep(0.05)
         assert store.stat().st_mode & 0o777 == 0o600
 
-        port, redirect = free_port(), free_port()
+        # Bound here, passed as LISTEN_FDS to the gateway that serves: no free-port race.
+        public, plain = listening_socket(), listening_socket()
+        port, redirect = port_of(public), port_of(plain)
         env = gateway_env(tmp_path, store, port, redirect)
         domain = env["GATEWAY_DOMAIN"]
         # First start, before the certificate: one line saying so, nothing bound.
@@ -324,8 +329,11 @@ def test_traefik_keeps_the_store_and_the_gateway_serves_https_from_it(tmp_path: 
         acme_support.write_in_place(store, acme_support.wildcard_store(domain, chain, key))
         log, access = tmp_path / "gateway.log", tmp_path / "access.log"
         env["GATEWAY_ACCESS_LOG"] = str(access)
+        argv, fds = activated([GATEWAY, "serve"], public=public, redirect=plain)
         with log.open("wb") as out:
-            proc = subprocess.Popen([GATEWAY, "serve"], env=env, stdout=out, stderr=out)
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, pass_fds=fds)
+        public.close()
+        plain.close()
         try:
             tls = ssl.create_default_context(cafile=str(certs.ca))
             deadline = time.monotonic() + 60

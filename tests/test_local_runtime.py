@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -18,8 +19,11 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.cli import cli
+from gateway.config import Config
 from gateway.store import open_store
-from tests.conftest import LoopbackTransport, free_socket
+from tests.conftest import LoopbackTransport
+from tests.edge import run_edge
+from tests.listen_fds import activated, listening_socket, port_of
 from tests.servers import grant_token
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
@@ -27,32 +31,28 @@ pytestmark = pytest.mark.slow
 
 
 class Served:
-    def __init__(self, data_dir: Path, port: int, token: str) -> None:
+    def __init__(self, data_dir: Path, sock: socket.socket, token: str) -> None:
         self.data_dir = data_dir
-        self.port = port
+        # Held by the test across gateways and passed to each as LISTEN_FDS, as systemd holds
+        # a socket-activated service's socket across its restarts: no free-port race.
+        self.sock = sock
+        self.port = port_of(sock)
         self.token = token
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         log = open(self.data_dir / f"gateway-{self.port}.log", "ab")  # noqa: ASYNC230, SIM115
+        serve = [GATEWAY, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        serve += ["--health-interval", "0.2", "--hold-timeout", "60", "--watch-interval", "0.1"]
+        argv, fds = activated(serve, public=self.sock)
         self.proc = await asyncio.create_subprocess_exec(
-            GATEWAY,
-            "serve",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            "--health-interval",
-            "0.2",
-            "--hold-timeout",
-            "60",
-            "--watch-interval",
-            "0.1",
+            *argv,
             stdout=log,
             stderr=log,
             stdin=asyncio.subprocess.DEVNULL,
             env=env,
+            pass_fds=fds,
         )
         log.close()
         await self.wait_up()
@@ -145,14 +145,12 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     store = open_store(data_dir / "control.db")
     token = grant_token(store, "alpha")
     store.close()
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    gw = Served(data_dir, port, token)
+    gw = Served(data_dir, listening_socket(), token)
     yield gw
     if gw.proc is not None and gw.proc.returncode is None:
         gw.proc.kill()
         await gw.proc.wait()
+    gw.sock.close()
 
 
 async def test_kill_9_restart_shutdown_and_restore(served: Served) -> None:
@@ -217,3 +215,32 @@ async def _wait(predicate: object, timeout: float = 30) -> None:
     while not predicate():  # type: ignore[operator]
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.1)
+
+
+async def test_a_port_taken_before_datasette_binds_it_is_retried_not_a_crash(
+    config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Datasette takes a port number, so another program can take the port between the
+    runtime's probe and Datasette's bind. That moment cannot be timed from outside: the probe's
+    first answer is replaced by a port this test really holds (a listening socket), so the
+    real Datasette really fails to bind it. The runtime starts it again on another port at
+    once: no crash counted, no backoff."""
+    from gateway.runtimes import local
+
+    holder = listening_socket()
+    held = port_of(holder)
+    real = local.free_port
+    answers = iter([held])
+    monkeypatch.setattr(local, "free_port", lambda preferred=None: next(answers, None) or real())
+    try:
+        async with run_edge(config, teams=("alpha",)) as gw:
+            await gw.wait_healthy("alpha")
+            [instance] = gw.app.store.instances("alpha")
+            assert instance.port not in (0, held)
+            assert gw.app.runtime.crashes == 0
+            async with gw.client() as client:
+                r = await client.get(gw.url("alpha", "/-/versions.json"))
+                assert r.status_code == 200
+    finally:
+        holder.close()
+    assert f"port {held} was taken before Datasette bound it" in caplog.text

@@ -18,7 +18,8 @@ import pytest
 
 from gateway.config import Config
 from gateway.runtimes.docker.labels import build_snapshot
-from tests.conftest import StartGateway, free_socket
+from tests.conftest import StartGateway
+from tests.listen_fds import activated, listening_socket, port_of
 from tests.servers import UvicornUpstream, gateway_for
 from tests.test_labels import DOMAIN, GW, container
 
@@ -27,26 +28,15 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\d+) (DEBUG|INFO|WARN
 
 
 def test_one_format_with_pid_and_each_lifecycle_line_once(tmp_path: Path) -> None:
-    with free_socket() as sock:
-        port = sock.getsockname()[1]
+    public = listening_socket()  # passed as LISTEN_FDS: no free-port race
+    port = port_of(public)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     log = tmp_path / "serve.log"
+    serve = [GATEWAY, "serve", "--data-dir", str(tmp_path / "d"), "--port", str(port)]
+    argv, fds = activated([*serve, "--admin-port", "0"], public=public)
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                GATEWAY,
-                "serve",
-                "--data-dir",
-                str(tmp_path / "d"),
-                "--port",
-                str(port),
-                "--admin-port",
-                "0",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=fds)
+    public.close()
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -42,6 +42,24 @@ async def serve() -> AsyncIterator[Serve]:
         await server.close()
 
 
+class Front(Protocol):
+    async def __call__(self, *upstreams: Any, **changes: Any) -> Running: ...
+
+
+@pytest.fixture
+def front(rconfig: Config, start_gateway: StartGateway, serve: Serve) -> Front:
+    """A gateway on ``rconfig`` (with ``changes``) whose team alpha has ``upstreams`` as its
+    targets, each started for this test and closed after it."""
+
+    async def start(*upstreams: Any, **changes: Any) -> Running:
+        for upstream in upstreams:
+            await serve(upstream)
+        targets = [upstream.address for upstream in upstreams]
+        return await gateway_for(start_gateway, rconfig.replace(**changes), {"alpha": targets})
+
+    return start
+
+
 async def counters(gw: Running) -> dict[str, Any]:
     async with gw.client() as client:
         r = await client.get(gw.url(None, "/-/gateway/status.json"), headers=gw.admin_headers())
@@ -50,12 +68,9 @@ async def counters(gw: Running) -> dict[str, Any]:
     return data
 
 
-async def test_refused_post_is_retried_on_another_target(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    first = await serve(RawUpstream("ok"))
-    second = await serve(UvicornUpstream())
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
+async def test_refused_post_is_retried_on_another_target(front: Front) -> None:
+    first, second = RawUpstream("ok"), UvicornUpstream()
+    gw = await front(first, second)
     await first.stop_listening()  # healthy in the gateway's eyes, but now refuses
     async with gw.client() as client:
         r = await client.post(gw.url("alpha", "/echo"), content=b"payload")
@@ -67,13 +82,10 @@ async def test_refused_post_is_retried_on_another_target(
     assert second.state.paths == ["/echo"]  # delivered exactly once
 
 
-async def test_refused_large_post_retry_still_sends_the_whole_body(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
+async def test_refused_large_post_retry_still_sends_the_whole_body(front: Front) -> None:
     """Nothing was sent, so even a body beyond the replay buffer is safe to send elsewhere."""
-    first = await serve(RawUpstream("ok"))
-    second = await serve(UvicornUpstream())
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
+    first, second = RawUpstream("ok"), UvicornUpstream()
+    gw = await front(first, second)
     await first.stop_listening()
     body = b"b" * (300 * 1024)
     async with gw.client() as client:
@@ -83,11 +95,9 @@ async def test_refused_large_post_retry_still_sends_the_whole_body(
     assert (await counters(gw))["retries"] == 1
 
 
-async def test_stale_keepalive_get_is_retried_once(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("stale"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_stale_keepalive_get_is_retried_once(front: Front) -> None:
+    up = RawUpstream("stale")
+    gw = await front(up)
     async with gw.client() as client:
         assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
         # The pooled connection is reused; the upstream closes it without answering.
@@ -102,11 +112,9 @@ async def test_stale_keepalive_get_is_retried_once(
     assert c["retry_skipped_method"] == 0
 
 
-async def test_stale_keepalive_post_is_not_retried(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("stale"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_stale_keepalive_post_is_not_retried(front: Front) -> None:
+    up = RawUpstream("stale")
+    gw = await front(up)
     async with gw.client() as client:
         assert (await client.post(gw.url("alpha", "/warm"), content=b"1")).status_code == 200
         r = await client.post(
@@ -121,11 +129,9 @@ async def test_stale_keepalive_post_is_not_retried(
 
 
 @pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
-async def test_stale_keepalive_head_and_options_are_retried_once(
-    rconfig: Config, start_gateway: StartGateway, method: str, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("stale"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_stale_keepalive_head_and_options_are_retried_once(method: str, front: Front) -> None:
+    up = RawUpstream("stale")
+    gw = await front(up)
     async with gw.client() as client:
         assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
         r = await client.request(method, gw.url("alpha", "/again"))
@@ -137,11 +143,9 @@ async def test_stale_keepalive_head_and_options_are_retried_once(
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
-async def test_stale_keepalive_put_delete_patch_are_not_retried(
-    rconfig: Config, start_gateway: StartGateway, method: str, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("stale"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_stale_keepalive_put_delete_patch_are_not_retried(method: str, front: Front) -> None:
+    up = RawUpstream("stale")
+    gw = await front(up)
     async with gw.client() as client:
         assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
         r = await client.request(method, gw.url("alpha", "/thing"), content=b"2")
@@ -152,12 +156,9 @@ async def test_stale_keepalive_put_delete_patch_are_not_retried(
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"])
-async def test_refused_is_retried_once_for_any_method(
-    rconfig: Config, start_gateway: StartGateway, method: str, serve: Serve
-) -> None:
-    first = await serve(RawUpstream("ok"))
-    second = await serve(RawUpstream("ok"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [first.address, second.address]})
+async def test_refused_is_retried_once_for_any_method(method: str, front: Front) -> None:
+    first, second = RawUpstream("ok"), RawUpstream("ok")
+    gw = await front(first, second)
     await first.stop_listening()
     async with gw.client() as client:
         r = await client.request(method, gw.url("alpha", "/x"))
@@ -166,19 +167,12 @@ async def test_refused_is_retried_once_for_any_method(
     assert (await counters(gw))["retries"] == 1
 
 
-async def test_a_refused_retry_is_held_then_answered_503(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
+async def test_a_refused_retry_is_held_then_answered_503(front: Front) -> None:
     """Nothing was sent to either target: retried once, refused again; both refusing targets
     are out of rotation, so the request is held like any other with no healthy target, then
     answered 503 with Retry-After (never sent anywhere, never 502)."""
-    first = await serve(RawUpstream("ok"))
-    second = await serve(RawUpstream("ok"))
-    gw = await gateway_for(
-        start_gateway,
-        rconfig.replace(hold_timeout=1),
-        {"alpha": [first.address, second.address]},
-    )
+    first, second = RawUpstream("ok"), RawUpstream("ok")
+    gw = await front(first, second, hold_timeout=1)
     await first.stop_listening()
     await second.stop_listening()
     async with gw.client() as client:
@@ -191,11 +185,9 @@ async def test_a_refused_retry_is_held_then_answered_503(
     assert (await counters(gw))["retries"] == 1
 
 
-async def test_fresh_connection_reset_is_not_retried(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("reset"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_fresh_connection_reset_is_not_retried(front: Front) -> None:
+    up = RawUpstream("reset")
+    gw = await front(up)
     up.armed = True  # from now on: RST right after accept
     async with gw.client() as client:
         r = await client.get(gw.url("alpha", "/x"))
@@ -204,13 +196,9 @@ async def test_fresh_connection_reset_is_not_retried(
     assert (await counters(gw))["retries"] == 0
 
 
-async def test_read_timeout_is_504_and_not_retried(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("hang"))
-    gw = await gateway_for(
-        start_gateway, rconfig.replace(read_timeout=0.5), {"alpha": [up.address]}
-    )
+async def test_read_timeout_is_504_and_not_retried(front: Front) -> None:
+    up = RawUpstream("hang")
+    gw = await front(up, read_timeout=0.5)
     async with gw.client() as client:
         r = await client.get(gw.url("alpha", "/slow"), headers={"accept": "application/json"})
     assert r.status_code == 504
@@ -218,11 +206,9 @@ async def test_read_timeout_is_504_and_not_retried(
     assert (await counters(gw))["retries"] == 0
 
 
-async def test_death_mid_body_is_visible_to_the_client(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("midbody"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_death_mid_body_is_visible_to_the_client(front: Front) -> None:
+    up = RawUpstream("midbody")
+    gw = await front(up)
     received = b""
     async with gw.client() as client:
         with pytest.raises(httpx.RemoteProtocolError):
@@ -235,11 +221,9 @@ async def test_death_mid_body_is_visible_to_the_client(
     assert (await counters(gw))["retries"] == 0
 
 
-async def test_body_beyond_replay_buffer_is_not_replayed(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("stale"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_body_beyond_replay_buffer_is_not_replayed(rconfig: Config, front: Front) -> None:
+    up = RawUpstream("stale")
+    gw = await front(up)
     big = b"g" * (rconfig.retry_buffer + 1024)
     async with gw.client() as client:
         assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
@@ -252,18 +236,11 @@ async def test_body_beyond_replay_buffer_is_not_replayed(
 
 
 @pytest.mark.slow
-async def test_one_deadline_covers_all_attempts(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
+async def test_one_deadline_covers_all_attempts(front: Front) -> None:
     """First attempt: a reused connection dies after 2 s; the retry goes to a target that
     hangs. With one 3 s deadline the client gets 504 after ~3 s, not 2 + 3 s."""
-    stale = await serve(RawUpstream("stale", stale_delay=2.0))
-    hang = await serve(RawUpstream("hang"))
-    gw = await gateway_for(
-        start_gateway,
-        rconfig.replace(read_timeout=3.0),
-        {"alpha": [stale.address, hang.address]},
-    )
+    stale, hang = RawUpstream("stale", stale_delay=2.0), RawUpstream("hang")
+    gw = await front(stale, hang, read_timeout=3.0)
     async with gw.client() as client:
         assert (await client.get(gw.url("alpha", "/warm"))).status_code == 200
         started = time.monotonic()
@@ -277,11 +254,9 @@ async def test_one_deadline_covers_all_attempts(
     assert elapsed < 4.0, elapsed
 
 
-async def test_upstream_5xx_passes_through_untouched(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(UvicornUpstream())
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_upstream_5xx_passes_through_untouched(front: Front) -> None:
+    up = UvicornUpstream()
+    gw = await front(up)
     async with gw.client() as client:
         r = await client.get(gw.url("alpha", "/status?code=503"))
     assert r.status_code == 503
@@ -296,7 +271,6 @@ async def test_refused_only_target_holds_the_request_until_it_is_back(
     """A refused connection (say, a killed instance not yet noticed) takes the target out of
     rotation at once: the request is held, not refused twice and answered 502."""
     first = await RawUpstream("ok").start()
-    port = first.port
     replacement = UvicornUpstream()
     try:
         gw = await gateway_for(
@@ -310,7 +284,7 @@ async def test_refused_only_target_holds_the_request_until_it_is_back(
             request = asyncio.ensure_future(client.post(gw.url("alpha", "/echo"), content=b"x"))
             await wait_for(lambda: not target.available)
             assert not request.done()  # held (and answered 200 below, not 502)
-            await replacement.start(port)  # the instance is back on its port
+            await replacement.start(sock=first.take_port())  # back on its port
             r = await request
         assert r.status_code == 200, r.text
         assert replacement.state.paths == ["/echo"]  # sent exactly once
@@ -319,31 +293,21 @@ async def test_refused_only_target_holds_the_request_until_it_is_back(
         await replacement.close()
 
 
-async def test_connect_timeout_is_504(rconfig: Config, start_gateway: StartGateway) -> None:
-    up = await RawUpstream("ok").start()
-    hole: Blackhole | None = None
-    try:
-        gw = await gateway_for(
-            start_gateway, rconfig.replace(connect_timeout=0.3), {"alpha": [up.address]}
-        )
-        await up.stop_listening()
-        hole = Blackhole(up.port)  # the target's port now swallows connection attempts
+async def test_connect_timeout_is_504(front: Front) -> None:
+    up = RawUpstream("ok")
+    gw = await front(up, connect_timeout=0.3)
+    await up.stop_listening()
+    with Blackhole(sock=up.take_port()):  # the target's port now swallows connections
         async with gw.client() as client:
             r = await client.get(gw.url("alpha", "/x"), headers={"accept": "application/json"})
-        assert r.status_code == 504
-        assert r.json()["status"] == 504
-        assert (await counters(gw))["retries"] == 1  # nothing was sent: one retry, then 504
-    finally:
-        if hole is not None:
-            hole.close()
-        await up.close()
+    assert r.status_code == 504
+    assert r.json()["status"] == 504
+    assert (await counters(gw))["retries"] == 1  # nothing was sent: one retry, then 504
 
 
-async def test_death_mid_chunked_body_is_visible_to_the_client(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("chunked_cut"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_death_mid_chunked_body_is_visible_to_the_client(front: Front) -> None:
+    up = RawUpstream("chunked_cut")
+    gw = await front(up)
     received = b""
     async with gw.client() as client:
         with pytest.raises(httpx.RemoteProtocolError):
@@ -355,11 +319,9 @@ async def test_death_mid_chunked_body_is_visible_to_the_client(
     assert len(up.requests) == 1
 
 
-async def test_close_delimited_body_ends_cleanly(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("close_delimited"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_close_delimited_body_ends_cleanly(front: Front) -> None:
+    up = RawUpstream("close_delimited")
+    gw = await front(up)
     async with gw.client() as client:
         for _ in range(2):
             r = await client.get(gw.url("alpha", "/old"))
@@ -367,11 +329,9 @@ async def test_close_delimited_body_ends_cleanly(
             assert r.content == b"d" * 10_000
 
 
-async def test_interim_responses_are_skipped(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
-    up = await serve(RawUpstream("interim"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+async def test_interim_responses_are_skipped(front: Front) -> None:
+    up = RawUpstream("interim")
+    gw = await front(up)
     async with gw.client() as client:
         for _ in range(2):  # and the pooled connection stays in step afterwards
             r = await client.post(gw.url("alpha", "/x"), content=b"abc")
@@ -379,12 +339,10 @@ async def test_interim_responses_are_skipped(
             assert r.json() == {"ok": True, "method": "POST", "n": 3}
 
 
-async def test_an_early_answer_before_the_body_is_sent_passes_through(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
+async def test_an_early_answer_before_the_body_is_sent_passes_through(front: Front) -> None:
     """An upstream may answer (413) before reading the body and close: that answer counts."""
-    up = await serve(RawUpstream("early"))
-    gw = await gateway_for(start_gateway, rconfig, {"alpha": [up.address]})
+    up = RawUpstream("early")
+    gw = await front(up)
     async with gw.client() as client:
         r = await client.post(gw.url("alpha", "/upload"), content=b"e" * (8 * 1024 * 1024))
     assert r.status_code == 413, r.text
@@ -392,14 +350,10 @@ async def test_an_early_answer_before_the_body_is_sent_passes_through(
     assert (await counters(gw))["retries"] == 0
 
 
-async def test_a_target_that_stops_reading_the_body_times_out(
-    rconfig: Config, start_gateway: StartGateway, serve: Serve
-) -> None:
+async def test_a_target_that_stops_reading_the_body_times_out(front: Front) -> None:
     """The body send is bounded too: a target that never reads gives 504, not a hang."""
-    up = await serve(RawUpstream("stall"))
-    gw = await gateway_for(
-        start_gateway, rconfig.replace(read_timeout=1.0), {"alpha": [up.address]}
-    )
+    up = RawUpstream("stall")
+    gw = await front(up, read_timeout=1.0)
     target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
     async with gw.client() as client:
         r = await client.post(

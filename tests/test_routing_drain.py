@@ -12,7 +12,7 @@ from gateway.routing.target import State
 from gateway.runtimes.static import StaticRuntime
 from gateway.store import open_store
 from tests.conftest import StartGateway
-from tests.servers import Proxied, UvicornUpstream, closed_port, gateway_for, wait_for
+from tests.servers import ClosedPort, Proxied, UvicornUpstream, gateway_for, wait_for
 
 
 async def status_counters(gw: Proxied) -> dict[str, int]:
@@ -26,9 +26,12 @@ async def status_counters(gw: Proxied) -> dict[str, int]:
 async def test_request_is_held_until_a_target_turns_healthy(
     config: Config, start_gateway: StartGateway
 ) -> None:
-    port = closed_port()  # the target exists but nothing answers yet: it stays STARTING
+    closed = ClosedPort()  # the target exists but nothing answers yet: it stays STARTING
     gw = await gateway_for(
-        start_gateway, config.replace(hold_timeout=20), {"alpha": [("127.0.0.1", port)]}, wait=False
+        start_gateway,
+        config.replace(hold_timeout=20),
+        {"alpha": [("127.0.0.1", closed.port)]},
+        wait=False,
     )
     target = gw.app.fleet.service("alpha").targets()[0]  # type: ignore[union-attr]
     up = UvicornUpstream()
@@ -39,7 +42,7 @@ async def test_request_is_held_until_a_target_turns_healthy(
             await wait_for(lambda: gw.app.counters.requests == seen + 1)  # at the proxy...
             assert not request.done()  # ...held, not refused
             assert target.state is State.STARTING
-            await up.start(port)
+            await up.start(sock=closed.sock)  # the instance comes up on its port
             r = await request
         assert r.status_code == 200, r.text
         assert r.json()["body"] == "hi"
@@ -47,19 +50,21 @@ async def test_request_is_held_until_a_target_turns_healthy(
         assert (await status_counters(gw))["retries"] == 0
     finally:
         await up.close()
+        closed.close()
 
 
 async def test_hold_timeout_gives_503_with_retry_after(
     config: Config, start_gateway: StartGateway
 ) -> None:
-    gw = await gateway_for(
-        start_gateway,
-        config.replace(hold_timeout=0.5),
-        {"alpha": [("127.0.0.1", closed_port())]},
-        wait=False,
-    )
-    async with gw.client() as client:
-        r = await client.get(gw.url("alpha", "/x"), headers={"accept": "application/json"})
+    with ClosedPort() as closed:
+        gw = await gateway_for(
+            start_gateway,
+            config.replace(hold_timeout=0.5),
+            {"alpha": [("127.0.0.1", closed.port)]},
+            wait=False,
+        )
+        async with gw.client() as client:
+            r = await client.get(gw.url("alpha", "/x"), headers={"accept": "application/json"})
     assert r.status_code == 503
     assert int(r.headers["retry-after"]) >= 1
     assert r.json()["status"] == 503
@@ -166,23 +171,32 @@ async def test_a_straggler_mid_body_is_cut_at_the_drain_timeout(
 async def test_a_client_that_leaves_while_held_is_never_forwarded(
     config: Config, start_gateway: StartGateway
 ) -> None:
-    port = closed_port()
+    closed = ClosedPort()
     gw = await gateway_for(
-        start_gateway, config.replace(hold_timeout=20), {"alpha": [("127.0.0.1", port)]}, wait=False
+        start_gateway,
+        config.replace(hold_timeout=20),
+        {"alpha": [("127.0.0.1", closed.port)]},
+        wait=False,
     )
+    service = gw.app.fleet.service("alpha")
+    assert service is not None
     up = UvicornUpstream()
     try:
         async with gw.client(timeout=httpx.Timeout(30, read=0.5)) as client:
             with pytest.raises(httpx.ReadTimeout):  # gives up while held, and hangs up
                 await client.post(gw.url("alpha", "/held"), content=b"do not run me")
-        await up.start(port)
+        assert service.holding == 1  # still held: no target yet
+        await up.start(sock=closed.sock)
         await gw.wait_healthy("alpha")
+        # The held request ends once the target is up: as "client gone" (499), not sent.
+        stats = gw.app.stats.teams
+        await wait_for(lambda: "alpha" in stats and stats["alpha"].statuses.get(499) == 1)
         async with gw.client() as client:
             assert (await client.get(gw.url("alpha", "/echo"))).status_code == 200
-        await asyncio.sleep(0.2)
-        assert "/held" not in up.state.paths  # the gone client's POST was never sent
+        assert up.state.paths == ["/echo"]  # the gone client's POST was never sent
     finally:
         await up.close()
+        closed.close()
 
 
 async def test_a_delete_interrupted_by_a_restart_completes(

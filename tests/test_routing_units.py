@@ -162,8 +162,8 @@ async def test_service_holds_until_a_target_is_healthy() -> None:
     t = Target("t", "127.0.0.1", 1, on_change=lambda _: service.notify())
     service.add_target(t)
     waiter = asyncio.ensure_future(service.wait_for_target(_deadline(30)))
-    await asyncio.sleep(0.05)
-    assert not waiter.done()
+    await wait_for(lambda: service.holding == 1)  # it is waiting...
+    assert not waiter.done()  # ...and got no target
     t.report_health(True)
     assert await asyncio.wait_for(waiter, 5) is t
     assert await service.wait_for_target(_deadline(0)) is t

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_socket
+from tests.listen_fds import activated, listening_socket, port_of
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 UNIT = Path(__file__).resolve().parent.parent / "docs" / "systemd" / "gateway.service"
@@ -51,18 +51,16 @@ def messages(sock: socket.socket, until: str, timeout: float = 90) -> list[dict[
 def test_restart_moves_the_main_pid_and_drops_nothing(tmp_path: Path) -> None:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
-    with free_socket() as s:
-        port = s.getsockname()[1]
+    public = listening_socket()  # passed as LISTEN_FDS, as systemd does: no free-port race
+    port = port_of(public)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["NOTIFY_SOCKET"] = str(tmp_path / "notify.sock")
     data = tmp_path / "data"
+    serve = [GATEWAY, "serve", "--data-dir", str(data), "--port", str(port), "--admin-port", "0"]
+    argv, fds = activated(serve, public=public)
     with (tmp_path / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [GATEWAY, "serve", "--data-dir", str(data), "--port", str(port), "--admin-port", "0"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=fds)
+    public.close()
     successor = 0
     try:
         first = messages(notify, "READY=1")[-1]

@@ -30,19 +30,42 @@ def wait_until(check: object, timeout: float = 90) -> None:
     raise AssertionError("timed out")
 
 
-def test_restart_under_the_supervisor_keeps_serving_and_stops_cleanly(tmp_path: Path) -> None:
-    with free_socket() as s:
-        port = s.getsockname()[1]
-    data = tmp_path / "data"
+# ``supervise`` starts ``serve`` as its own child and passes it no socket, so the gateway binds
+# a probed port itself. Another program may take that port first: the gateway then exits
+# saying so, and the start is retried on another port, a bounded number of times.
+START_ATTEMPTS = 3
+
+
+def start_supervised(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    serve = [GATEWAY, "serve", "--data-dir", str(data), "--port", str(port), "--admin-port", "0"]
-    with (tmp_path / "supervise.log").open("wb") as log:
-        sup = subprocess.Popen(
-            [GATEWAY, "supervise", "--data-dir", str(data), "--", *serve],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    for attempt in range(START_ATTEMPTS):
+        with free_socket() as s:
+            port = s.getsockname()[1]
+        data = tmp_path / f"data-{attempt}"
+        serve = [GATEWAY, "serve", "--data-dir", str(data), "--port", str(port)]
+        log_path = tmp_path / f"supervise-{attempt}.log"
+        with log_path.open("wb") as log:
+            sup = subprocess.Popen(
+                [GATEWAY, "supervise", "--data-dir", str(data), "--", *serve, "--admin-port", "0"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + 90
+        while not _answers(port):
+            if sup.poll() is not None:
+                break
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        else:
+            return sup, port, data
+        if "Address already in use" not in log_path.read_text():
+            raise AssertionError(log_path.read_text())
+    raise AssertionError(f"the gateway lost its port to another program {START_ATTEMPTS} times")
+
+
+def test_restart_under_the_supervisor_keeps_serving_and_stops_cleanly(tmp_path: Path) -> None:
+    sup, port, data = start_supervised(tmp_path)
     try:
         wait_until(lambda: serving_pid(data) is not None)
         first = serving_pid(data)

@@ -20,7 +20,7 @@ from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.tls import check_tls_files, client_context, make_dev_certs
 from tests.conftest import StartGateway
-from tests.edge import free_port, run_edge
+from tests.edge import run_edge
 
 DOMAIN = "example.test"
 
@@ -68,10 +68,9 @@ async def test_https_end_to_end_with_hsts_and_redirect(config: Config, tmp_path:
         domain=DOMAIN,
         tls_cert=str(certs.cert),
         tls_key=str(certs.key),
-        redirect_port=free_port(),
         hsts_max_age=600,
     )
-    async with run_edge(tls, teams=("alpha",)) as gw:
+    async with run_edge(tls, teams=("alpha",), redirect=True) as gw:
         await gw.wait_healthy("alpha")
         trusting = client_context(certs.ca)
         async with gw.client(verify=trusting) as client:
@@ -90,7 +89,7 @@ async def test_https_end_to_end_with_hsts_and_redirect(config: Config, tmp_path:
                 await untrusting.get(gw.url("alpha", "/"))
 
         # Plain HTTP on the redirect port: 308 to the same path and query on HTTPS.
-        plain = f"http://alpha.{DOMAIN}:{tls.redirect_port}/data/t?_size=5"
+        plain = f"http://alpha.{DOMAIN}:{gw.config.redirect_port}/data/t?_size=5"
         async with gw.client() as client:
             r = await client.get(plain)
             assert r.status_code == 308
@@ -98,7 +97,7 @@ async def test_https_end_to_end_with_hsts_and_redirect(config: Config, tmp_path:
                 r.headers["location"] == f"https://alpha.{DOMAIN}:{gw.config.port}/data/t?_size=5"
             )
             assert "strict-transport-security" not in r.headers  # never over plain HTTP
-            evil = await client.get(f"http://evil.example.org:{tls.redirect_port}/")
+            evil = await client.get(f"http://evil.example.org:{gw.config.redirect_port}/")
             assert evil.status_code == 400  # never an open redirect
 
 

@@ -83,7 +83,8 @@ def test_the_production_config_loads_in_traefik(tmp_path: Path) -> None:
     static["entryPoints"]["web"]["address"] = f"127.0.0.1:{ports.web}"
     static["entryPoints"]["websecure"]["address"] = f"127.0.0.1:{ports.websecure}"
     acme = static["certificatesResolvers"]["letsencrypt"]["acme"]
-    acme["caServer"] = f"https://127.0.0.1:{harness.free_port()}/directory"  # nobody there
+    nobody, ca_port = harness.refused_port()
+    acme["caServer"] = f"https://127.0.0.1:{ca_port}/directory"  # nobody there
     acme["storage"] = str(tmp_path / "acme.json")
     static["accessLog"]["filePath"] = str(tmp_path / "access.log")  # not /var/log here
     static["providers"]["file"]["filename"] = str(harness.CERTS / "dynamic.yml")
@@ -104,6 +105,7 @@ def test_the_production_config_loads_in_traefik(tmp_path: Path) -> None:
         assert traefik.proc.poll() is None
         assert [e for e in traefik.errors() if "acme" not in e.lower()] == []
     finally:
+        nobody.close()
         assert traefik.stop() == 0
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,35 @@ def csv_file(path: Path, rows: int, start: int = 0) -> Path:
     return path
 
 
+def database(path: Path, *sql: str) -> Path:
+    """A team database holding what the ``sql`` statements make, run in order."""
+    conn = importer.connect(path)
+    for statement in sql:
+        conn.execute(statement)
+    conn.close()
+    return path
+
+
+@dataclass
+class Planned:
+    """An import as the upload page plans it: the file, its analysis and checked options."""
+
+    csv: Path
+    analysis: dict[str, Any]
+    options: dict[str, Any]
+
+    @classmethod
+    def of(cls, csv: Path, mode: str, table: str) -> Planned:
+        analysis = analyze(csv)
+        return cls(csv, analysis, resolve({"mode": mode, "table": table}, analysis, csv.name))
+
+    def run(self, conn: sqlite3.Connection, job_id: str) -> dict[str, Any]:
+        staging = f"_gateway_staging_{job_id}"
+        return importer.run_import(
+            conn, self.csv, self.analysis, self.options, staging, job_id=job_id
+        )
+
+
 def marker(db: Path, job_id: str) -> tuple[str, str, int] | None:
     conn = sqlite3.connect(db)
     try:
@@ -48,14 +79,12 @@ def marker(db: Path, job_id: str) -> tuple[str, str, int] | None:
 def test_every_mode_commits_its_marker_with_its_rows(tmp_path: Path, mode: str) -> None:
     """After every statement the importer runs, a second connection sees the marker exactly
     when it sees the published rows: one transaction, never one without the other."""
-    db = tmp_path / "data.db"
-    setup = importer.connect(db)
-    setup.execute("CREATE TABLE places (id INTEGER, name TEXT)")
-    setup.execute("INSERT INTO places VALUES (-1, 'old')")
-    setup.close()
-    csv = csv_file(tmp_path / "places.csv", 3000)
-    analysis = analyze(csv)
-    options = resolve({"mode": mode, "table": "places"}, analysis, "places.csv")
+    db = database(
+        tmp_path / "data.db",
+        "CREATE TABLE places (id INTEGER, name TEXT)",
+        "INSERT INTO places VALUES (-1, 'old')",
+    )
+    plan = Planned.of(csv_file(tmp_path / "places.csv", 3000), mode, "places")
     reader = sqlite3.connect(db)
     seen: list[tuple[int, bool]] = []
 
@@ -69,7 +98,7 @@ def test_every_mode_commits_its_marker_with_its_rows(tmp_path: Path, mode: str) 
 
     conn = importer.connect(db)
     conn.set_trace_callback(look)
-    result = importer.run_import(conn, csv, analysis, options, "_gateway_staging_j1", job_id="j1")
+    result = plan.run(conn, "j1")
     conn.set_trace_callback(None)
     look("")
     conn.close()
@@ -84,16 +113,11 @@ def test_every_mode_commits_its_marker_with_its_rows(tmp_path: Path, mode: str) 
 
 
 def test_a_refused_import_leaves_no_marker(tmp_path: Path) -> None:
-    db = tmp_path / "data.db"
-    setup = importer.connect(db)
-    setup.execute("CREATE TABLE places (id INTEGER, other TEXT)")
-    setup.close()
-    csv = csv_file(tmp_path / "places.csv", 10)
-    analysis = analyze(csv)
-    options = resolve({"mode": "append", "table": "places"}, analysis, "places.csv")
+    db = database(tmp_path / "data.db", "CREATE TABLE places (id INTEGER, other TEXT)")
+    plan = Planned.of(csv_file(tmp_path / "places.csv", 10), "append", "places")
     conn = importer.connect(db)
     with pytest.raises(ImportFailed, match="no column"):
-        importer.run_import(conn, csv, analysis, options, "_gateway_staging_j2", job_id="j2")
+        plan.run(conn, "j2")
     conn.close()
     assert importer.publication(db, "j2") is None
     with sqlite3.connect(db) as check:
@@ -102,29 +126,22 @@ def test_a_refused_import_leaves_no_marker(tmp_path: Path) -> None:
 
 
 def test_a_job_is_never_published_twice(tmp_path: Path) -> None:
-    db = tmp_path / "data.db"
-    setup = importer.connect(db)
-    setup.execute("CREATE TABLE places (id INTEGER, name TEXT)")
-    setup.close()
-    csv = csv_file(tmp_path / "places.csv", 10)
-    analysis = analyze(csv)
-    options = resolve({"mode": "append", "table": "places"}, analysis, "places.csv")
+    db = database(tmp_path / "data.db", "CREATE TABLE places (id INTEGER, name TEXT)")
+    plan = Planned.of(csv_file(tmp_path / "places.csv", 10), "append", "places")
     conn = importer.connect(db)
-    importer.run_import(conn, csv, analysis, options, "_gateway_staging_j3", job_id="j3")
+    plan.run(conn, "j3")
     with pytest.raises(ImportFailed, match="imported already"):
-        importer.run_import(conn, csv, analysis, options, "_gateway_staging_j3", job_id="j3")
+        plan.run(conn, "j3")
     assert conn.execute("SELECT count(*) FROM places").fetchone()[0] == 10
     conn.close()
 
 
 def test_markers_are_pruned_to_the_newest(tmp_path: Path) -> None:
     db = tmp_path / "data.db"
-    csv = csv_file(tmp_path / "t.csv", 2)
-    analysis = analyze(csv)
+    plan = Planned.of(csv_file(tmp_path / "t.csv", 2), "replace", "t")
     conn = importer.connect(db)
     for i in range(importer.MARKERS_KEPT + 5):
-        options = resolve({"mode": "replace", "table": "t"}, analysis, "t.csv")
-        importer.run_import(conn, csv, analysis, options, f"_gateway_staging_{i}", job_id=str(i))
+        plan.run(conn, str(i))
     count = conn.execute(f"SELECT count(*) FROM {IMPORTS_TABLE}").fetchone()[0]
     conn.close()
     assert count == importer.MARKERS_KEPT
@@ -151,27 +168,23 @@ def test_the_next_start_ends_a_published_job_done_and_an_unpublished_one_failed(
     prepare_team_dir(team_dir)
     spool_dir = team_dir / ".spool"
     spool_dir.mkdir()
-    db = team_dir / "data.db"
-    setup = importer.connect(db)
-    setup.execute("CREATE TABLE places (id INTEGER, name TEXT)")
-    setup.executemany("INSERT INTO places VALUES (?, ?)", [(-i, "old") for i in range(1, 8)])
-    setup.close()
+    old_rows = ", ".join(f"({-i}, 'old')" for i in range(1, 8))
+    db = database(
+        team_dir / "data.db",
+        "CREATE TABLE places (id INTEGER, name TEXT)",
+        f"INSERT INTO places VALUES {old_rows}",
+    )
     jobs = Jobs(store)
     left = {}
     for job_id, table in (("aaaa", "places"), ("bbbb", "never")):
-        spool = csv_file(spool_dir / f"{job_id}.upload", 1234)
-        analysis = analyze(spool)
-        options = resolve({"mode": mode, "table": table}, analysis, "places.csv")
+        plan = Planned.of(csv_file(spool_dir / f"{job_id}.upload", 1234), mode, table)
         jobs.create(job_id=job_id, team="alpha", user_id=None, filename="places.csv",
-                    spool_path=str(spool), size=spool.stat().st_size, auto=True,
-                    options=options)  # fmt: skip
-        jobs.update(job_id, state="importing", analysis=analysis, rows_done=20, pid=dead_pid())
-        left[job_id] = (spool, analysis, options)
-    spool, analysis, options = left["aaaa"]
+                    spool_path=str(plan.csv), size=plan.csv.stat().st_size, auto=True,
+                    options=plan.options)  # fmt: skip
+        jobs.update(job_id, state="importing", analysis=plan.analysis, rows_done=20, pid=dead_pid())
+        left[job_id] = plan
     conn = importer.connect(db)
-    result = importer.run_import(
-        conn, spool, analysis, options, "_gateway_staging_aaaa", job_id="aaaa"
-    )
+    result = left["aaaa"].run(conn, "aaaa")
     conn.close()
 
     Runner(config, store).recover()

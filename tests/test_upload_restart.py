@@ -33,6 +33,39 @@ def until(condition: Callable[[], object], timeout: float = 90, what: str = "con
         time.sleep(0.01)
 
 
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[Callable[[], SystemdGateway]]:
+    """``gateway serve`` processes on one data dir (tmp_path/data), each stopped after the test
+    with any successor it handed over to (one killed with -9 is only reaped)."""
+    made: list[SystemdGateway] = []
+
+    def new() -> SystemdGateway:
+        made.append(SystemdGateway(tmp_path / "data"))
+        return made[-1]
+
+    yield new
+    for gw in reversed(made):
+        gw.stop()
+
+
+def team_client(gw: SystemdGateway, token: str) -> httpx.Client:
+    """A client of alpha through ``gw``, signed in with ``token``."""
+    headers = {
+        "host": f"alpha.localhost:{gw.port}",
+        "authorization": f"Bearer {token}",
+        "accept": "application/json",
+    }
+    return httpx.Client(base_url=f"http://127.0.0.1:{gw.port}", headers=headers, timeout=60)
+
+
+def serves_alpha(gw: SystemdGateway, token: str) -> bool:
+    try:
+        with team_client(gw, token) as c:
+            return c.get("/data.json").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def big_csv(rows: int) -> bytes:
     lines = [b"id,code,amount,label"]
     lines += [b"%d,%05d,%d.25,row %d" % (i, i % 1000, i, i) for i in range(rows)]
@@ -41,18 +74,12 @@ def big_csv(rows: int) -> bytes:
 
 def start_import(gw: SystemdGateway, token: str, data_dir: Path) -> tuple[str, int]:
     """A big import under way (its first batch in the staging table): (job id, worker pid)."""
-    headers = {
-        "host": f"alpha.localhost:{gw.port}",
-        "authorization": f"Bearer {token}",
-        "accept": "application/json",
-    }
-    r = httpx.post(
-        f"http://127.0.0.1:{gw.port}/-/upload-csv",
-        headers=headers,
-        data={"auto": "1", "table": "half"},
-        files={"file": ("big.csv", big_csv(300_000), "text/csv")},
-        timeout=60,
-    )
+    with team_client(gw, token) as c:
+        r = c.post(
+            "/-/upload-csv",
+            data={"auto": "1", "table": "half"},
+            files={"file": ("big.csv", big_csv(300_000), "text/csv")},
+        )
     assert r.status_code == 202, r.text
     job_id = str(r.json()["jobs"][0]["id"])
     until(
@@ -101,108 +128,80 @@ def job_row(data_dir: Path, job_id: str) -> sqlite3.Row:
 
 @pytest.mark.timeout(300)
 def test_a_killed_gateway_takes_its_worker_along_and_the_next_one_cleans_up(
-    tmp_path: Path,
+    tmp_path: Path, gateways: Callable[[], SystemdGateway]
 ) -> None:
     data_dir = tmp_path / "data"
     token = prepare_team(data_dir, "alpha")
-    first = SystemdGateway(data_dir)
-    second = SystemdGateway(data_dir)
+    first, second = gateways(), gateways()
+    first.start()
+    until(lambda: serves_alpha(first, token), what="the first gateway serves alpha")
+    job_id, worker = start_import(first, token, data_dir)
+    with team_db(data_dir) as db:
+        # Its rows are in an open transaction: invisible to readers such as Datasette.
+        assert staging_tables(db) == []
+    os.kill(first.pid, signal.SIGKILL)
+    assert first.proc is not None and first.proc.wait(30) == -signal.SIGKILL
+    until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
+    with team_db(data_dir) as db:
+        # What a crash between the filling commit and the publishing rename leaves: a
+        # committed staging table, which the next gateway must drop too.
+        db.execute(f"CREATE TABLE _gateway_staging_{job_id} (x)")
+        db.execute(f"INSERT INTO _gateway_staging_{job_id} VALUES (1)")
 
-    def client(gw: SystemdGateway) -> httpx.Client:
-        headers = {
-            "host": f"alpha.localhost:{gw.port}",
-            "authorization": f"Bearer {token}",
-            "accept": "application/json",
-        }
-        return httpx.Client(base_url=f"http://127.0.0.1:{gw.port}", headers=headers, timeout=60)
-
-    def answers(gw: SystemdGateway) -> bool:
-        try:
-            with client(gw) as c:
-                return c.get("/data.json").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        first.start()
-        until(lambda: answers(first), what="the first gateway serves alpha")
-        job_id, worker = start_import(first, token, data_dir)
-        with team_db(data_dir) as db:
-            # Its rows are in an open transaction: invisible to readers such as Datasette.
-            assert staging_tables(db) == []
-        os.kill(first.pid, signal.SIGKILL)
-        assert first.proc is not None and first.proc.wait(30) == -signal.SIGKILL
-        until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
-        with team_db(data_dir) as db:
-            # What a crash between the filling commit and the publishing rename leaves: a
-            # committed staging table, which the next gateway must drop too.
-            db.execute(f"CREATE TABLE _gateway_staging_{job_id} (x)")
-            db.execute(f"INSERT INTO _gateway_staging_{job_id} VALUES (1)")
-
-        second.start()
-        until(lambda: answers(second), what="the next gateway serves alpha")
-        with client(second) as c:
-            job = c.get(f"/-/upload-csv/jobs/{job_id}.json").json()
-        assert job["state"] == "failed" and "restart" in job["error"], job
-        no_half_table(data_dir)
-    finally:
-        second.stop()
-        if first.proc is not None and first.proc.poll() is None:
-            first.stop()
+    second.start()
+    until(lambda: serves_alpha(second, token), what="the next gateway serves alpha")
+    with team_client(second, token) as c:
+        job = c.get(f"/-/upload-csv/jobs/{job_id}.json").json()
+    assert job["state"] == "failed" and "restart" in job["error"], job
+    no_half_table(data_dir)
 
 
 @pytest.mark.timeout(300)
-def test_the_successor_sweeps_a_job_whose_predecessor_died_mid_restart(tmp_path: Path) -> None:
+def test_the_successor_sweeps_a_job_whose_predecessor_died_mid_restart(
+    tmp_path: Path, gateways: Callable[[], SystemdGateway]
+) -> None:
     """`gateway restart` while an import runs: the successor leaves the live worker alone at
     start; when the predecessor then dies unrecorded (SIGKILL) its worker dies with it, and the
     successor's sweep (every 5 s) fails the job and drops its staging table."""
     data_dir = tmp_path / "data"
     token = prepare_team(data_dir, "alpha")
-    gw = SystemdGateway(data_dir)
-
-    def answers() -> bool:
-        headers = {"host": f"alpha.localhost:{gw.port}", "authorization": f"Bearer {token}"}
-        try:
-            r = httpx.get(f"http://127.0.0.1:{gw.port}/data.json", headers=headers, timeout=10)
-        except httpx.HTTPError:
-            return False
-        return r.status_code == 200
-
+    gw = gateways()
+    gw.start()
+    until(lambda: serves_alpha(gw, token), what="the gateway serves alpha")
+    job_id, worker = start_import(gw, token, data_dir)
+    os.kill(worker, signal.SIGSTOP)  # held mid-import: it cannot finish before the checks
+    os.kill(gw.pid, signal.SIGHUP)  # `gateway restart`
+    until(lambda: "restart: starting a successor" in gw.log(), what="a successor starts")
+    os.kill(gw.pid, signal.SIGSTOP)  # the predecessor stops acting (and accepting) here
     try:
-        gw.start()
-        until(answers, what="the gateway serves alpha")
-        job_id, worker = start_import(gw, token, data_dir)
-        os.kill(worker, signal.SIGSTOP)  # held mid-import: it cannot finish before the checks
-        os.kill(gw.pid, signal.SIGHUP)  # `gateway restart`
-        until(lambda: "restart: starting a successor" in gw.log(), what="a successor starts")
-        os.kill(gw.pid, signal.SIGSTOP)  # the predecessor stops acting (and accepting) here
-        try:
-            until(
-                lambda: (pid := gw.published_pid()) is not None and pid != gw.pid and answers(),
-                what="the successor serves (only it can answer now)",
-            )
-            assert job_row(data_dir, job_id)["state"] == "importing"  # left alone at start
-            assert alive(worker)
-        finally:
-            os.kill(gw.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker, signal.SIGCONT)  # its parent-death SIGTERM is delivered now
-        assert gw.proc is not None and gw.proc.wait(30) == -signal.SIGKILL
-        until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
         until(
-            lambda: job_row(data_dir, job_id)["state"] == "failed",
-            timeout=60,
-            what="the successor's sweep fails the job",
+            lambda: (
+                (pid := gw.published_pid()) is not None
+                and pid != gw.pid
+                and serves_alpha(gw, token)
+            ),
+            what="the successor serves (only it can answer now)",
         )
-        assert "stopped" in str(job_row(data_dir, job_id)["error"])
-        no_half_table(data_dir)
+        assert job_row(data_dir, job_id)["state"] == "importing"  # left alone at start
+        assert alive(worker)
     finally:
-        gw.stop()
+        os.kill(gw.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGCONT)  # its parent-death SIGTERM is delivered now
+    assert gw.proc is not None and gw.proc.wait(30) == -signal.SIGKILL
+    until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
+    until(
+        lambda: job_row(data_dir, job_id)["state"] == "failed",
+        timeout=60,
+        what="the successor's sweep fails the job",
+    )
+    assert "stopped" in str(job_row(data_dir, job_id)["error"])
+    no_half_table(data_dir)
 
 
 @pytest.mark.timeout(300)
 def test_a_gateway_killed_after_the_publication_ends_the_job_done_at_the_next_start(
-    tmp_path: Path,
+    tmp_path: Path, gateways: Callable[[], SystemdGateway]
 ) -> None:
     """The worker is held for real between its publication and its record of the end (the
     control store's write lock, taken by this test: tests/upload_support.py); the gateway is
@@ -211,33 +210,17 @@ def test_a_gateway_killed_after_the_publication_ends_the_job_done_at_the_next_st
     data_dir = tmp_path / "data"
     token = prepare_team(data_dir, "alpha")
     team_db = data_dir / "teams" / "alpha" / "data.db"
-    first = SystemdGateway(data_dir)
-    second = SystemdGateway(data_dir)
+    first, second = gateways(), gateways()
     csv = two_batches()
     rows = csv.count(b"\n") - 1
-
-    def client(gw: SystemdGateway) -> httpx.Client:
-        headers = {
-            "host": f"alpha.localhost:{gw.port}",
-            "authorization": f"Bearer {token}",
-            "accept": "application/json",
-        }
-        return httpx.Client(base_url=f"http://127.0.0.1:{gw.port}", headers=headers, timeout=60)
-
-    def answers(gw: SystemdGateway) -> bool:
-        try:
-            with client(gw) as c:
-                return c.get("/data.json").status_code == 200
-        except httpx.HTTPError:
-            return False
 
     held: sqlite3.Connection | None = None
     try:
         first.start()
-        until(lambda: answers(first), what="the first gateway serves alpha")
+        until(lambda: serves_alpha(first, token), what="the first gateway serves alpha")
         for attempt in range(4):  # the hold races the worker's first report: see its docstring
             table = f"kept{attempt}"
-            with client(first) as c:
+            with team_client(first, token) as c:
                 r = c.post("/-/upload-csv", data={"auto": "1", "table": table},
                            files={"file": ("kept.csv", csv, "text/csv")})  # fmt: skip
             assert r.status_code == 202, r.text
@@ -251,27 +234,22 @@ def test_a_gateway_killed_after_the_publication_ends_the_job_done_at_the_next_st
         assert first.proc is not None and first.proc.wait(30) == -signal.SIGKILL
         until(lambda: not alive(worker), timeout=30, what="the worker dies with its gateway")
         held.execute("ROLLBACK")
-        held.close()
-        held = None
-        assert job_row(data_dir, job_id)["state"] == "importing"  # the record never said done
-
-        second.start()
-        until(lambda: answers(second), what="the next gateway serves alpha")
-        with client(second) as c:
-            job = c.get(f"/-/upload-csv/jobs/{job_id}.json").json()
-        assert job["state"] == "done" and job["error"] is None, job
-        assert job["rows_done"] == rows and job["result"]["rows"] == rows, job
-        assert job["result"]["table"] == table and job["progress"] == 1.0, job
-        db = sqlite3.connect(team_db)
-        try:
-            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
-            assert staging_tables(db) == []
-        finally:
-            db.close()
-        assert list((data_dir / "teams" / "alpha" / ".spool").glob("*.upload")) == []
     finally:
         if held is not None:
             held.close()
-        second.stop()
-        if first.proc is not None and first.proc.poll() is None:
-            first.stop()
+    assert job_row(data_dir, job_id)["state"] == "importing"  # the record never said done
+
+    second.start()
+    until(lambda: serves_alpha(second, token), what="the next gateway serves alpha")
+    with team_client(second, token) as c:
+        job = c.get(f"/-/upload-csv/jobs/{job_id}.json").json()
+    assert job["state"] == "done" and job["error"] is None, job
+    assert job["rows_done"] == rows and job["result"]["rows"] == rows, job
+    assert job["result"]["table"] == table and job["progress"] == 1.0, job
+    db = sqlite3.connect(team_db)
+    try:
+        assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
+        assert staging_tables(db) == []
+    finally:
+        db.close()
+    assert list((data_dir / "teams" / "alpha" / ".spool").glob("*.upload")) == []

@@ -4,7 +4,8 @@
 The test configuration is DERIVED from the production files in code (``derive``), so a change
 to them is what gets tested. The transformation changes only what cannot work here:
 
-- ports: ``web`` and ``websecure`` on free loopback ports instead of :80/:443;
+- ports: ``web`` and ``websecure`` on free loopback ports instead of :80/:443, held for Traefik
+  until it listens (``Ports.free``);
 - the certificate: a file-provider certificate from ``gateway certs dev`` (the wildcard for
   the production domain) instead of the ACME resolver (no CA, no DNS here): the resolver is
   removed from the entrypoint, the router and the static file;
@@ -25,10 +26,11 @@ import copy
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ import yaml
 
 from gateway.config import Config, from_env
 from gateway.edge import traefik_config
-from gateway.edge.upgrade import free_port, routers_built
+from gateway.edge.upgrade import reserve_port, routers_built
 from gateway.tls import DevCerts
 
 CERTS = Path(__file__).resolve().parent.parent / "certs"
@@ -66,10 +68,25 @@ class Ports:
     web: int
     websecure: int
     api: int
+    # Each port is held from here until Traefik listens on it (``start``): every entrypoint
+    # has reusePort, so Traefik joins the held port and nothing else can take it meanwhile.
+    held: tuple[socket.socket, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port())
+        held = tuple(reserve_port() for _ in range(3))
+        web, websecure, api = (int(sock.getsockname()[1]) for sock in held)
+        return cls(web, websecure, api, held)
+
+    def release(self) -> None:
+        for sock in self.held:
+            sock.close()
+
+
+def refused_port() -> tuple[socket.socket, int]:
+    """A loopback port with nobody listening that no one can take while the socket is open."""
+    sock = reserve_port()
+    return sock, int(sock.getsockname()[1])
 
 
 def derive(
@@ -164,11 +181,14 @@ def start(
     running = Traefik(proc, ports, log, static_path)
     served = set(traefik_config.served_entrypoints(static))
     deadline = time.monotonic() + timeout
-    while not routers_built(running.api_url, served):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            running.stop()
-            raise AssertionError(f"Traefik did not build its routers:\n{running.log_text()}")
-        time.sleep(0.05)
+    try:
+        while not routers_built(running.api_url, served):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                running.stop()
+                raise AssertionError(f"Traefik did not build its routers:\n{running.log_text()}")
+            time.sleep(0.05)
+    finally:
+        ports.release()  # Traefik listens on them now (or is gone)
     return running
 
 

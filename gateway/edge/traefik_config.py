@@ -86,9 +86,11 @@ def accept_grace(static: dict[str, Any]) -> float:
 
 
 def with_api(static: dict[str, Any], api_port: int) -> dict[str, Any]:
-    """The operator's configuration plus Traefik's API on 127.0.0.1:``api_port`` only."""
+    """The operator's configuration plus Traefik's API on 127.0.0.1:``api_port`` only.
+
+    ``reusePort`` lets Traefik join a port held for it (``upgrade.reserve_port``)."""
     out = copy.deepcopy(static)
-    out["entryPoints"][API_ENTRYPOINT] = {"address": f"127.0.0.1:{api_port}"}
+    out["entryPoints"][API_ENTRYPOINT] = {"address": f"127.0.0.1:{api_port}", "reusePort": True}
     out["api"] = {**(out.get("api") or {}), "insecure": True, "dashboard": False}
     return out
 

@@ -69,10 +69,15 @@ class Result:
         return self.process.pid
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def reserve_port() -> socket.socket:
+    """A free loopback port, held for a Traefik entrypoint that has ``reusePort``: bound with
+    SO_REUSEPORT but never listening, so Traefik (same user, same option) can bind it too and
+    no other program can take it in between. It refuses connections; close it once Traefik
+    listens."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def routers_built(api_url: str, entrypoints: set[str]) -> bool:
@@ -130,7 +135,8 @@ def upgrade(plan: Plan, progress: Callable[[str], None] = lambda _: None) -> Res
 
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    api_port = free_port()
+    held = reserve_port()
+    api_port = int(held.getsockname()[1])
     derived = plan.work_dir / f"traefik-{stamp}.yml"
     traefik_config.write(traefik_config.with_api(static, api_port), derived)
     log = plan.work_dir / f"traefik-{stamp}.log"
@@ -152,6 +158,8 @@ def upgrade(plan: Plan, progress: Callable[[str], None] = lambda _: None) -> Res
             with contextlib.suppress(steer.SteerError):  # the old process is gone: no group
                 steer.release(listener)
         raise
+    finally:
+        held.close()
     mark(Step.READY)
 
     for listener in old.values():

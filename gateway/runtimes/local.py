@@ -37,6 +37,16 @@ STOP_GRACE = 10.0
 SecretFn = Callable[[str], str]
 
 
+# Datasette takes a port number, not a socket, so a port found free here can be taken by another
+# program before Datasette binds it. That start is retried at once on another port (bounded),
+# not counted as a crash.
+PORT_RETRIES = 5
+# uvicorn's bind error in the instance's log (its spaces cannot come from a logged request line):
+# "[Errno 98] error while attempting to bind on address ('127.0.0.1', 8123): address already
+# in use".
+PORT_TAKEN = "error while attempting to bind on address ('127.0.0.1', {port}): address already"
+
+
 def free_port(preferred: int | None = None) -> int:
     if preferred:
         with socket.socket() as s:
@@ -122,13 +132,16 @@ class LocalRuntime:
     # -- supervision ---------------------------------------------------------------------------
     async def _supervise(self, sup: _Supervised) -> None:
         backoff = 0.5
+        taken = 0  # consecutive starts that lost their port to another program
         while not sup.stopping:
-            port = free_port(sup.instance.port)
+            port = free_port(None if taken else sup.instance.port)
             if port != sup.instance.port:
                 self.store.update_instance(sup.instance.id, port=port)
                 sup.instance = _with_port(sup.instance, port)
             sup.target.pool.port = port
             started = time.monotonic()
+            log_path = self.team_dir(sup.instance.team) / "datasette.log"
+            log_start = log_path.stat().st_size if log_path.exists() else 0
             try:
                 sup.process = await self._spawn(sup.instance, port)
             except OSError as exc:
@@ -138,6 +151,16 @@ class LocalRuntime:
                 code = await sup.process.wait()
                 if sup.stopping:
                     return
+                if taken < PORT_RETRIES and _port_taken(log_path, log_start, port):
+                    taken += 1
+                    log.warning(
+                        "instance %s: port %d was taken before Datasette bound it; "
+                        "starting it on another",
+                        sup.instance.id,
+                        port,
+                    )
+                    continue
+                taken = 0
                 self.crashes += 1
                 log.warning(
                     "instance %s exited with %s; restarting in %.1fs",
@@ -200,3 +223,13 @@ class LocalRuntime:
 
 def _with_port(instance: Instance, port: int) -> Instance:
     return replace(instance, port=port)
+
+
+def _port_taken(log_path: Path, start: int, port: int) -> bool:
+    """Did the run whose output begins at ``start`` in ``log_path`` fail to bind ``port``?"""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(start)
+            return PORT_TAKEN.format(port=port).encode() in f.read(64 * 1024)
+    except OSError:
+        return False

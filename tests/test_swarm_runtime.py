@@ -28,8 +28,17 @@ from gateway.runtimes.docker import image
 from gateway.runtimes.swarm.provider import SWARM_NETWORK, SWARM_NETWORK_CONFIG, TASK_OF
 from gateway.store import open_store
 from tests.conftest import Running
+from tests.docker_support import (
+    add_teams,
+    get,
+    running_task,
+    serve,
+    service_of,
+    task_container,
+    task_networks,
+    until,
+)
 from tests.test_docker_deploy_truth import deploy
-from tests.test_docker_runtime import add_teams, get, serve, until
 from tests.upload_support import Member, sign_in
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -78,15 +87,12 @@ def swarm_config(swarm: None, config: Config, docker_image: str) -> Iterator[Con
             client.api.remove_service(service["ID"])
     # Bounded: the removed services' task containers stop (stop grace) and go.
     deadline = time.monotonic() + 60
-    while client.containers.list(all=True, filters={"label": f"{TASK_OF}={gateway_id}"}):
+    # (The low-level list: the high-level one inspects each container, and one that goes
+    # between the list and the inspect raised NotFound.)
+    while client.api.containers(all=True, filters={"label": f"{TASK_OF}={gateway_id}"}):
         assert time.monotonic() < deadline, "task containers outlived their services"
         time.sleep(0.2)
     client.close()
-
-
-def service_of(running: Running, team: str) -> dict[str, Any]:
-    (inst,) = [i for i in running.app.store.instances(team) if i.role == "active"]
-    return running.app.runtime.client.api.inspect_service(f"gateway-{inst.id}")  # type: ignore[attr-defined]
 
 
 def wide_listeners() -> set[str]:
@@ -95,13 +101,6 @@ def wide_listeners() -> set[str]:
     local = [line.split()[3] for line in out.splitlines() if line.strip()]
     loopback = ("127.", "[::1]:", "[::ffff:127.")
     return {addr for addr in local if not addr.startswith(loopback)}
-
-
-def running_task(running: Running, service: dict[str, Any]) -> dict[str, Any]:
-    client = running.app.runtime.client  # type: ignore[attr-defined]
-    tasks = client.api.tasks(filters={"service": service["ID"], "desired-state": "running"})
-    (task,) = [t for t in tasks if t["Status"]["State"] == "running"]
-    return dict(task)
 
 
 async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
@@ -147,9 +146,7 @@ async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
         assert not (spec.get("EndpointSpec") or {}).get("Ports")
         assert not (task["Status"].get("PortStatus") or {}).get("Ports")
         assert wide_listeners() <= listening_before, wide_listeners() - listening_before
-        networks = client.api.inspect_container(task["Status"]["ContainerStatus"]["ContainerID"])[
-            "NetworkSettings"
-        ]["Networks"]
+        networks = task_networks(running, task)
         assert list(networks) == [SWARM_NETWORK]
         # Tenants cannot reach each other there (the bridge's options, from its configuration).
         assert client.api.inspect_network(SWARM_NETWORK)["ConfigFrom"] == {
@@ -191,7 +188,7 @@ async def test_provision_is_routable_hardened_pinned_and_trusts_only_its_own(
         probe = f"import socket; socket.create_connection(('{ip}', {image.PORT}), timeout=3)"
         engine = docker.from_env()
         try:
-            beta_container = engine.containers.get(beta["Status"]["ContainerStatus"]["ContainerID"])
+            beta_container = engine.containers.get(task_container(beta))
             code, out = beta_container.exec_run([image.HEALTH_CMD[0], "-c", probe])
         finally:
             engine.close()
@@ -211,7 +208,7 @@ async def test_a_killed_task_is_restarted_by_swarm_and_re_added(swarm_config: Co
         task = running_task(running, swarm_service)
         engine = docker.from_env()
         try:
-            engine.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).kill()
+            engine.containers.get(task_container(task)).kill()
         finally:
             engine.close()
         await until(lambda: old.state in (State.DRAINING, State.STOPPED), 30, "drain")
@@ -222,9 +219,7 @@ async def test_a_killed_task_is_restarted_by_swarm_and_re_added(swarm_config: Co
         new = running_task(running, swarm_service)
         assert new["ID"] != task["ID"]
         (target,) = service.targets()
-        client = running.app.runtime.client  # type: ignore[attr-defined]
-        container = client.api.inspect_container(new["Status"]["ContainerStatus"]["ContainerID"])
-        ip = container["NetworkSettings"]["Networks"][SWARM_NETWORK]["IPAddress"]
+        ip = task_networks(running, new)[SWARM_NETWORK]["IPAddress"]
         assert (target.pool.host, target.pool.port) == (ip, image.PORT)
 
 
@@ -504,3 +499,53 @@ async def test_a_move_to_an_unknown_node_is_refused_and_changes_nothing(
         assert events[-1]["ok"] is False and "no swarm node 'no-such-node'" in events[-1]["reason"]
         assert service_of(running, "alpha")["ID"] == before["ID"]
         assert running.app.fleet.service("alpha").state() == "up"  # type: ignore[union-attr]
+
+
+def test_new_teams_go_to_the_reachable_node_with_the_most_free_memory(swarm: None) -> None:
+    import docker
+
+    from gateway.errors import RuntimeUnavailable
+    from gateway.runtimes.swarm.runtime import roomiest
+
+    engine = docker.from_env()
+    try:
+        (real,) = engine.api.nodes()
+    finally:
+        engine.close()
+    # A second node cannot exist on this machine: a copy of the real node's record, with
+    # another id and twice the memory, stands in for one.
+    mb = 1024 * 1024
+    memory = real["Description"]["Resources"]["MemoryBytes"]
+    big = {
+        **real,
+        "ID": "zz-second-node",
+        "Description": {**real["Description"], "Resources": {"MemoryBytes": 2 * memory}},
+        "Spec": {**real["Spec"], "Labels": {"gateway.tenants": "yes"}},
+    }
+    nodes = [real, big]
+
+    def pinned(constraint: str, count: int) -> list[dict[str, Any]]:
+        spec = {"TaskTemplate": {"Placement": {"Constraints": [constraint]}}}
+        return [{"Spec": spec}] * count
+
+    def everywhere(node: dict[str, Any]) -> bool:
+        return True
+
+    assert roomiest(nodes, [], 512, "", everywhere) == big["ID"]
+    # Its services use up its memory advantage (and one more): the real node has more free.
+    fill = (memory // mb) // 512 + 1
+    assert roomiest(nodes, pinned(f"node.id=={big['ID']}", fill), 512, "", everywhere) == real["ID"]
+    # Placements by label count against the node that carries the label.
+    by_label = pinned("node.labels.gateway.tenants==yes", fill)
+    assert roomiest(nodes, by_label, 512, "", everywhere) == real["ID"]
+    # --swarm-node-label keeps only the nodes carrying it (KEY or KEY=VALUE).
+    assert roomiest(nodes, by_label, 512, "gateway.tenants", everywhere) == big["ID"]
+    assert roomiest(nodes, [], 512, "gateway.tenants=yes", everywhere) == big["ID"]
+    # A drained or down node never gets a team; nor one the gateway cannot reach.
+    drained = {**big, "Spec": {**big["Spec"], "Availability": "drain"}}
+    assert roomiest([real, drained], [], 512, "", everywhere) == real["ID"]
+    down = {**big, "Status": {**big["Status"], "State": "down"}}
+    assert roomiest([real, down], [], 512, "", everywhere) == real["ID"]
+    assert roomiest(nodes, [], 512, "", lambda n: n["ID"] == real["ID"]) == real["ID"]
+    with pytest.raises(RuntimeUnavailable, match=r"labelled gateway\.tenants=no"):
+        roomiest(nodes, [], 512, "gateway.tenants=no", everywhere)

@@ -78,30 +78,13 @@ class SwarmRuntime(DockerRuntime):
         self.provider = SwarmProvider(client_factory, gateway_id, config.domain)
 
     # -- blocking API (threads, and the CLI) -------------------------------------------------
-    def ensure(self, instance: Instance) -> tuple[str, int]:
-        """Create or adopt the instance's service; return its running task's address."""
-        import docker.errors
+    # (``ensure`` is the docker runtime's: find, create, then reach.)
+    def create(self, instance: Instance) -> None:
+        self.client.api.create_service(**self.service_spec(instance))
 
-        validate_slug(instance.team)  # before any engine call
-        service = self.find(instance)
-        if service is None:
-            self.prepare_volume(instance.team)
-            try:
-                self.client.api.create_service(**self.service_spec(instance))
-                log.info("created service %s", container_name(instance))
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: a concurrent provision won the name
-                    self._image = None
-                    raise RuntimeUnavailable(
-                        f"cannot create service {container_name(instance)}: "
-                        f"{getattr(exc, 'explanation', None) or exc}"
-                    ) from exc
-            service = self.find(instance)
-            if service is None:
-                raise RuntimeUnavailable(f"the service of {instance.id} vanished")
-        address = self.wait_task(service["ID"], container_name(instance))
-        self.store.update_instance(instance.id, port=address[1], ref=service["ID"])
-        return address
+    def reach(self, instance: Instance, service: Any) -> tuple[tuple[str, int], str]:
+        """Wait for the service's running task; its address on the tenant bridge."""
+        return self.wait_task(service["ID"], container_name(instance)), str(service["ID"])
 
     def wait_task(self, service_id: str, name: str) -> tuple[str, int]:
         """Poll (bounded) until the service's current task runs with an address here."""
@@ -431,8 +414,8 @@ def roomiest(
     if not candidates:
         more = f" and labelled {label}" if label else ""
         raise RuntimeUnavailable(
-            f"the gateway's own swarm node is not ready, active{more}: no node to place a "
-            "team on (tenant tasks are reachable only on the gateway's node)"
+            f"no swarm node is ready, active{more} and reachable by the gateway: no node to "
+            "place a team on (tenant tasks are reachable only on the gateway's own node)"
         )
     used: dict[str, int] = {}
     for service in services:

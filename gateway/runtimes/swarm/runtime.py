@@ -154,21 +154,24 @@ class SwarmRuntime(DockerRuntime):
         return len(found)
 
     def _remove_service(self, service_id: str) -> None:
-        """Remove the service and wait (bounded) until its task containers are gone: the next
-        instance on the same volume, or a move, must not overlap a stopping one."""
+        """Remove the service and wait (bounded) until none of its task containers runs: the
+        next instance on the same volume, or a move, must not overlap a stopping one.
+
+        Swarm's agent takes seconds to stop a removed service's task and more to remove the
+        container (benchmarks/README.md), so the containers, on this engine, are stopped
+        here (gracefully: SIGTERM, then the grace period); a stopped one holds no file."""
         import docker.errors
 
         try:
             self.client.api.remove_service(service_id)
         except docker.errors.NotFound:
             return
+        label = {"label": f"com.docker.swarm.service.id={service_id}"}
+        for container in self.client.api.containers(filters=label):
+            with contextlib.suppress(docker.errors.APIError):  # gone, or stopping already
+                self.client.api.stop(container["Id"], timeout=self.stop_grace)
         deadline = time.monotonic() + self.stop_grace + 5
-        while time.monotonic() < deadline:
-            left = self.client.api.containers(
-                all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}
-            )
-            if not left:
-                break
+        while self.client.api.containers(filters=label) and time.monotonic() < deadline:
             time.sleep(0.1)
         log.info("removed service %s", service_id)
 

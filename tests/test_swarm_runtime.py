@@ -266,11 +266,20 @@ async def test_deploy_all_under_load_fails_no_request_then_rollback(swarm_config
 async def test_gateway_restart_rebuilds_routes_without_restarting_tasks(
     swarm_config: Config,
 ) -> None:
+    import docker
+
     add_teams(swarm_config, "alpha")
     async with serve(swarm_config) as first:
         await first.wait_healthy("alpha", 90)
         service = service_of(first, "alpha")
         task = running_task(first, service)
+    # As a gateway that died mid-move leaves it: the task's container frozen, which Swarm still
+    # calls running. The next gateway thaws it rather than routing to a hang.
+    engine = docker.from_env()
+    try:
+        engine.api.pause(task_container(task))
+    finally:
+        engine.close()
     async with serve(swarm_config) as second:
         await second.wait_healthy("alpha", 60)
         assert await get(second, "alpha") == 200

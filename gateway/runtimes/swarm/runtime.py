@@ -83,8 +83,12 @@ class SwarmRuntime(DockerRuntime):
         self.client.api.create_service(**self.service_spec(instance))
 
     def reach(self, instance: Instance, service: Any) -> tuple[tuple[str, int], str]:
-        """Wait for the service's running task; its address on the tenant bridge."""
-        return self.wait_task(service["ID"], container_name(instance)), str(service["ID"])
+        """Wait for the service's running task; its address on the tenant bridge. A task
+        container left frozen (a gateway that died mid-move) is thawed: Swarm still calls
+        that task running, and it would hang every request."""
+        address = self.wait_task(service["ID"], container_name(instance))
+        self.thaw(instance)
+        return address, str(service["ID"])
 
     def wait_task(self, service_id: str, name: str) -> tuple[str, int]:
         """Poll (bounded) until the service's current task runs with an address here."""

@@ -558,3 +558,26 @@ def test_new_teams_go_to_the_reachable_node_with_the_most_free_memory(swarm: Non
     assert roomiest(nodes, [], 512, "", lambda n: n["ID"] == real["ID"]) == real["ID"]
     with pytest.raises(RuntimeUnavailable, match=r"labelled gateway\.tenants=no"):
         roomiest(nodes, [], 512, "gateway.tenants=no", everywhere)
+
+
+async def test_a_sleeping_team_moves_without_waking_and_wakes_there(swarm_config: Config) -> None:
+    add_teams(swarm_config, "alpha")
+    async with serve(swarm_config) as running:
+        await running.wait_healthy("alpha", 90)
+        gid = running.app.gateway_id
+        with node_labels(running, {"gateway.test-move-a": gid}):
+            asleep = running.app.fleet.sleep("alpha")
+            assert asleep is not None
+            await asleep
+            client = running.app.runtime.client  # type: ignore[attr-defined]
+            ours = {"label": f"gateway.managed-by={gid}"}
+            assert not client.api.services(filters=ours)  # asleep: no service at all
+            events = await move(running, "alpha", f"gateway.test-move-a={gid}")
+            assert events[-1]["ok"] is True, events
+            steps = " ".join(e["message"] for e in events[:-1])
+            assert "starting on node" not in steps, steps  # nothing was started for it
+            assert not client.api.services(filters=ours)
+            # Its first request wakes it under the new placement, on the copied database.
+            assert await get(running, "alpha") == 200
+            constraints = service_of(running, "alpha")["Spec"]["TaskTemplate"]["Placement"]
+            assert constraints["Constraints"] == [f"node.labels.gateway.test-move-a=={gid}"]

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,10 +41,13 @@ from tests.docker_support import (
     task_networks,
     until,
 )
+from tests.edge import run_edge
 from tests.test_docker_deploy_truth import deploy
 from tests.upload_support import Member, sign_in
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+
+GATEWAY = str(Path(sys.executable).with_name("gateway"))
 
 
 @pytest.fixture(scope="module")
@@ -561,23 +567,29 @@ def test_new_teams_go_to_the_reachable_node_with_the_most_free_memory(swarm: Non
 
 
 async def test_a_sleeping_team_moves_without_waking_and_wakes_there(swarm_config: Config) -> None:
-    add_teams(swarm_config, "alpha")
-    async with serve(swarm_config) as running:
-        await running.wait_healthy("alpha", 90)
-        gid = running.app.gateway_id
-        with node_labels(running, {"gateway.test-move-a": gid}):
-            asleep = running.app.fleet.sleep("alpha")
+    # Through the real CLI and the gateway's admin listener, as an operator runs it.
+    async with run_edge(swarm_config, teams=("alpha",)) as edge:
+        await edge.wait_healthy("alpha", 90)
+        gid = edge.app.gateway_id
+        with node_labels(edge, {"gateway.test-move-a": gid}):  # type: ignore[arg-type]
+            asleep = edge.app.fleet.sleep("alpha")
             assert asleep is not None
             await asleep
-            client = running.app.runtime.client  # type: ignore[attr-defined]
+            client = edge.app.runtime.client  # type: ignore[attr-defined]
             ours = {"label": f"gateway.managed-by={gid}"}
             assert not client.api.services(filters=ours)  # asleep: no service at all
-            events = await move(running, "alpha", f"gateway.test-move-a={gid}")
-            assert events[-1]["ok"] is True, events
-            steps = " ".join(e["message"] for e in events[:-1])
-            assert "starting on node" not in steps, steps  # nothing was started for it
-            assert not client.api.services(filters=ours)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+            command = [GATEWAY, "teams", "move", "alpha", "--node", f"gateway.test-move-a={gid}"]
+            command += ["--data-dir", str(edge.config.data_dir)]
+            out = await asyncio.to_thread(
+                subprocess.run, command, capture_output=True, text=True, timeout=120, env=env
+            )
+            assert out.returncode == 0, out
+            assert "alpha: copying the database" in out.stdout
+            assert "moved to node" in out.stdout and "starting on node" not in out.stdout
+            assert not client.api.services(filters=ours)  # nothing was started for it
             # Its first request wakes it under the new placement, on the copied database.
-            assert await get(running, "alpha") == 200
-            constraints = service_of(running, "alpha")["Spec"]["TaskTemplate"]["Placement"]
-            assert constraints["Constraints"] == [f"node.labels.gateway.test-move-a=={gid}"]
+            assert await get(edge, "alpha") == 200  # type: ignore[arg-type]
+            service = service_of(edge, "alpha")  # type: ignore[arg-type]
+            constraints = service["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
+            assert constraints == [f"node.labels.gateway.test-move-a=={gid}"]

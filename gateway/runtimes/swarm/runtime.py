@@ -16,7 +16,8 @@ Placement: a team's data lives on one node, so its services carry ``node.id==<id
 recorded in the control store (``swarm_node:<team>``) when the team's first instance starts,
 chosen among the ready, active nodes (with ``swarm_node_label``, if set) that the gateway can
 reach -- its own -- with the most free memory: the node's memory minus ``instance_memory_mb``
-for each of this gateway's services on it.
+for each of this gateway's services on it (``roomiest``). ``gateway teams move`` (move.py)
+records another: a node id, or ``node.labels.KEY==VALUE`` for a node named by its label.
 
 What the engine's service API (20.10, API 1.41) cannot express, beside the container spec:
 ``no-new-privileges`` and a ``noexec`` /tmp; the task still runs as a non-root user with

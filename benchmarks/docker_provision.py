@@ -1,18 +1,21 @@
-"""Time from ``gateway teams create`` to the first 200 through the gateway (docker runtime).
+"""Time from ``gateway teams create`` to the first 200 through the gateway, docker and swarm.
 
-    .venv/bin/python benchmarks/docker_provision.py [--rounds 5] [--runtime swarm]
+    .venv/bin/python benchmarks/docker_provision.py [--rounds 5] [--runtime docker|swarm|both]
 
 A real ``gateway serve --runtime docker`` runs on a free port; each round runs the real CLI
 (``teams create SLUG --no-wait``), marks the team public (the poll is anonymous), then polls
 ``/data.json`` through the gateway until it answers 200. The baseline, interleaved round by
 round, is a plain ``docker run`` of the same image with the same hardening, polled directly on
-its published port: what the container itself costs, without the gateway. Target: under 3 s
-(exit 1 when missed; ``--report-only`` just prints). Then one ``gateway deploy --team`` of the
-first team is timed (new instance healthy, cut over, old one drained and removed).
+its published port: what the container itself costs, without the gateway. Targets: under 3 s
+(docker), 5 s (swarm) (exit 1 when missed; ``--report-only`` just prints). Then each team gets
+one ``gateway deploy --team``, timed (new instance healthy, cut over, old one drained and
+removed), interleaved the same way.
 
-``--runtime swarm`` runs the gateway with Swarm services instead of containers; if the engine
-is not in a swarm it runs ``docker swarm init --advertise-addr 127.0.0.1`` and leaves it
-afterwards. Everything made is removed.
+By default (``--runtime both``) one gateway per runtime runs, side by side, and every round
+provisions on each: containers (docker) and one-replica Swarm services (swarm); the report
+gives each one's median, min, max and spread, and swarm / docker ratios. If the engine is not
+in a swarm it runs ``docker swarm init --advertise-addr 127.0.0.1`` and leaves it afterwards.
+Everything made is removed.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ import docker
 from gateway.config import Config
 from gateway.routing.signature import sign_with
 from gateway.runtimes.base import prepare_team_dir
-from gateway.runtimes.docker import CPUS, PIDS_LIMIT, image
+from gateway.runtimes.docker import hardening, image
 
 BIN = Path(sys.executable).parent
 DEADLINE = 60.0
-TARGET_S = 3.0
+TARGET_S = {"docker": 3.0, "swarm": 5.0}  # the issues' targets, provision -> routable
 
 
 def free_port() -> int:
@@ -68,7 +71,7 @@ def poll(url: str, host: str | None = None, headers: dict[str, str] | None = Non
 
 
 class GatewayUnderTest:
-    """One ``gateway serve --runtime docker`` for every round."""
+    """One ``gateway serve --runtime RUNTIME`` for every round."""
 
     def __init__(self, data_dir: Path, runtime: str) -> None:
         self.data_dir = data_dir
@@ -125,7 +128,8 @@ class GatewayUnderTest:
 
 def baseline_one(n: int, client: docker.DockerClient, tag: str, work: Path) -> float:
     """A plain `docker run` of the same image with the same hardening as the gateway's
-    containers (gateway/runtimes/docker.py spec), polled directly on its published port."""
+    containers (``hardening`` in gateway/runtimes/docker/runtime.py), polled directly on its
+    published port."""
     data = work / f"plain{n}"
     prepare_team_dir(data)  # the same data.db a team starts with
     uid = os.getuid()
@@ -133,7 +137,6 @@ def baseline_one(n: int, client: docker.DockerClient, tag: str, work: Path) -> f
         for path in (data, *data.iterdir()):
             os.chown(path, image.UID, image.UID)
         uid = image.UID
-    memory = f"{Config().instance_memory_mb}m"
     started = time.perf_counter()
     container = client.containers.run(
         tag,
@@ -143,15 +146,8 @@ def baseline_one(n: int, client: docker.DockerClient, tag: str, work: Path) -> f
         labels={"gateway.bench": "baseline"},
         user=f"{uid}:{uid}",
         environment={"DATASETTE_SECRET": "bench"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
-        read_only=True,
-        tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-        mem_limit=memory,
-        memswap_limit=memory,
-        pids_limit=PIDS_LIMIT,
-        nano_cpus=int(CPUS * 1e9),
         stop_signal="SIGTERM",
+        **hardening(Config().instance_memory_mb),  # the runtime's own, not a copy
     )
     try:
         container.reload()
@@ -177,59 +173,84 @@ def summary(name: str, times: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runtime", choices=["docker", "swarm"], default="docker")
+    parser.add_argument("--runtime", choices=["docker", "swarm", "both"], default="both")
     parser.add_argument(
-        "--report-only", action="store_true", help="exit 0 even when the 3 s target is missed"
+        "--report-only", action="store_true", help="exit 0 even when a target is missed"
     )
     args = parser.parse_args()
+    runtimes = ["docker", "swarm"] if args.runtime == "both" else [args.runtime]
     tag, _ = image.build(progress=print)
     client = docker.from_env()
-    made_swarm = args.runtime == "swarm" and client.info()["Swarm"]["LocalNodeState"] == "inactive"
+    made_swarm = "swarm" in runtimes and client.info()["Swarm"]["LocalNodeState"] == "inactive"
     if made_swarm:
         subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True)
-    deployed = 0.0
     base: list[float] = []
-    gw: list[float] = []
-    cli: list[float] = []
+    provision: dict[str, list[float]] = {rt: [] for rt in runtimes}
+    cli: dict[str, list[float]] = {rt: [] for rt in runtimes}
+    deploys: dict[str, list[float]] = {rt: [] for rt in runtimes}
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         work = Path(tmp)
-        (work / "data").mkdir()
-        gateway = None
+        gateways: dict[str, GatewayUnderTest] = {}
         try:
-            gateway = GatewayUnderTest(work / "data", args.runtime)
-            for n in range(args.rounds):  # interleaved: each round runs both, side by side
+            for rt in runtimes:
+                (work / rt / "data").mkdir(parents=True)
+                gateways[rt] = GatewayUnderTest(work / rt / "data", rt)
+            for n in range(args.rounds):  # interleaved: each round runs all, side by side
                 base.append(baseline_one(n, client, tag, work))
-                took, cli_took = gateway.one(n)
-                gw.append(took)
-                cli.append(cli_took)
-            deployed = gateway.deploy("bench0")
+                for rt in runtimes:
+                    took, cli_took = gateways[rt].one(n)
+                    provision[rt].append(took)
+                    cli[rt].append(cli_took)
+            for n in range(args.rounds):  # then one deploy per team, interleaved the same way
+                for rt in runtimes:
+                    deploys[rt].append(gateways[rt].deploy(f"bench{n}"))
         finally:
-            if gateway is not None:
+            for gateway in gateways.values():
                 gateway.stop()
             for c in client.containers.list(all=True, filters={"label": "gateway.bench"}):
                 c.remove(force=True)
-            gid = _gateway_id(work / "data" / "control.db")
-            if gid:
-                label = f"gateway.managed-by={gid}"
-                for c in client.containers.list(all=True, filters={"label": label}):
-                    c.remove(force=True, v=True)
-                if args.runtime == "swarm":
-                    for service in client.api.services(filters={"label": label}):
-                        client.api.remove_service(service["ID"])
+            for rt in runtimes:
+                gid = _gateway_id(work / rt / "data" / "control.db")
+                if gid:
+                    label = f"gateway.managed-by={gid}"
+                    for c in client.containers.list(all=True, filters={"label": label}):
+                        c.remove(force=True, v=True)
+                    if rt == "swarm":
+                        for service in client.api.services(filters={"label": label}):
+                            client.api.remove_service(service["ID"])
             if made_swarm:
                 subprocess.run(["docker", "swarm", "leave", "--force"], check=True)
-                # What the init made beside the swarm itself (kept by `swarm leave`).
+                # What the init made beside the swarm itself (kept by `swarm leave`). The
+                # config-only network stays "in use" a moment after the leave: a few tries.
                 for net in ("docker_gwbridge", "gateway-swarm-tenants-config"):
-                    subprocess.run(["docker", "network", "rm", net], check=False)
+                    for _ in range(20):
+                        rm = ["docker", "network", "rm", net]
+                        done = subprocess.run(rm, capture_output=True, text=True)
+                        if done.returncode == 0 or "not found" in done.stderr:
+                            break
+                        time.sleep(0.5)
     print(summary("docker run -> first 200 (baseline)", base))
-    print(summary(f"teams create -> first 200 ({args.runtime})", gw))
-    print(summary("  of which the CLI process itself", cli))
-    print(f"deploy --team bench0 ({args.runtime}): {deployed:.2f}s")
-    ratio = statistics.median(gw) / statistics.median(base)
-    met = statistics.median(gw) < TARGET_S
-    print(f"gateway / baseline = {ratio:.2f}x; median {'under' if met else 'OVER'} the 3 s target")
-    if not met:
-        print("MISSED: the 3 s provisioning target", file=sys.stderr)
+    missed = []
+    for rt in runtimes:
+        print(summary(f"teams create -> first 200 ({rt})", provision[rt]))
+        print(summary("  of which the CLI process itself", cli[rt]))
+        print(summary(f"deploy --team ({rt})", deploys[rt]))
+    for rt in runtimes:
+        mid = statistics.median(provision[rt])
+        ratio = mid / statistics.median(base)
+        met = mid < TARGET_S[rt]
+        print(
+            f"{rt}: gateway / baseline = {ratio:.2f}x; median {'under' if met else 'OVER'} "
+            f"the {TARGET_S[rt]:g} s target"
+        )
+        if not met:
+            missed.append(rt)
+    if "docker" in runtimes and "swarm" in runtimes:
+        for what, times in (("provision", provision), ("deploy", deploys)):
+            ratio = statistics.median(times["swarm"]) / statistics.median(times["docker"])
+            print(f"swarm / docker {what} = {ratio:.2f}x")
+    if missed:
+        print(f"MISSED: the provisioning target ({', '.join(missed)})", file=sys.stderr)
         return 0 if args.report_only else 1
     return 0
 

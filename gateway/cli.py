@@ -346,7 +346,7 @@ register_image(cli)  # gateway image build|tag
 register_edge(cli)  # gateway edge upgrade
 register_auth(cli)  # gateway users ..., gateway teams add-member|remove-member
 register_ops(cli)  # gateway certs, gateway routes
-register_deploys(cli)  # deploy, rollback, pause, resume, maintenance, restart
+register_deploys(cli)  # deploy, rollback, pause, resume, maintenance, restart, teams move
 register_backups(cli)  # backup status|now, restore
 
 

@@ -43,6 +43,7 @@ BUSY = {
     "deploy": "being deployed",
     "delete": "being deleted",
     "sleep": "going to sleep",
+    "move": "being moved to another node",
 }
 
 

@@ -14,7 +14,7 @@ from gateway.admin.app import build_admin_app
 from gateway.config import Config
 from gateway.runtimes.docker import image
 from tests.conftest import Running
-from tests.test_docker_runtime import add_teams, container_of, docker_config, serve
+from tests.docker_support import add_teams, container_of, docker_config, serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 __all__ = ["docker_config"]  # the fixture, used by name

@@ -6,24 +6,19 @@ removed in the fixture's finalizer.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
-from gateway.app import Gateway, create_app
 from gateway.config import Config
-from gateway.protocol import GatewayHttpProtocol
 from gateway.routing.target import State
 from gateway.runtimes.docker import image
 from gateway.store import open_store
-from tests.conftest import Running, free_socket
-from tests.shutdown import stop_server
+from tests.docker_support import add_teams, container_of, docker_config, get, serve, until
+
+__all__ = ["docker_config"]  # the fixture, imported for pytest
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -53,76 +48,6 @@ out["data"] = sorted(os.listdir("/data"))
 out["uid"] = os.getuid()
 print(json.dumps(out))
 """
-
-
-@pytest.fixture
-def docker_config(config: Config, docker_image: str) -> Iterator[Config]:
-    import docker
-
-    cfg = config.replace(runtime="docker")
-    store = open_store(cfg.control_db)
-    gateway_id = store.ensure_setting("gateway_id")
-    store.close()
-    yield cfg
-    client = docker.from_env()
-    for label in (f"gateway.managed-by={gateway_id}", f"gateway.test={gateway_id}"):
-        for c in client.containers.list(all=True, filters={"label": label}):
-            c.remove(force=True, v=True)
-    client.close()
-
-
-def add_teams(cfg: Config, *slugs: str) -> None:
-    """As the CLI does: another connection writes the store; teams are public for reads."""
-    store = open_store(cfg.control_db)
-    for slug in slugs:
-        store.create_team(slug)
-        store.query("UPDATE teams SET public = 1 WHERE slug = ?", [slug])
-    store.close()
-
-
-@contextlib.asynccontextmanager
-async def serve(cfg: Config) -> AsyncIterator[Running]:
-    """A real gateway on a real socket that this test can stop (a gateway restart)."""
-    sock = free_socket()
-    cfg = cfg.replace(port=sock.getsockname()[1])
-    app = create_app(cfg)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            lifespan="on",
-            log_level="warning",
-            loop="none",
-            http=GatewayHttpProtocol,  # the production protocol (gateway/server.py)
-            proxy_headers=False,
-        )
-    )
-    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield Running(app, cfg.port, cfg)
-    finally:
-        await stop_server(server, task, 60)
-
-
-def container_of(app: Gateway, team: str) -> Any:
-    (inst,) = [i for i in app.store.instances(team) if i.role == "active"]
-    return app.runtime.client.containers.get(f"gateway-{inst.id}")  # type: ignore[attr-defined]
-
-
-async def get(running: Running, team: str, path: str = "/data.json") -> int:
-    async with running.client() as client:
-        return (await client.get(running.url(team, path))).status_code
-
-
-async def until(predicate: Any, timeout: float = 60, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_two_teams_are_hardened_and_isolated(docker_config: Config) -> None:

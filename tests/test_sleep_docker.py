@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from gateway.config import Config
-from tests.test_docker_runtime import add_teams, docker_config, get, serve, until
+from tests.docker_support import add_teams, docker_config, get, serve, until
 
 __all__ = ["docker_config"]  # the fixture, imported for pytest
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]

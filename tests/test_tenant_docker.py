@@ -14,7 +14,7 @@ from itsdangerous import TimestampSigner
 
 from gateway.config import Config
 from gateway.runtimes.docker import image, published
-from tests.test_docker_runtime import add_teams, container_of, docker_config, get, serve
+from tests.docker_support import add_teams, container_of, docker_config, get, serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 __all__ = ["docker_config"]

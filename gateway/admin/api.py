@@ -33,6 +33,7 @@ from gateway.deploy.api import deploy_routes
 from gateway.errors import BadRequest, ConfigError, NotFound
 from gateway.observability.prom import exposition, make_registry
 from gateway.routing.target import Target
+from gateway.runtimes.swarm.api import move_routes
 
 
 def team_view(gw: AdminParts, slug: str, store_state: str = "active") -> dict[str, Any]:
@@ -213,4 +214,5 @@ def api_routes(gw: AdminParts) -> list[BaseRoute]:
         metrics_endpoint(gw),
         *deploy_routes(),
         *backup_routes(),
+        *move_routes(),
     ]

@@ -5,6 +5,7 @@ gateway rollback --team SLUG
 gateway pause --team SLUG [--seconds N]     gateway resume --team SLUG
 gateway maintenance --team SLUG --message TEXT | --off
 gateway restart
+gateway teams move SLUG --node NODE         (swarm runtime)
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import click
 import httpx
 
 from gateway.admin.discovery import find_admin
-from gateway.clikit import config_options, run_cli
+from gateway.clikit import config_options, run_cli, subgroup
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.lock import gateway_running
+from gateway.slugs import validate_slug
 
 
 class NoGateway(GatewayError):
@@ -58,6 +60,8 @@ def _post(config: Config, path: str, body: dict[str, Any] | None = None) -> dict
 
 
 def register(cli: click.Group) -> None:
+    subgroup(cli, "teams").add_command(move)  # gateway teams move
+
     @cli.command()
     @click.option("--team", "team", help="Deploy this team.")
     @click.option("--all", "all_teams", is_flag=True, help="Deploy every team (a rollout).")
@@ -156,6 +160,47 @@ def register(cli: click.Group) -> None:
                 return
             time.sleep(0.2)
         raise click.ClickException("the new gateway did not take over; the old one still serves")
+
+
+@click.command("move")
+@click.argument("slug")
+@click.option(
+    "--node",
+    required=True,
+    help="Where to: a swarm node's id or hostname (`docker node ls`), or KEY=VALUE, a node "
+    "label exactly one node carries.",
+)
+@config_options
+@run_cli
+def move(config: Config, slug: str, node: str) -> None:
+    """Move team SLUG to another Swarm node with no failed request (--runtime swarm).
+
+    Its requests are held while its database is copied and a new instance starts on NODE;
+    then it cuts over and the old service and database are removed. On any failure the move
+    is undone and the team serves from where it was.
+    """
+    slug = validate_slug(slug)
+    client, url = _client(config, timeout=None)
+    done: dict[str, Any] = {}
+    try:
+        with client, client.stream("POST", f"/api/teams/{slug}/move", json={"node": node}) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise GatewayError(str(r.json().get("detail", r.text)))
+            for line in r.iter_lines():
+                event = json.loads(line)
+                if event["event"] == "step":
+                    click.echo(f"{slug}: {event['message']}")
+                else:
+                    done = event
+    except httpx.HTTPError as exc:
+        raise NoGateway(f"the admin API at {url} did not answer: {exc}") from exc
+    if not done.get("ok"):
+        raise click.ClickException(str(done.get("reason") or "the move did not finish"))
+    click.echo(
+        f"{slug}: moved to node {done['node']} ({done['placement']}) in {done['seconds']}s, "
+        f"requests held {done['held']}s"
+    )
 
 
 def _published_pid(config: Config) -> int | None:

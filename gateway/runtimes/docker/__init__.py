@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         DockerRuntime,
         container_name,
         deprovision_team,
+        hardening,
         provision_team,
         published,
     )
@@ -29,6 +30,7 @@ __all__ = [
     "DockerRuntime",
     "container_name",
     "deprovision_team",
+    "hardening",
     "provision_team",
     "published",
 ]

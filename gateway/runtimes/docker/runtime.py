@@ -47,6 +47,22 @@ HEALTHCHECK = {
 }
 
 
+def hardening(memory_mb: int) -> dict[str, Any]:
+    """The confinement of every tenant container, as ``create_host_config`` (and
+    ``containers.run``) keywords: one place, shared with the benchmark's plain baseline."""
+    memory = f"{memory_mb}m"
+    return {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
+        "mem_limit": memory,
+        "memswap_limit": memory,  # no swap beyond the limit
+        "pids_limit": PIDS_LIMIT,
+        "nano_cpus": int(CPUS * 1e9),
+    }
+
+
 def container_name(instance: Instance) -> str:
     return CONTAINER_PREFIX + instance.id
 
@@ -156,24 +172,37 @@ class DockerRuntime:
 
     # -- blocking API (threads, and the CLI) -------------------------------------------------
     def ensure(self, instance: Instance) -> tuple[str, int]:
-        """Create, start or adopt the instance's container; return its published address."""
+        """Create, start or adopt the instance's container (or service); return its address.
+
+        The same steps for every engine-backed runtime: only ``create``, ``reach`` and ``find``
+        differ (a container here, a Swarm service in swarm/runtime.py)."""
         import docker.errors
 
-        validate_slug(instance.team)  # before any Docker call
-        container = self.find(instance)
-        if container is None:
+        validate_slug(instance.team)  # before any engine call
+        found = self.find(instance)
+        if found is None:
             self.prepare_volume(instance.team)
             try:
-                created = self.client.api.create_container(**self.spec(instance))
-                container = self.client.containers.get(created["Id"])
-                log.info("created container %s for %s", container.name, instance.id)
+                self.create(instance)
+                log.info("created %s for %s", container_name(instance), instance.id)
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: a concurrent provision won the name
                     self._image, self._network_id = None, None  # look them up afresh
                     raise RuntimeUnavailable(
-                        f"cannot create {instance.id}: {_engine_message(exc)}"
+                        f"cannot create {container_name(instance)}: {_engine_message(exc)}"
                     ) from exc
-                container = self.client.containers.get(container_name(instance))
+            found = self.find(instance)
+            if found is None:
+                raise RuntimeUnavailable(f"{container_name(instance)} vanished as it was made")
+        address, ref = self.reach(instance, found)
+        self.store.update_instance(instance.id, port=address[1], ref=ref)
+        return address
+
+    def create(self, instance: Instance) -> None:
+        self.client.api.create_container(**self.spec(instance))
+
+    def reach(self, instance: Instance, container: Any) -> tuple[tuple[str, int], str]:
+        """Start the container if it is not running; its published address and id."""
         if container.status == "paused":  # paused behind our back: a hang, from our side
             container.unpause()
             container.reload()
@@ -184,8 +213,7 @@ class DockerRuntime:
         address = published(container.attrs)
         if address is None:
             raise RuntimeUnavailable(f"container {container.name} publishes no loopback port")
-        self.store.update_instance(instance.id, port=address[1], ref=container.id)
-        return address
+        return address, str(container.id)
 
     def find(self, instance: Instance) -> Any:
         import docker.errors
@@ -241,20 +269,12 @@ class DockerRuntime:
         """
         team = validate_slug(instance.team)
         tag = self.tag_for(instance)
-        memory = f"{self.config.instance_memory_mb}m"
         host_config = self.client.api.create_host_config(
             binds={str(self.config.teams_dir / team): {"bind": "/data", "mode": "rw"}},
             port_bindings={image.PORT: ("127.0.0.1", None)},
             network_mode=self.ensure_network(),
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            read_only=True,
-            tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-            mem_limit=memory,
-            memswap_limit=memory,
-            pids_limit=PIDS_LIMIT,
-            nano_cpus=int(CPUS * 1e9),
             restart_policy={"Name": "unless-stopped"},
+            **hardening(self.config.instance_memory_mb),
         )
         return {
             "image": tag,

@@ -16,7 +16,8 @@ Placement: a team's data lives on one node, so its services carry ``node.id==<id
 recorded in the control store (``swarm_node:<team>``) when the team's first instance starts,
 chosen among the ready, active nodes (with ``swarm_node_label``, if set) that the gateway can
 reach -- its own -- with the most free memory: the node's memory minus ``instance_memory_mb``
-for each of this gateway's services on it.
+for each of this gateway's services on it (``roomiest``). ``gateway teams move`` (move.py)
+records another: a node id, or ``node.labels.KEY==VALUE`` for a node named by its label.
 
 What the engine's service API (20.10, API 1.41) cannot express, beside the container spec:
 ``no-new-privileges`` and a ``noexec`` /tmp; the task still runs as a non-root user with
@@ -25,6 +26,7 @@ every capability dropped, on a read-only root file system (docs/production.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -77,30 +79,17 @@ class SwarmRuntime(DockerRuntime):
         self.provider = SwarmProvider(client_factory, gateway_id, config.domain)
 
     # -- blocking API (threads, and the CLI) -------------------------------------------------
-    def ensure(self, instance: Instance) -> tuple[str, int]:
-        """Create or adopt the instance's service; return its running task's address."""
-        import docker.errors
+    # (``ensure`` is the docker runtime's: find, create, then reach.)
+    def create(self, instance: Instance) -> None:
+        self.client.api.create_service(**self.service_spec(instance))
 
-        validate_slug(instance.team)  # before any engine call
-        service = self.find(instance)
-        if service is None:
-            self.prepare_volume(instance.team)
-            try:
-                self.client.api.create_service(**self.service_spec(instance))
-                log.info("created service %s", container_name(instance))
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: a concurrent provision won the name
-                    self._image = None
-                    raise RuntimeUnavailable(
-                        f"cannot create service {container_name(instance)}: "
-                        f"{getattr(exc, 'explanation', None) or exc}"
-                    ) from exc
-            service = self.find(instance)
-            if service is None:
-                raise RuntimeUnavailable(f"the service of {instance.id} vanished")
+    def reach(self, instance: Instance, service: Any) -> tuple[tuple[str, int], str]:
+        """Wait for the service's running task; its address on the tenant bridge. A task
+        container left frozen (a gateway that died mid-move) is thawed: Swarm still calls
+        that task running, and it would hang every request."""
         address = self.wait_task(service["ID"], container_name(instance))
-        self.store.update_instance(instance.id, port=address[1], ref=service["ID"])
-        return address
+        self.thaw(instance)
+        return address, str(service["ID"])
 
     def wait_task(self, service_id: str, name: str) -> tuple[str, int]:
         """Poll (bounded) until the service's current task runs with an address here."""
@@ -170,66 +159,124 @@ class SwarmRuntime(DockerRuntime):
         return len(found)
 
     def _remove_service(self, service_id: str) -> None:
-        """Remove the service and wait (bounded) until its task containers are gone: the next
-        instance on the same volume, or a move, must not overlap a stopping one."""
+        """Remove the service and wait (bounded) until none of its task containers runs: the
+        next instance on the same volume, or a move, must not overlap a stopping one.
+
+        Swarm's agent takes seconds to stop a removed service's task and more to remove the
+        container (benchmarks/README.md), so the containers, on this engine, are stopped
+        here (gracefully: SIGTERM, then the grace period); a stopped one holds no file."""
         import docker.errors
 
         try:
             self.client.api.remove_service(service_id)
         except docker.errors.NotFound:
             return
+        label = {"label": f"com.docker.swarm.service.id={service_id}"}
+        for container in self.client.api.containers(filters=label):
+            with contextlib.suppress(docker.errors.APIError):  # gone, or stopping already
+                self.client.api.stop(container["Id"], timeout=self.stop_grace)
         deadline = time.monotonic() + self.stop_grace + 5
-        while time.monotonic() < deadline:
-            left = self.client.api.containers(
-                all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}
-            )
-            if not left:
-                break
+        while self.client.api.containers(filters=label) and time.monotonic() < deadline:
             time.sleep(0.1)
         log.info("removed service %s", service_id)
+
+    def freeze(self, instance: Instance) -> bool:
+        """Pause the instance's task container (the freezer: it opens no file while its
+        database is swapped under it). False when it has none here to pause."""
+        import docker.errors
+
+        container = self.task_container(instance)
+        if container is None:
+            return False
+        try:
+            self.client.api.pause(container)
+        except docker.errors.APIError as exc:
+            raise RuntimeUnavailable(f"cannot pause {container_name(instance)}: {exc}") from exc
+        return True
+
+    def thaw(self, instance: Instance) -> None:
+        import docker.errors
+
+        container = self.task_container(instance)
+        if container is not None:
+            with contextlib.suppress(docker.errors.APIError):  # not paused (any more)
+                self.client.api.unpause(container)
+
+    def task_container(self, instance: Instance) -> str | None:
+        """The container of the instance's current task on this engine, if any."""
+        service = self.find(instance)
+        if service is None:
+            return None
+        tasks = self.client.api.tasks(
+            filters={"service": service["ID"], "desired-state": "running"}
+        )
+        if not tasks:
+            return None
+        task = max(tasks, key=task_order)
+        container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        return str(container) if container else None
 
     # -- placement -------------------------------------------------------------------------
     def node_for(self, team: str) -> str:
         """The node id the team is pinned to: recorded once, chosen by free memory."""
         return self.store.ensure_setting(f"swarm_node:{team}", lambda: self.roomiest_node())
 
+    def placement(self, team: str) -> str:
+        """The constraint the team's services carry: ``node.id==<id>`` as first placed, or
+        what a move recorded (``node.labels.KEY==VALUE`` for a node named by its label)."""
+        pinned = self.node_for(team)
+        return pinned if pinned.startswith("node.") else f"node.id=={pinned}"
+
+    def pin(self, team: str, placement: str) -> None:
+        """Record the team's placement: services made from now on carry it (a node id is
+        kept bare, as first placed)."""
+        value = placement.removeprefix("node.id==")
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                [f"swarm_node:{validate_slug(team)}", value],
+            )
+
+    def resolve_node(self, node: str) -> tuple[str, str]:
+        """``gateway teams move --node NODE``: a node id, hostname or ``KEY=VALUE`` node label
+        -> (the placement constraint, the one node it names). Refused unless exactly one ready,
+        active node matches and the gateway can reach tasks there."""
+        nodes = self.client.api.nodes()
+        key, eq, value = node.partition("=")
+        placement = f"node.labels.{key}=={value}" if eq else ""
+        found = [n for n in nodes if node_matches(n, node)]
+        if not found:
+            names = ", ".join(node_name(n) for n in nodes)
+            raise RuntimeUnavailable(f"no swarm node {node!r} (the nodes: {names})")
+        if len(found) > 1:
+            raise RuntimeUnavailable(
+                f"{node!r} names {len(found)} nodes: a team's data lives on one node, so give "
+                "one node's id or hostname, or a label only one node carries"
+            )
+        (chosen,) = found
+        why = node_usable(chosen)
+        if why:
+            raise RuntimeUnavailable(f"node {node_name(chosen)} cannot take a team: {why}")
+        here = str(self.client.info()["Swarm"].get("NodeID") or "")
+        if chosen["ID"] != here:
+            raise RuntimeUnavailable(
+                f"node {node_name(chosen)} is not the gateway's own: tenant tasks are reachable "
+                'only on the gateway\'s node (docs/production.md, "more than one host")'
+            )
+        return placement or f"node.id=={chosen['ID']}", str(chosen["ID"])
+
     def roomiest_node(self) -> str:
         # Only the gateway's own node: a task's bridge address is routable from there only.
         here = str(self.client.info()["Swarm"].get("NodeID") or "")
-        nodes = [n for n in self.client.api.nodes() if not node_usable(n) and n["ID"] == here]
-        wanted = self.config.swarm_node_label
-        if wanted:
-            key, _, value = wanted.partition("=")
-            nodes = [
-                n
-                for n in nodes
-                if key in ((n.get("Spec") or {}).get("Labels") or {})
-                and (not value or n["Spec"]["Labels"][key] == value)
-            ]
-        if not nodes:
-            more = f" and labelled {wanted}" if wanted else ""
-            raise RuntimeUnavailable(
-                f"the gateway's own swarm node is not ready, active{more}: no node to place a "
-                "team on (tenant tasks are reachable only on the gateway's node)"
-            )
-        used: dict[str, int] = {}
-        for service in self.client.api.services(
-            filters={"label": f"{MANAGED_BY}={self.gateway_id}"}
-        ):
-            placement = (service["Spec"].get("TaskTemplate") or {}).get("Placement") or {}
-            for constraint in placement.get("Constraints") or []:
-                if constraint.startswith("node.id=="):
-                    node_id = constraint.split("==", 1)[1]
-                    used[node_id] = used.get(node_id, 0) + self.config.instance_memory_mb
-        mb = 1024 * 1024
-
-        def free(node: dict[str, Any]) -> tuple[int, str]:
-            total = int(
-                ((node.get("Description") or {}).get("Resources") or {}).get("MemoryBytes", 0)
-            )
-            return total // mb - used.get(node["ID"], 0), str(node["ID"])
-
-        return max(nodes, key=free)["ID"]
+        nodes = self.client.api.nodes()
+        services = self.client.api.services(filters={"label": f"{MANAGED_BY}={self.gateway_id}"})
+        return roomiest(
+            nodes,
+            services,
+            self.config.instance_memory_mb,
+            self.config.swarm_node_label,
+            lambda n: n["ID"] == here,
+        )
 
     def service_spec(self, instance: Instance) -> dict[str, Any]:
         """The docker runtime's hardening (runtime.py ``spec``) in the service API's terms."""
@@ -273,7 +320,7 @@ class SwarmRuntime(DockerRuntime):
                 },
                 # Swarm restarts a dead task (the gateway then re-adds it); no backoff beyond.
                 "RestartPolicy": {"Condition": "any", "Delay": 500_000_000, "MaxAttempts": 0},
-                "Placement": {"Constraints": [f"node.id=={self.node_for(team)}"]},
+                "Placement": {"Constraints": [self.placement(team)]},
                 # No published port: the gateway reaches the task on the tenant bridge.
                 "Networks": [{"Target": self.ensure_swarm_network()}],
             },
@@ -325,3 +372,70 @@ def provision_swarm_team(config: Config, store: Store, slug: str, *, wait: bool 
 
 def deprovision_swarm_team(config: Config, store: Store, slug: str) -> int:
     return deprovision_team(config, store, slug, runtime_cls=SwarmRuntime)
+
+
+# -- placement policy: pure functions of the engine's node and service lists -----------------
+def node_name(node: dict[str, Any]) -> str:
+    return str((node.get("Description") or {}).get("Hostname") or node.get("ID", ""))
+
+
+def node_labels(node: dict[str, Any]) -> dict[str, str]:
+    return dict((node.get("Spec") or {}).get("Labels") or {})
+
+
+def node_matches(node: dict[str, Any], name: str) -> bool:
+    """``name`` is the node's id, its hostname, or ``KEY=VALUE`` / ``KEY`` among its labels."""
+    key, eq, value = name.partition("=")
+    if eq:
+        return node_labels(node).get(key) == value
+    return name in (node.get("ID"), node_name(node))
+
+
+def constraint_matches(node: dict[str, Any], constraint: str) -> bool:
+    """Whether ``node`` satisfies one of the placements this runtime writes."""
+    field, _, value = constraint.partition("==")
+    if field == "node.id":
+        return bool(node.get("ID") == value)
+    if field.startswith("node.labels."):
+        return node_labels(node).get(field.removeprefix("node.labels.")) == value
+    return False
+
+
+def roomiest(
+    nodes: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    instance_mb: int,
+    label: str,
+    reachable: Any,
+) -> str:
+    """The policy for a new team: among the ready, active, reachable nodes (carrying
+    ``label``, KEY or KEY=VALUE, if given), the one with the most free memory -- its memory
+    minus ``instance_mb`` for each of ``services`` placed on it; ties go to the lowest id."""
+    candidates = [n for n in nodes if not node_usable(n) and reachable(n)]
+    if label:
+        key, eq, value = label.partition("=")
+        candidates = [
+            n
+            for n in candidates
+            if key in node_labels(n) and (not eq or node_labels(n)[key] == value)
+        ]
+    if not candidates:
+        more = f" and labelled {label}" if label else ""
+        raise RuntimeUnavailable(
+            f"no swarm node is ready, active{more} and reachable by the gateway: no node to "
+            "place a team on (tenant tasks are reachable only on the gateway's own node)"
+        )
+    used: dict[str, int] = {}
+    for service in services:
+        placement = (service["Spec"].get("TaskTemplate") or {}).get("Placement") or {}
+        for constraint in placement.get("Constraints") or []:
+            for node in nodes:
+                if constraint_matches(node, constraint):
+                    used[node["ID"]] = used.get(node["ID"], 0) + instance_mb
+    mb = 1024 * 1024
+
+    def rank(node: dict[str, Any]) -> tuple[int, str]:
+        total = int(((node.get("Description") or {}).get("Resources") or {}).get("MemoryBytes", 0))
+        return -(total // mb - used.get(node["ID"], 0)), str(node["ID"])
+
+    return str(min(candidates, key=rank)["ID"])

@@ -31,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 import docker
+from common import remove_gateway_containers
 
 from gateway.config import Config
 from gateway.routing.signature import sign_with
@@ -208,12 +209,7 @@ def main() -> int:
                 c.remove(force=True)
             gid = _gateway_id(work / "data" / "control.db")
             if gid:
-                label = f"gateway.managed-by={gid}"
-                for c in client.containers.list(all=True, filters={"label": label}):
-                    c.remove(force=True, v=True)
-                if args.runtime == "swarm":
-                    for service in client.api.services(filters={"label": label}):
-                        client.api.remove_service(service["ID"])
+                remove_gateway_containers(gid)
             if made_swarm:
                 subprocess.run(["docker", "swarm", "leave", "--force"], check=True)
                 # What the init made beside the swarm itself (kept by `swarm leave`).

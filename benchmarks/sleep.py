@@ -1,33 +1,51 @@
 """Wake latency of a sleeping team against a cold ``teams create``, in one run (issue 17).
 
-    .venv/bin/python benchmarks/sleep.py [--runtime local|docker] [--wakes 10] [--creates 3]
+    .venv/bin/python benchmarks/sleep.py [--runtime local|docker] [--rounds 3] [--wakes 4]
 
 One real gateway (in this process, a real socket, the production protocol) with public teams.
 "cold create": from the team's row written to the store (as `gateway teams create` does) to
 its first 200 through the gateway. "wake": the team put to sleep (instance stopped), then the
-time of one request that wakes it, held until the instance is healthy, to its 200. Prints
-p50/p95 of both. (The density figure of issue 17 is not measured here yet.)
+time of one request that wakes it, held until the instance is healthy, to its 200.
+
+Each round makes one cold create, then wakes that team ``--wakes`` times, so creates and
+wakes share the machine's load of the moment. Prints p50/p95 of both, the spread of the
+per-round medians, and where a wake's time goes:
+
+  start      request -> the runtime asked to start the instance (the gateway's own work)
+  spawn      -> the process spawned (local) / the container created or started (docker)
+  listen     -> the instance's port accepts connections (local: Python, Datasette's
+                import and startup; docker publishes the port before the app listens)
+  healthy    -> the first passing health check (the check's poll interval shows here)
+  served     -> the held request answered 200
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
+from common import remove_gateway_containers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.protocol import GatewayHttpProtocol
+from gateway.routing import health as health_module
 from tests.conftest import LoopbackTransport, free_socket
+
+PHASES = ("start", "spawn", "listen", "healthy", "served")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -46,7 +64,89 @@ async def first_200(client: httpx.AsyncClient, url: str, bound: float = 120) -> 
     raise SystemExit(f"{url} never answered 200 within {bound}s")
 
 
-async def main(runtime: str, wakes: int, creates: int) -> None:
+class Timeline:
+    """Marks of one wake, set by wrappers around the runtime and the health check."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+        self.failed_checks = 0
+        self.listen_task: asyncio.Task[None] | None = None
+
+    def mark(self, phase: str) -> None:
+        self.marks.setdefault(phase, time.monotonic())
+
+    def durations(self, t0: float) -> dict[str, float]:
+        """Each phase's own share: from the previous mark (or the request) to its own."""
+        out, last = {}, t0
+        for phase in PHASES:
+            if phase in self.marks:
+                out[phase] = self.marks[phase] - last
+                last = self.marks[phase]
+        return out
+
+
+async def until_listening(port: int, timeline: Timeline, bound: float = 60) -> None:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                timeline.mark("listen")
+                return
+        except OSError:
+            await asyncio.sleep(0.002)
+
+
+def instrument(app: Any, runtime: str, current: Callable[[], Timeline]) -> None:
+    """Wrap the runtime's start and spawn and the health check to mark each phase."""
+    rt = app.runtime
+    start = rt.start
+
+    async def timed_start(instance: Any, target: Any) -> None:
+        current().mark("start")
+        await start(instance, target)
+        if runtime == "docker":
+            current().mark("spawn")
+
+    rt.start = timed_start
+    if runtime == "local":
+        spawn = rt._spawn
+
+        async def timed_spawn(instance: Any, port: int) -> Any:
+            proc = await spawn(instance, port)
+            timeline = current()
+            timeline.mark("spawn")
+            timeline.listen_task = asyncio.get_running_loop().create_task(
+                until_listening(port, timeline)
+            )
+            return proc
+
+        rt._spawn = timed_spawn
+    check = health_module.check
+
+    async def timed_check(target: Any, timeout: float) -> tuple[bool, str]:
+        ok, error = await check(target, timeout)
+        if ok:
+            current().mark("healthy")
+        else:
+            current().failed_checks += 1
+        return ok, error
+
+    health_module.check = timed_check  # type: ignore[assignment]
+
+
+def import_time() -> float:
+    """Seconds for a bare Python to import Datasette's CLI (a floor for a local start)."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import datasette.cli"], check=True)
+    return time.monotonic() - started
+
+
+async def main(runtime: str, rounds: int, wakes: int) -> None:
+    cold: list[list[float]] = []
+    woke: list[list[float]] = []
+    phases: dict[str, list[float]] = {p: [] for p in PHASES}
+    failed_checks: list[int] = []
+    timeline = Timeline()
     with tempfile.TemporaryDirectory(prefix="sleep-bench-") as tmp:
         sock = free_socket()
         port = sock.getsockname()[1]
@@ -60,6 +160,7 @@ async def main(runtime: str, wakes: int, creates: int) -> None:
             idle_timeout=0,
         )
         app = create_app(config)
+        instrument(app, runtime, lambda: timeline)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -73,50 +174,75 @@ async def main(runtime: str, wakes: int, creates: int) -> None:
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
             await asyncio.sleep(0.01)
-        cold: list[float] = []
-        wake: list[float] = []
         try:
             async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=90) as client:
-                for n in range(creates):
+                for n in range(rounds):
                     slug = f"cold{n}"
                     app.store.create_team(slug)
                     app.store.query("UPDATE teams SET public = 1 WHERE slug = ?", [slug])
                     app.auth.changed()  # public at once: the benchmark is not about auth
-                    cold.append(
-                        await first_200(client, f"http://{slug}.localhost:{port}/data.json")
-                    )
-                url = f"http://cold0.localhost:{port}/data.json"
-                for _ in range(wakes):
-                    asleep = app.fleet.sleep("cold0")
-                    assert asleep is not None
-                    await asleep
-                    started = time.monotonic()
-                    r = await client.get(url)
-                    assert r.status_code == 200, r.text
-                    wake.append(time.monotonic() - started)
+                    url = f"http://{slug}.localhost:{port}/data.json"
+                    cold.append([await first_200(client, url)])
+                    woke.append([])
+                    for _ in range(wakes):
+                        asleep = app.fleet.sleep(slug)
+                        assert asleep is not None
+                        await asleep
+                        timeline = Timeline()
+                        started = time.monotonic()
+                        r = await client.get(url)
+                        assert r.status_code == 200, r.text
+                        timeline.mark("served")
+                        woke[-1].append(time.monotonic() - started)
+                        for phase, took in timeline.durations(started).items():
+                            phases[phase].append(took)
+                        failed_checks.append(timeline.failed_checks)
+                        if timeline.listen_task is not None:
+                            timeline.listen_task.cancel()
+                    asleep = app.fleet.sleep(slug)  # one instance awake at a time
+                    if asleep is not None:
+                        await asleep
         finally:
             server.should_exit = True
             await task
             if runtime == "docker":  # containers outlive a gateway: remove this run's
-                from gateway.runtimes.docker.runtime import deprovision_team
-                from gateway.store import open_store
+                remove_gateway_containers(app.gateway_id)
+    report(runtime, cold, woke, phases, failed_checks)
+    if runtime == "local":
+        print(f"  for scale: a bare `python -c 'import datasette.cli'` {import_time():.2f}s")
 
-                store = open_store(config.control_db)  # the gateway closed its own
-                for n in range(creates):
-                    deprovision_team(config, store, f"cold{n}")
-                store.close()
-    print(f"runtime {runtime}: {creates} cold create(s), {wakes} wake(s)")
-    print(f"  cold create -> first 200: p50 {pct(cold, 50):.2f}s  p95 {pct(cold, 95):.2f}s")
-    print(
-        f"  wake -> 200:              p50 {pct(wake, 50):.2f}s  p95 {pct(wake, 95):.2f}s"
-        f"  (mean {statistics.mean(wake):.2f}s)"
-    )
+
+def report(
+    runtime: str,
+    cold: list[list[float]],
+    woke: list[list[float]],
+    phases: dict[str, list[float]],
+    failed_checks: list[int],
+) -> None:
+    def line(name: str, per_round: list[list[float]]) -> str:
+        flat = [v for r in per_round for v in r]
+        medians = [statistics.median(r) for r in per_round]
+        return (
+            f"  {name:<22} p50 {pct(flat, 50):.2f}s  p95 {pct(flat, 95):.2f}s"
+            f"  (round medians {min(medians):.2f}-{max(medians):.2f}s, n={len(flat)})"
+        )
+
+    print(f"runtime {runtime}: {len(cold)} round(s), each a cold create then its wakes")
+    print(line("cold create -> 200", cold))
+    print(line("wake -> 200", woke))
+    print("  where a wake's time goes (p50 / p95 of each phase's own share):")
+    for phase in PHASES:
+        if phases[phase]:
+            values = phases[phase]
+            print(f"    {phase:<8} {pct(values, 50):.3f}s / {pct(values, 95):.3f}s")
+    mean_failed = statistics.mean(failed_checks)
+    print(f"    failed health checks before the first pass: mean {mean_failed:.1f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", choices=["local", "docker"], default="local")
-    parser.add_argument("--wakes", type=int, default=10)
-    parser.add_argument("--creates", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--wakes", type=int, default=4, help="wakes per round")
     args = parser.parse_args()
-    asyncio.run(main(args.runtime, max(1, args.wakes), max(1, args.creates)))
+    asyncio.run(main(args.runtime, max(1, args.rounds), max(1, args.wakes)))

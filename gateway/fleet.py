@@ -85,7 +85,6 @@ class Fleet:
         self.idle_timeouts: dict[str, float] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._wakes: dict[str, asyncio.Task[None]] = {}
-        self._room = asyncio.Lock()  # max_awake: one wake at a time counts and makes room
         self.wakes = 0  # gateway_team_wakes_total
         self.sleeps = 0  # gateway_team_sleeps_total
 
@@ -427,24 +426,24 @@ class Fleet:
             if not await self._wait_free(slug, time.monotonic() + self.config.hold_timeout):
                 log.warning("wake of %s gave up: it is %s", slug, BUSY.get(self.operations[slug]))
                 return
-            async with self._room:
-                await self._make_room(slug)
-                service = self.services.get(slug)
-                if service is None or not service.sleeping:
-                    return
-                service.sleeping = False
-                self._record_sleeping(slug, False)
-                self.wakes += 1
-                for inst in self.store.instances(slug):  # read now: a deploy may have moved it
-                    if inst.role == "active":
-                        self.relaunch(inst)
-                log.info("team %s wakes", slug)
+            # One step of the event loop (no await): room counted and made, instance started.
+            service = self.services.get(slug)
+            if service is None or not service.sleeping:
+                return
+            self._make_room(slug)
+            service.sleeping = False
+            self._record_sleeping(slug, False)
+            self.wakes += 1
+            for inst in self.store.instances(slug):  # read now: a deploy may have moved it
+                if inst.role == "active":
+                    self.relaunch(inst)
+            log.info("team %s wakes", slug)
         except Exception:
             log.exception("wake of %s failed; its held requests time out with 503", slug)
         finally:
             self._wakes.pop(slug, None)
 
-    async def _make_room(self, waking: str) -> None:
+    def _make_room(self, waking: str) -> None:
         """With ``max_awake`` reached, put the least recently used idle team to sleep first."""
         limit = self.config.max_awake
         while limit:
@@ -459,9 +458,10 @@ class Fleet:
                     waking,
                 )
                 return
-            task = self.sleep(min(idle, key=lambda s: s.last_used).name)
-            if task is not None:
-                await asyncio.shield(task)
+            # Unrouted at once; its instance stops in the background while the wake starts
+            # (an overlap of one stopping instance, not a wait of a drain and a stop).
+            if self.sleep(min(idle, key=lambda s: s.last_used).name) is None:
+                return
 
     def awake_now(self, slug: str) -> None:
         """An operation (a restore) started the team's instance itself: it is awake."""

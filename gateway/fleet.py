@@ -46,6 +46,25 @@ BUSY = {
 }
 
 
+def idle_timeout_value(raw: object) -> float | None:
+    """A team's own idle timeout as the CLI and the admin API take it: seconds (0: never
+    sleeps), or "default" / None for the gateway's ``idle_timeout``. ConfigError says why not."""
+    if raw is None or raw == "default":
+        return None
+    if isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{raw!r} is not seconds: give seconds or 'default'") from None
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    else:
+        raise ConfigError(f"{raw!r} is not seconds: give seconds or 'default'")
+    if not 0 <= value < math.inf:  # NaN fails too
+        raise ConfigError(f"{raw!r}: give 0 (never sleeps) or more seconds")
+    return value
+
+
 class Fleet:
     def __init__(
         self,
@@ -333,9 +352,7 @@ class Fleet:
 
     def set_idle_timeout(self, slug: str, seconds: float | None) -> None:
         """The team's own idle timeout (0 = never), or None for the gateway's."""
-        if seconds is not None and not 0 <= seconds < math.inf:
-            raise ConfigError(f"idle timeout must be 0 (never) or more seconds (got {seconds})")
-        self.store.set_idle_timeout(slug, seconds)
+        self.store.set_idle_timeout(slug, idle_timeout_value(seconds))
         self._load_idle_timeouts()
 
     def _sleepable(self, service: Service) -> bool:

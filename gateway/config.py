@@ -145,7 +145,8 @@ class Config:
     max_awake: int = setting(
         0,
         "Most team instances awake at once; a wake beyond it first puts the least recently "
-        "used idle team to sleep. 0: no limit.",
+        "used idle team to sleep, and teams routed beyond it (new, or at a restart) start "
+        "asleep. 0: no limit.",
     )
     replaced_table_days: float = setting(
         7.0,

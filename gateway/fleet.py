@@ -182,6 +182,12 @@ class Fleet:
         service.waker = self.wake
         # A sleeper stays asleep across restarts: routed, no instance until a request comes.
         service.sleeping = self._asleep_in_store(slug)
+        if not service.sleeping and self._full():
+            # Beyond max_awake a team is routed asleep (a new one, or at a restart), so many
+            # teams registered at once never start more instances than that.
+            service.sleeping = True
+            self._record_sleeping(slug, True)
+            log.info("team %s starts asleep: max_awake (%d) reached", slug, self.config.max_awake)
         for inst in [] if service.sleeping else instances:
             self._launch(inst, service)
         self.services[slug] = service
@@ -459,6 +465,10 @@ class Fleet:
             log.exception("wake of %s failed; its held requests time out with 503", slug)
         finally:
             self._wakes.pop(slug, None)
+
+    def _full(self) -> bool:
+        limit = self.config.max_awake
+        return bool(limit) and sum(not s.sleeping for s in self.services.values()) >= limit
 
     def _make_room(self, waking: str) -> None:
         """With ``max_awake`` reached, put the least recently used idle team to sleep first."""

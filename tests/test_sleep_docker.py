@@ -93,12 +93,11 @@ async def test_the_capacity_guard_removes_the_least_recently_used_teams_containe
     teams = ("a1", "b2", "c3")
     add_teams(docker_config, *teams)
     async with serve(docker_config.replace(hold_timeout=60, max_awake=2)) as running:
-        for team in teams:
+        for team in ("a1", "b2"):
             await running.wait_healthy(team, 90)
         gateway_id = running.app.gateway_id
-        task = running.app.fleet.sleep("c3")
-        assert task is not None
-        await task
+        assert running.app.fleet.require("c3").state() == "sleeping"  # beyond max_awake
+        assert containers_of(gateway_id, "c3") == []
         assert await get(running, "a1") == 200
         assert await get(running, "b2") == 200  # a1 is now the least recently used
         kept = [c.id for c in containers_of(gateway_id, "b2")]

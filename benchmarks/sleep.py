@@ -17,6 +17,16 @@ per-round medians, and where a wake's time goes:
                 import and startup; docker publishes the port before the app listens)
   healthy    -> the first passing health check (the check's poll interval shows here)
   served     -> the held request answered 200
+
+    .venv/bin/python benchmarks/sleep.py --density [--teams 500] [--active 20] [--seconds 60]
+
+The density figure (local runtime): a gateway with ``max_awake`` = ``--active`` registers
+``--teams`` public teams at once (teams beyond max_awake are routed asleep, so registering
+starts at most that many Datasettes), then requests each of ``--active`` teams spread over the
+names every 3 s for ``--seconds`` (their first requests wake them; the guard and idle_timeout
+put the rest to sleep). Prints the RSS (and PSS) of the gateway plus every instance against
+the target of 25 x one instance's RSS + the gateway's, and the gateway's own RSS per
+registered team. The gateway runs in this process (its RSS includes the small client).
 """
 
 from __future__ import annotations
@@ -239,10 +249,145 @@ def report(
     print(f"    failed health checks before the first pass: mean {mean_failed:.1f}")
 
 
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process in KiB; PSS shares each shared page among its users."""
+    rss = pss = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    return rss, pss
+
+
+def instance_pids(app: Any) -> list[int]:
+    runtime = app.runtime
+    found = [runtime.pid(i) for i in list(runtime._running)]
+    return [p for p in found if p is not None]
+
+
+async def density(teams: int, active: int, seconds: float) -> None:
+    import os
+
+    gateway_pid = os.getpid()
+    names = [f"t{n:03d}" for n in range(teams)]
+    step = max(1, teams // active)
+    busy = names[::step][:active]
+    failed: dict[str, int] = {}
+    served = 0
+    with tempfile.TemporaryDirectory(prefix="sleep-density-") as tmp:
+        sock = free_socket()
+        port = sock.getsockname()[1]
+        config = Config(
+            data_dir=Path(tmp),
+            domain="localhost",
+            port=port,
+            runtime="local",
+            hold_timeout=60,
+            idle_timeout=15,
+            max_awake=active,
+        )
+        app = create_app(config)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                lifespan="on",
+                log_level="warning",
+                loop="none",
+                http=GatewayHttpProtocol,
+                proxy_headers=False,
+            )
+        )
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+            await asyncio.sleep(0.01)
+        try:
+            await asyncio.sleep(1)
+            empty_rss, _ = memory_kb(gateway_pid)
+            started = time.monotonic()
+            for slug in names:  # as `gateway teams create` does, then public for reads
+                app.store.create_team(slug)
+            app.store.query("UPDATE teams SET public = 1")
+            app.auth.changed()
+            while len(app.fleet.services) < teams:
+                if time.monotonic() - started > 300:
+                    raise SystemExit("the fleet did not route every team within 300 s")
+                await asyncio.sleep(0.1)
+            registered = time.monotonic() - started
+            awake_now = sum(not s.sleeping for s in app.fleet.services.values())
+            print(f"registered {teams} teams in {registered:.1f}s; {awake_now} started awake")
+            routed_rss, _ = memory_kb(gateway_pid)
+            async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=90) as client:
+
+                async def one(slug: str) -> None:
+                    nonlocal served
+                    try:
+                        r = await client.get(f"http://{slug}.localhost:{port}/data.json")
+                    except httpx.HTTPError as exc:
+                        failed[type(exc).__name__] = failed.get(type(exc).__name__, 0) + 1
+                        return
+                    if r.status_code == 200:
+                        served += 1
+                    else:
+                        failed[str(r.status_code)] = failed.get(str(r.status_code), 0) + 1
+
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    tick = time.monotonic()
+                    await asyncio.gather(*(one(slug) for slug in busy))
+                    await asyncio.sleep(max(0.0, 3 - (time.monotonic() - tick)))
+                # Let the sleeps under way finish stopping their instances.
+                settle = time.monotonic() + 60
+                while len(instance_pids(app)) > active and time.monotonic() < settle:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+                await asyncio.gather(*(one(slug) for slug in busy))  # all still served
+                states = [s.state() for s in app.fleet.services.values()]
+                pids = instance_pids(app)
+                gateway_rss, gateway_pss = memory_kb(gateway_pid)
+                instances = [memory_kb(p) for p in pids]
+        finally:
+            server.should_exit = True
+            await task
+    one_rss = statistics.median(r for r, _ in instances)
+    total_rss = gateway_rss + sum(r for r, _ in instances)
+    total_pss = gateway_pss + sum(p for _, p in instances)
+    target = 25 * one_rss + gateway_rss
+    mib = 1024
+    print(
+        f"after {seconds:.0f}s with {active} active: {states.count('sleeping')} sleeping, "
+        f"{len(pids)} instance(s) running; {served} requests served, failed: {failed or 0}"
+    )
+    print(f"  one instance (median RSS)   {one_rss / mib:7.1f} MiB")
+    print(f"  the gateway                 {gateway_rss / mib:7.1f} MiB RSS", end="")
+    print(f" ({gateway_pss / mib:.1f} PSS)")
+    print(
+        f"  gateway + every instance    {total_rss / mib:7.1f} MiB RSS ({total_pss / mib:.1f} PSS)"
+        f"  target <= 25 x one + gateway = {target / mib:.1f} MiB: "
+        f"{'met' if total_rss <= target else 'MISSED'} ({total_rss / target:.2f} of it)"
+    )
+    per_team = (routed_rss - empty_rss) / teams
+    print(
+        f"  the gateway's own RSS per registered team: {per_team:.1f} KiB "
+        f"({empty_rss / mib:.1f} MiB with none, {routed_rss / mib:.1f} MiB with {teams} routed)"
+    )
+    if failed:
+        raise SystemExit(f"failed requests: {failed}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", choices=["local", "docker"], default="local")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--wakes", type=int, default=4, help="wakes per round")
+    parser.add_argument("--density", action="store_true", help="the density figure instead")
+    parser.add_argument("--teams", type=int, default=500, help="teams registered (--density)")
+    parser.add_argument("--active", type=int, default=20, help="teams kept busy (--density)")
+    parser.add_argument("--seconds", type=float, default=60, help="busy for (--density)")
     args = parser.parse_args()
-    asyncio.run(main(args.runtime, max(1, args.rounds), max(1, args.wakes)))
+    if args.density:
+        asyncio.run(density(max(1, args.teams), max(1, args.active), max(3.0, args.seconds)))
+    else:
+        asyncio.run(main(args.runtime, max(1, args.rounds), max(1, args.wakes)))

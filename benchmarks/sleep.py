@@ -50,7 +50,7 @@ from common import remove_gateway_containers
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.app import create_app
-from gateway.config import Config
+from gateway.config import from_env
 from gateway.protocol import GatewayHttpProtocol
 from gateway.routing import health as health_module
 from tests.conftest import LoopbackTransport, free_socket
@@ -160,7 +160,7 @@ async def main(runtime: str, rounds: int, wakes: int) -> None:
     with tempfile.TemporaryDirectory(prefix="sleep-bench-") as tmp:
         sock = free_socket()
         port = sock.getsockname()[1]
-        config = Config(
+        config = from_env(  # GATEWAY_* variables apply (GATEWAY_LOCAL_START=exec)
             data_dir=Path(tmp),
             domain="localhost",
             port=port,
@@ -281,7 +281,7 @@ async def density(teams: int, active: int, seconds: float) -> None:
     with tempfile.TemporaryDirectory(prefix="sleep-density-") as tmp:
         sock = free_socket()
         port = sock.getsockname()[1]
-        config = Config(
+        config = from_env(  # GATEWAY_* variables apply (GATEWAY_LOCAL_START=exec)
             data_dir=Path(tmp),
             domain="localhost",
             port=port,
@@ -348,23 +348,28 @@ async def density(teams: int, active: int, seconds: float) -> None:
                 pids = instance_pids(app)
                 gateway_rss, gateway_pss = memory_kb(gateway_pid)
                 instances = [memory_kb(p) for p in pids]
+                zygote_pid = app.runtime.zygote.pid if app.runtime.zygote else None
+                zygote = memory_kb(zygote_pid) if zygote_pid else (0, 0)
         finally:
             server.should_exit = True
             await task
     one_rss = statistics.median(r for r, _ in instances)
-    total_rss = gateway_rss + sum(r for r, _ in instances)
-    total_pss = gateway_pss + sum(p for _, p in instances)
+    total_rss = gateway_rss + zygote[0] + sum(r for r, _ in instances)
+    total_pss = gateway_pss + zygote[1] + sum(p for _, p in instances)
     target = 25 * one_rss + gateway_rss
     mib = 1024
     print(
         f"after {seconds:.0f}s with {active} active: {states.count('sleeping')} sleeping, "
         f"{len(pids)} instance(s) running; {served} requests served, failed: {failed or 0}"
     )
-    print(f"  one instance (median RSS)   {one_rss / mib:7.1f} MiB")
+    print(f"  one instance (median RSS)   {one_rss / mib:7.1f} MiB", end="")
+    print(f" (PSS {statistics.median(p for _, p in instances) / mib:.1f} MiB)")
+    if zygote[0]:
+        print(f"  the zygote (local_start=fork) {zygote[0] / mib:5.1f} MiB RSS, counted below")
     print(f"  the gateway                 {gateway_rss / mib:7.1f} MiB RSS", end="")
     print(f" ({gateway_pss / mib:.1f} PSS)")
     print(
-        f"  gateway + every instance    {total_rss / mib:7.1f} MiB RSS ({total_pss / mib:.1f} PSS)"
+        f"  all together                {total_rss / mib:7.1f} MiB RSS ({total_pss / mib:.1f} PSS)"
         f"  target <= 25 x one + gateway = {target / mib:.1f} MiB: "
         f"{'met' if total_rss <= target else 'MISSED'} ({total_rss / target:.2f} of it)"
     )

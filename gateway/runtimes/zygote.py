@@ -77,6 +77,11 @@ class Zygote:
         self._replies.append(reply)
         return await reply
 
+    @property
+    def pid(self) -> int | None:
+        """The zygote's process id while it runs (its memory counts with the instances')."""
+        return self._proc.pid if self._proc is not None else None
+
     def signal(self, pid: int, sig: int) -> None:
         if self._proc is not None:
             self._write(self._proc, {"signal": pid, "sig": int(sig)})

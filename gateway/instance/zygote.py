@@ -49,6 +49,7 @@ def child(request: dict[str, Any], cli: Any, wakeup: tuple[int, int]) -> None:
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in wakeup:
             os.close(fd)
         die_with_parent()
@@ -94,6 +95,9 @@ def stop(children: set[int]) -> None:
 
 def main() -> None:
     die_with_parent()
+    # A terminal's Ctrl-C reaches the whole process group: the gateway stops us (stdin closes)
+    # and the instances handle it themselves; no traceback from here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from datasette.cli import cli  # the import every instance would otherwise repeat
 
     wake_r, wake_w = os.pipe()  # SIGCHLD -> a byte here: select() returns to reap

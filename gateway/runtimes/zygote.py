@@ -83,8 +83,10 @@ class Zygote:
         return self._proc.pid if self._proc is not None else None
 
     def signal(self, pid: int, sig: int) -> None:
-        if self._proc is not None:
-            self._write(self._proc, {"signal": pid, "sig": int(sig)})
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            raise ProcessLookupError(pid)  # the zygote is gone: its children are going too
+        self._write(proc, {"signal": pid, "sig": int(sig)})
 
     async def close(self) -> None:
         """Stop the zygote (it stops any child left) and wait for it, bounded."""

@@ -1,6 +1,6 @@
 """The local runtime's fork server: a Python that has imported Datasette once and forks each
 team's Datasette from that state, so a start or a wake skips the interpreter's start and the
-import (most of a local start: gateway/runtimes/zygote.py, docs/sleeping.md).
+import (gateway/runtimes/zygote.py is the gateway's side; docs/sleeping.md).
 
 One JSON object a line on stdin, answers on stdout, in order:
 

@@ -18,7 +18,7 @@ from gateway.routing.upstream import Pool, UpstreamError, build_head
 log = logging.getLogger("gateway.health")
 
 STARTING_INTERVAL = 0.1
-EARLY_INTERVAL = 0.02  # while a start is young: an instance usually answers within ~0.3-1 s
+EARLY_INTERVAL = 0.02  # while a start is young, when most instances first answer
 EARLY_FOR = 3.0  # seconds of a start probed at EARLY_INTERVAL
 
 

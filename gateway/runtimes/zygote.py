@@ -1,12 +1,12 @@
 """The gateway's side of the fork server (gateway/instance/zygote.py): start it once, ask it
 for a Datasette, follow each child's exit.
 
-A forked Datasette starts in about 0.05-0.15 s where a fresh interpreter spends 0.3 s idle,
-seconds on a loaded machine, importing Datasette (benchmarks/sleep.py). The children are the
-zygote's, not ours, so a ``Forked`` handle offers what the local runtime uses of a subprocess
-(pid, wait, signals) through the zygote, which alone may signal a pid it has not reaped: no pid
-reuse race. If the zygote dies its children die with it (PR_SET_PDEATHSIG), every handle
-reports an exit, and the next spawn starts a fresh zygote.
+A forked Datasette skips the interpreter's start and Datasette's import, most of a local
+start or wake (figures in docs/sleeping.md). The children are the zygote's, not ours, so a
+``Forked`` handle offers what the local runtime uses of a subprocess (pid, wait, signals)
+through the zygote, which alone may signal a pid it has not reaped: no pid reuse race. If the
+zygote dies its children die with it (PR_SET_PDEATHSIG), every handle reports an exit, and
+the next spawn starts a fresh zygote.
 """
 
 from __future__ import annotations

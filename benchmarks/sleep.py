@@ -18,6 +18,15 @@ per-round medians, and where a wake's time goes:
   healthy    -> the first passing health check (the check's poll interval shows here)
   served     -> the held request answered 200
 
+    .venv/bin/python benchmarks/sleep.py --against DIR [--runtime local|docker] [--rounds 4]
+
+Before/after: DIR is a checkout of the baseline (``git archive main | tar -x -C DIR``). Each
+round runs one single-round measurement on the baseline's code, then one on this tree's, each
+in its own process (``SLEEP_BENCH_TREE`` picks the tree; both with ``GATEWAY_NATIVE=0``, as a
+baseline copy has no compiled hot path), and prints both side by side with this tree's
+p50/p95 as a ratio of the baseline's, and the spread of those ratios over the rounds. Other
+``GATEWAY_*`` variables apply to both (``GATEWAY_LOCAL_START=exec``).
+
     .venv/bin/python benchmarks/sleep.py --density [--teams 500] [--active 20] [--seconds 60]
 
 The density figure (local runtime): a gateway with ``max_awake`` = ``--active`` registers
@@ -33,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import socket
 import statistics
 import subprocess
@@ -47,7 +58,8 @@ import httpx
 import uvicorn
 from common import remove_gateway_containers
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The code measured: this tree, or the baseline's for --against's rounds.
+sys.path.insert(0, os.environ.get("SLEEP_BENCH_TREE") or str(Path(__file__).resolve().parents[1]))
 
 from gateway.app import create_app
 from gateway.config import from_env
@@ -56,6 +68,7 @@ from gateway.routing import health as health_module
 from tests.conftest import LoopbackTransport, free_socket
 
 PHASES = ("start", "spawn", "listen", "healthy", "served")
+HERE = Path(__file__).resolve().parent.parent
 
 
 def pct(values: list[float], p: float) -> float:
@@ -151,7 +164,7 @@ def import_time() -> float:
     return time.monotonic() - started
 
 
-async def main(runtime: str, rounds: int, wakes: int) -> None:
+async def main(runtime: str, rounds: int, wakes: int) -> dict[str, Any]:
     cold: list[list[float]] = []
     woke: list[list[float]] = []
     phases: dict[str, list[float]] = {p: [] for p in PHASES}
@@ -220,6 +233,7 @@ async def main(runtime: str, rounds: int, wakes: int) -> None:
     report(runtime, cold, woke, phases, failed_checks)
     if runtime == "local":
         print(f"  for scale: a bare `python -c 'import datasette.cli'` {import_time():.2f}s")
+    return {"cold": cold, "wake": woke, "phases": phases}
 
 
 def report(
@@ -382,17 +396,58 @@ async def density(teams: int, active: int, seconds: float) -> None:
         raise SystemExit(f"failed requests: {failed}")
 
 
+def against(baseline: Path, runtime: str, rounds: int, wakes: int) -> None:
+    """Interleaved rounds: the baseline tree's code, then this tree's, each in a fresh process."""
+    if not (baseline / "gateway" / "fleet.py").is_file():
+        raise SystemExit(f"{baseline} is no checkout of the gateway (no gateway/fleet.py)")
+    trees = (("baseline", baseline.resolve()), ("this tree", HERE))
+    results: dict[str, list[list[float]]] = {name: [] for name, _ in trees}
+    with tempfile.TemporaryDirectory(prefix="sleep-against-") as tmp:
+        for n in range(rounds):
+            for name, tree in trees:
+                out = Path(tmp) / f"{n}-{name}.json"
+                env = {**os.environ, "SLEEP_BENCH_TREE": str(tree), "GATEWAY_NATIVE": "0"}
+                args = ["--runtime", runtime, "--rounds", "1", "--wakes", str(wakes)]
+                cmd = [sys.executable, __file__, *args, "--json", str(out)]
+                subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, timeout=900)
+                results[name].append(json.loads(out.read_text())["wake"][0])
+                wake = results[name][-1]
+                print(
+                    f"round {n + 1} {name:<9} wake p50 {pct(wake, 50):.2f}s"
+                    f"  p95 {pct(wake, 95):.2f}s",
+                    flush=True,
+                )
+    print(f"runtime {runtime}: {rounds} interleaved round(s) of {wakes} wakes each")
+    for p in (50, 95):
+        base = [pct(r, p) for r in results["baseline"]]
+        this = [pct(r, p) for r in results["this tree"]]
+        ratios = [t / b for t, b in zip(this, base, strict=True)]
+        print(
+            f"  p{p}: baseline {min(base):.2f}-{max(base):.2f}s, this tree "
+            f"{min(this):.2f}-{max(this):.2f}s; ratio per round "
+            f"{', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})"
+        )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", choices=["local", "docker"], default="local")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--wakes", type=int, default=4, help="wakes per round")
     parser.add_argument("--density", action="store_true", help="the density figure instead")
+    parser.add_argument(
+        "--against", type=Path, help="a baseline checkout: interleaved before/after rounds"
+    )
+    parser.add_argument("--json", type=Path, help="also write the wake samples here")
     parser.add_argument("--teams", type=int, default=500, help="teams registered (--density)")
     parser.add_argument("--active", type=int, default=20, help="teams kept busy (--density)")
     parser.add_argument("--seconds", type=float, default=60, help="busy for (--density)")
     args = parser.parse_args()
     if args.density:
         asyncio.run(density(max(1, args.teams), max(1, args.active), max(3.0, args.seconds)))
+    elif args.against is not None:
+        against(args.against, args.runtime, max(1, args.rounds), max(1, args.wakes))
     else:
-        asyncio.run(main(args.runtime, max(1, args.rounds), max(1, args.wakes)))
+        samples = asyncio.run(main(args.runtime, max(1, args.rounds), max(1, args.wakes)))
+        if args.json is not None:
+            args.json.write_text(json.dumps(samples))

@@ -18,6 +18,8 @@ from gateway.cli import cli
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.observability.prom import exposition, make_registry
+from gateway.routing.health import EARLY_FOR, EARLY_INTERVAL, STARTING_INTERVAL, HealthMonitor
+from gateway.routing.target import State, Target
 from gateway.runtimes.local import LocalRuntime
 from tests.conftest import Running, StartGateway
 from tests.test_deploy import bearer
@@ -287,3 +289,17 @@ async def test_teams_beyond_max_awake_are_routed_asleep_and_wake_on_their_first_
     assert fleet.require("c3").state() == "up"
     assert fleet.require("a1").state() == "sleeping"  # the guard made room
     await until(lambda: pids(gw, "a1") == [])
+
+
+async def test_a_starting_target_is_checked_every_20_ms_at_first_then_every_100_ms() -> None:
+    """A woken team's held requests wait on the first passing check: while a start is young
+    it is checked often; a slow start falls back to 100 ms; a started target to the interval."""
+    monitor = HealthMonitor(interval=1.0)
+    target = Target("alpha-1", "127.0.0.1", 1)
+    assert target.state is State.STARTING
+    now = asyncio.get_running_loop().time()
+    assert monitor._next_check(target, now) == EARLY_INTERVAL == 0.02
+    assert monitor._next_check(target, now - EARLY_FOR - 0.1) == STARTING_INTERVAL == 0.1
+    target.report_health(True)
+    assert target.state is State.HEALTHY
+    assert monitor._next_check(target, now) == 1.0

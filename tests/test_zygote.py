@@ -74,3 +74,22 @@ async def test_exec_starts_a_fresh_interpreter_and_wakes_the_same_way(
 def test_local_start_refuses_anything_else(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--local-start"):
         Config(data_dir=tmp_path, local_start="spawn")
+
+
+@pytest.mark.parametrize("module", ["gateway.instance.zygote", "gateway.instance.run"])
+def test_a_process_whose_gateway_is_already_gone_exits_at_once(module: str) -> None:
+    """The death signal is armed in the child, after its start: a gateway that died before
+    that would leave an orphan holding a port. Given a pid that is not its parent (as the
+    gateway's is once it has died), it exits at once instead of serving."""
+    import subprocess
+    import sys
+
+    arg = "1" if module.endswith("zygote") else "--gateway-parent=1"
+    done = subprocess.run(
+        [sys.executable, "-m", module, arg, *(["serve", "--help"] if "run" in module else [])],
+        stdin=subprocess.PIPE,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    assert done.stdout == b"" and done.stderr == b""

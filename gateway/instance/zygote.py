@@ -33,17 +33,21 @@ PR_SET_PDEATHSIG = 1
 STOP_GRACE = 10.0
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None) -> None:
+    """SIGTERM when ``parent`` exits; exit now if it already has (between its fork and this
+    call, where no death signal could be armed yet)."""
     # Not Linux: no prctl; the gateway still stops its instances on a clean shutdown.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def send(message: dict[str, Any]) -> None:
     os.write(1, json.dumps(message).encode() + b"\n")
 
 
-def child(request: dict[str, Any], cli: Any, wakeup: tuple[int, int]) -> None:
+def child(request: dict[str, Any], cli: Any, wakeup: tuple[int, int], zygote: int) -> None:
     """In the forked child: become the team's Datasette; never returns."""
     code = 1
     try:
@@ -52,7 +56,7 @@ def child(request: dict[str, Any], cli: Any, wakeup: tuple[int, int]) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in wakeup:
             os.close(fd)
-        die_with_parent()
+        die_with_parent(zygote)
         os.chdir(request["cwd"])
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -94,7 +98,8 @@ def stop(children: set[int]) -> None:
 
 
 def main() -> None:
-    die_with_parent()
+    # The gateway passes its pid: a zygote whose gateway is already gone never serves.
+    die_with_parent(int(sys.argv[1]) if len(sys.argv) > 1 else None)
     # A terminal's Ctrl-C reaches the whole process group: the gateway stops us (stdin closes)
     # and the instances handle it themselves; no traceback from here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -130,9 +135,10 @@ def main() -> None:
             line, pending = pending.split(b"\n", 1)
             request = json.loads(line)
             if "spawn" in request:
+                zygote = os.getpid()
                 pid = os.fork()
                 if pid == 0:
-                    child(request["spawn"], cli, (wake_r, wake_w))
+                    child(request["spawn"], cli, (wake_r, wake_w), zygote)
                 children.add(pid)
                 send({"pid": pid})
             elif request.get("signal") in children:

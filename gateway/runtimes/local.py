@@ -201,6 +201,7 @@ class LocalRuntime:
                 sys.executable,
                 "-m",
                 "gateway.instance.run",
+                f"--gateway-parent={os.getpid()}",
                 *args,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,

@@ -16,6 +16,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -116,6 +117,7 @@ class Zygote:
             sys.executable,
             "-m",
             "gateway.instance.zygote",
+            str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

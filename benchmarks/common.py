@@ -329,3 +329,24 @@ def nginx_args(tmp: Path, name: str, conf: str) -> list[str]:
 
 def start_nginx(procs: Processes, tmp: Path, name: str, conf: str) -> subprocess.Popen[bytes]:
     return procs.start(name, nginx_args(tmp, name, conf))
+
+
+def remove_gateway_containers(gateway_id: str) -> int:
+    """Remove every container and Swarm service a benchmark's gateway left on the engine
+    (containers outlive their gateway by design); returns how many were removed."""
+    import docker
+
+    client = docker.from_env()
+    removed = 0
+    try:
+        label = f"gateway.managed-by={gateway_id}"
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True, v=True)
+            removed += 1
+        with contextlib.suppress(docker.errors.APIError):  # not a swarm manager: none
+            for service in client.api.services(filters={"label": label}):
+                client.api.remove_service(service["ID"])
+                removed += 1
+    finally:
+        client.close()
+    return removed

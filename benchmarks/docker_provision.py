@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import docker
+from common import remove_gateway_containers
 
 from gateway.config import Config
 from gateway.routing.signature import sign_with
@@ -212,12 +213,7 @@ def main() -> int:
             for rt in runtimes:
                 gid = _gateway_id(work / rt / "data" / "control.db")
                 if gid:
-                    label = f"gateway.managed-by={gid}"
-                    for c in client.containers.list(all=True, filters={"label": label}):
-                        c.remove(force=True, v=True)
-                    if rt == "swarm":
-                        for service in client.api.services(filters={"label": label}):
-                            client.api.remove_service(service["ID"])
+                    remove_gateway_containers(gid)
             if made_swarm:
                 subprocess.run(["docker", "swarm", "leave", "--force"], check=True)
                 # What the init made beside the swarm itself (kept by `swarm leave`). The

@@ -22,7 +22,7 @@ from gateway.clikit import config_options, run_cli
 from gateway.config import Config
 from gateway.deploy.cli import register as register_deploys
 from gateway.edge.cli import register as register_edge
-from gateway.errors import GatewayError, TeamExists
+from gateway.errors import ConfigError, GatewayError, TeamExists
 from gateway.filemodes import private_umask
 from gateway.lock import gateway_running
 from gateway.runtimes.docker.cli import register as register_image
@@ -205,15 +205,13 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
 def teams_idle_timeout(config: Config, slug: str, seconds: str) -> None:
     """Set how long team SLUG may go without a request before it sleeps: SECONDS (0: never),
     or "default" for the gateway's --idle-timeout. A running gateway applies it at once."""
+    from gateway.fleet import idle_timeout_value
+
     slug = validate_slug(slug)
-    value: float | None = None
-    if seconds != "default":
-        try:
-            value = float(seconds)
-        except ValueError:
-            raise click.BadParameter(f"{seconds!r}: give seconds or 'default'") from None
-        if not 0 <= value < float("inf"):
-            raise click.BadParameter(f"{seconds!r}: give 0 (never) or more seconds")
+    try:
+        value = idle_timeout_value(seconds)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
     open_store(config.control_db).set_idle_timeout(slug, value)
     shown = f"the gateway's ({config.idle_timeout:g}s)" if value is None else f"{value:g}s"
     click.echo(f"{slug}: idle timeout {shown}{' (never sleeps)' if value == 0 else ''}")

@@ -142,10 +142,16 @@ class Config:
         "stays; the first request wakes it). 0: never. `gateway teams idle-timeout` sets one "
         "team's own.",
     )
+    local_start: str = setting(
+        "fork",
+        "How the local runtime starts a Datasette: 'fork' it from a zygote that imported "
+        "Datasette once (a start or wake skips the import), or 'exec' a fresh interpreter.",
+    )
     max_awake: int = setting(
         0,
         "Most team instances awake at once; a wake beyond it first puts the least recently "
-        "used idle team to sleep. 0: no limit.",
+        "used idle team to sleep, and teams routed beyond it (new, or at a restart) start "
+        "asleep. 0: no limit.",
     )
     replaced_table_days: float = setting(
         7.0,
@@ -299,6 +305,8 @@ class Config:
             raise ConfigError("--min-free-mb cannot be negative (0 turns the check off)")
         if not 0 <= self.idle_timeout < float("inf"):  # NaN fails too
             raise ConfigError(f"--idle-timeout must be 0 (never) or more (got {self.idle_timeout})")
+        if self.local_start not in ("fork", "exec"):
+            raise ConfigError(f"--local-start must be 'fork' or 'exec' (got {self.local_start!r})")
         if self.max_awake < 0:
             raise ConfigError("--max-awake cannot be negative (0 means no limit)")
         if self.retry_buffer < 0:

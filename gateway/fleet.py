@@ -47,6 +47,25 @@ BUSY = {
 }
 
 
+def idle_timeout_value(raw: object) -> float | None:
+    """A team's own idle timeout as the CLI and the admin API take it: seconds (0: never
+    sleeps), or "default" / None for the gateway's ``idle_timeout``. ConfigError says why not."""
+    if raw is None or raw == "default":
+        return None
+    if isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{raw!r} is not seconds: give seconds or 'default'") from None
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    else:
+        raise ConfigError(f"{raw!r} is not seconds: give seconds or 'default'")
+    if not 0 <= value < math.inf:  # NaN fails too
+        raise ConfigError(f"{raw!r}: give 0 (never sleeps) or more seconds")
+    return value
+
+
 class Fleet:
     def __init__(
         self,
@@ -86,7 +105,6 @@ class Fleet:
         self.idle_timeouts: dict[str, float] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._wakes: dict[str, asyncio.Task[None]] = {}
-        self._room = asyncio.Lock()  # max_awake: one wake at a time counts and makes room
         self.wakes = 0  # gateway_team_wakes_total
         self.sleeps = 0  # gateway_team_sleeps_total
 
@@ -165,6 +183,12 @@ class Fleet:
         service.waker = self.wake
         # A sleeper stays asleep across restarts: routed, no instance until a request comes.
         service.sleeping = self._asleep_in_store(slug)
+        if not service.sleeping and self._full():
+            # Beyond max_awake a team is routed asleep (a new one, or at a restart), so many
+            # teams registered at once never start more instances than that.
+            service.sleeping = True
+            self._record_sleeping(slug, True)
+            log.info("team %s starts asleep: max_awake (%d) reached", slug, self.config.max_awake)
         for inst in [] if service.sleeping else instances:
             self._launch(inst, service)
         self.services[slug] = service
@@ -335,9 +359,7 @@ class Fleet:
 
     def set_idle_timeout(self, slug: str, seconds: float | None) -> None:
         """The team's own idle timeout (0 = never), or None for the gateway's."""
-        if seconds is not None and not 0 <= seconds < math.inf:
-            raise ConfigError(f"idle timeout must be 0 (never) or more seconds (got {seconds})")
-        self.store.set_idle_timeout(slug, seconds)
+        self.store.set_idle_timeout(slug, idle_timeout_value(seconds))
         self._load_idle_timeouts()
 
     def _sleepable(self, service: Service) -> bool:
@@ -428,24 +450,28 @@ class Fleet:
             if not await self._wait_free(slug, time.monotonic() + self.config.hold_timeout):
                 log.warning("wake of %s gave up: it is %s", slug, BUSY.get(self.operations[slug]))
                 return
-            async with self._room:
-                await self._make_room(slug)
-                service = self.services.get(slug)
-                if service is None or not service.sleeping:
-                    return
-                service.sleeping = False
-                self._record_sleeping(slug, False)
-                self.wakes += 1
-                for inst in self.store.instances(slug):  # read now: a deploy may have moved it
-                    if inst.role == "active":
-                        self.relaunch(inst)
-                log.info("team %s wakes", slug)
+            # One step of the event loop (no await): room counted and made, instance started.
+            service = self.services.get(slug)
+            if service is None or not service.sleeping:
+                return
+            self._make_room(slug)
+            service.sleeping = False
+            self._record_sleeping(slug, False)
+            self.wakes += 1
+            for inst in self.store.instances(slug):  # read now: a deploy may have moved it
+                if inst.role == "active":
+                    self.relaunch(inst)
+            log.info("team %s wakes", slug)
         except Exception:
             log.exception("wake of %s failed; its held requests time out with 503", slug)
         finally:
             self._wakes.pop(slug, None)
 
-    async def _make_room(self, waking: str) -> None:
+    def _full(self) -> bool:
+        limit = self.config.max_awake
+        return bool(limit) and sum(not s.sleeping for s in self.services.values()) >= limit
+
+    def _make_room(self, waking: str) -> None:
         """With ``max_awake`` reached, put the least recently used idle team to sleep first."""
         limit = self.config.max_awake
         while limit:
@@ -460,9 +486,10 @@ class Fleet:
                     waking,
                 )
                 return
-            task = self.sleep(min(idle, key=lambda s: s.last_used).name)
-            if task is not None:
-                await asyncio.shield(task)
+            # Unrouted at once; its instance stops in the background while the wake starts
+            # (an overlap of one stopping instance, not a wait of a drain and a stop).
+            if self.sleep(min(idle, key=lambda s: s.last_used).name) is None:
+                return
 
     def awake_now(self, slug: str) -> None:
         """An operation (a restore) started the team's instance itself: it is awake."""

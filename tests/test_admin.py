@@ -79,6 +79,40 @@ async def test_routes_pause_resume_drain(config: Config) -> None:
             assert "imports" in (await admin.get("/api/imports")).json()
 
 
+async def test_a_teams_own_idle_timeout_through_the_admin_api(config: Config) -> None:
+    async with run_edge(config.replace(idle_timeout=0), teams=("alpha",)) as gw:
+        await gw.wait_healthy("alpha")
+        async with gw.admin() as admin:
+            r = await admin.get("/api/teams/alpha/idle-timeout")
+            assert r.status_code == 200
+            assert r.json() == {
+                "team": "alpha",
+                "own": None,
+                "default": 0,
+                "seconds": 0,
+                "state": "up",
+            }
+            assert (await admin.get("/api/teams/nope/idle-timeout")).status_code == 404
+            path = "/api/teams/alpha/idle-timeout"
+            for bad in ({"seconds": -1}, {"seconds": "soon"}, {"seconds": True}, {"seconds": []}):
+                r = await admin.put(path, json=bad)
+                assert r.status_code == 400 and "seconds" in r.json()["detail"], bad
+            for raw in (b'{"seconds": NaN}', b'{"seconds": 1e999}', b"{}", b"[]", b"soon"):
+                r = await admin.put(path, content=raw)
+                assert r.status_code == 400, raw
+            assert gw.app.fleet.idle_timeout("alpha") == 0  # nothing bad was applied
+            r = await admin.put(path, json={"seconds": "600"})
+            assert r.json()["own"] == 600 and r.json()["seconds"] == 600
+            assert gw.app.store.query("SELECT idle_timeout FROM teams")[0][0] == 600
+            r = await admin.put(path, json={"seconds": "default"})
+            assert r.json()["own"] is None and r.json()["seconds"] == 0
+            # Applied at once: a short one puts the idle team to sleep.
+            r = await admin.put(path, json={"seconds": 0.5})
+            assert r.status_code == 200
+            await wait_for(lambda: gw.app.fleet.require("alpha").state() == "sleeping", 30)
+            assert (await admin.get(path)).json()["state"] == "sleeping"
+
+
 async def test_dashboard_login_and_cookie_is_read_only(config: Config) -> None:
     async with run_edge(config, teams=("alpha",)) as gw:
         await gw.wait_healthy("alpha")

@@ -102,7 +102,7 @@ def test_binary_serves_a_team_and_stops_cleanly(binary: Path, tmp_path: Path) ->
         assert pids and all(alive(pid) for pid in pids)
         # The team's Datasette runs from the zipapp too, not from this checkout.
         cmdline = Path(f"/proc/{pids[0]}/cmdline").read_bytes().split(b"\0")
-        assert b"gateway.instance.run" in cmdline
+        assert b"gateway.instance.zygote" in cmdline  # forked by the zipapp's zygote
         environ = Path(f"/proc/{pids[0]}/environ").read_bytes()
         assert b"shiv-root" in environ
         proc.send_signal(signal.SIGTERM)

@@ -18,6 +18,8 @@ from gateway.cli import cli
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.observability.prom import exposition, make_registry
+from gateway.routing.health import EARLY_FOR, EARLY_INTERVAL, STARTING_INTERVAL, HealthMonitor
+from gateway.routing.target import State, Target
 from gateway.runtimes.local import LocalRuntime
 from tests.conftest import Running, StartGateway
 from tests.test_deploy import bearer
@@ -174,9 +176,9 @@ async def test_the_capacity_guard_sleeps_the_least_recently_used_idle_team(
     sleepy: Config, start_gateway: StartGateway
 ) -> None:
     gw = await start_gateway(sleepy.replace(max_awake=2), teams=("a1", "b2", "c3"))
-    for team in ("a1", "b2", "c3"):
+    for team in ("a1", "b2"):
         await gw.wait_healthy(team, 60)
-    await put_to_sleep(gw, "c3")
+    assert gw.app.fleet.require("c3").state() == "sleeping"  # beyond max_awake: routed asleep
     auth = {t: bearer(gw, t) for t in ("a1", "b2", "c3")}
     async with gw.client(timeout=90) as client:
         # b2 was used after a1: a1 is the least recently used.
@@ -263,3 +265,41 @@ async def test_an_upload_request_wakes_a_sleeper(
     assert gw.app.fleet.wakes == 1
     await until(lambda: gw.app.fleet.require("alpha").state() == "up")
     assert len(pids(gw, "alpha")) == 1
+
+
+async def test_teams_beyond_max_awake_are_routed_asleep_and_wake_on_their_first_request(
+    sleepy: Config, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(sleepy.replace(max_awake=1), teams=("a1", "b2", "c3"))
+    await gw.wait_healthy("a1", 60)
+    fleet = gw.app.fleet
+    assert {t: fleet.require(t).state() for t in ("a1", "b2", "c3")} == {
+        "a1": "up",
+        "b2": "sleeping",
+        "c3": "sleeping",
+    }
+    assert pids(gw, "b2") == [] and pids(gw, "c3") == []
+    assert asleep_in_store(gw, "b2")
+    gw.app.store.create_team("d4")  # registered while the gateway runs: asleep too
+    await until(lambda: "d4" in fleet.services)
+    assert fleet.require("d4").state() == "sleeping" and pids(gw, "d4") == []
+    async with gw.client(headers=bearer(gw, "c3"), timeout=90) as client:
+        r = await client.get(gw.url("c3", "/data.json"))
+    assert r.status_code == 200
+    assert fleet.require("c3").state() == "up"
+    assert fleet.require("a1").state() == "sleeping"  # the guard made room
+    await until(lambda: pids(gw, "a1") == [])
+
+
+async def test_a_starting_target_is_checked_every_20_ms_at_first_then_every_100_ms() -> None:
+    """A woken team's held requests wait on the first passing check: while a start is young
+    it is checked often; a slow start falls back to 100 ms; a started target to the interval."""
+    monitor = HealthMonitor(interval=1.0)
+    target = Target("alpha-1", "127.0.0.1", 1)
+    assert target.state is State.STARTING
+    now = asyncio.get_running_loop().time()
+    assert monitor._next_check(target, now) == EARLY_INTERVAL == 0.02
+    assert monitor._next_check(target, now - EARLY_FOR - 0.1) == STARTING_INTERVAL == 0.1
+    target.report_health(True)
+    assert target.state is State.HEALTHY
+    assert monitor._next_check(target, now) == 1.0

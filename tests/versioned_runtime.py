@@ -43,7 +43,8 @@ class VersionedRuntime(LocalRuntime):
         team_dir = self.team_dir(instance.team)
         metadata = team_dir / f"version-{instance.version}.json"
         metadata.write_text(json.dumps({"title": f"version {instance.version}"}))
-        args = [sys.executable, "-m", "gateway.instance.run", "serve", str(team_dir / "data.db")]
+        args = [sys.executable, "-m", "gateway.instance.run", f"--gateway-parent={os.getpid()}"]
+        args += ["serve", str(team_dir / "data.db")]
         args += ["--host", "127.0.0.1", "--port", str(port), "--plugins-dir", str(PLUGINS_DIR)]
         args += ["--metadata", str(metadata)]
         env = {**os.environ, "DATASETTE_SECRET": self.secret_for(instance.team)}

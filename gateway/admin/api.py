@@ -7,6 +7,10 @@
     POST /api/teams/{slug}/pause      hold the team's new requests (?seconds=30, at most
                                       max_pause; the answer says the seconds applied)
     POST /api/teams/{slug}/resume     release held requests
+    GET  /api/teams/{slug}/idle-timeout   the team's own idle timeout, the gateway's, the one
+                                      applied (seconds; 0: never sleeps)
+    PUT  /api/teams/{slug}/idle-timeout   {"seconds": 600}, 0 (never), or null / "default"
+                                      (the gateway's); validated as `gateway teams idle-timeout`
     POST /api/targets/{id}/drain      drain a target, stop its instance, take it out of routing
     GET  /api/deploys                 recent deploys (the ``deploys`` table)
     GET  /api/imports                 recent CSV import jobs (the ``import_jobs`` table)
@@ -27,10 +31,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.admin.endpoints import json_body, mapped
 from gateway.admin.parts import AdminParts
 from gateway.backup.api import backup_routes
 from gateway.deploy.api import deploy_routes
 from gateway.errors import BadRequest, ConfigError, NotFound
+from gateway.fleet import idle_timeout_value
 from gateway.observability.prom import exposition, make_registry
 from gateway.routing.target import Target
 from gateway.runtimes.swarm.api import move_routes
@@ -162,6 +168,28 @@ async def resume(request: Request) -> Response:
     return JSONResponse({"team": service.name, "state": service.state()})
 
 
+def _idle_view(gw: AdminParts, slug: str) -> dict[str, Any]:
+    return {
+        "team": slug,
+        "own": gw.fleet.idle_timeouts.get(slug),
+        "default": gw.config.idle_timeout,
+        "seconds": gw.fleet.idle_timeout(slug),
+        "state": _service(gw, slug).state(),
+    }
+
+
+async def idle_timeout(request: Request) -> Response:
+    """GET: the team's idle timeout; PUT: set its own (same rules as the CLI), applied now."""
+    gw = _gw(request)
+    slug = _service(gw, request.path_params["slug"]).name
+    if request.method == "PUT":
+        body = await json_body(request)
+        if "seconds" not in body:  # never a silent reset to the default
+            raise BadRequest('give {"seconds": N} (0: never sleeps) or {"seconds": "default"}')
+        gw.fleet.set_idle_timeout(slug, idle_timeout_value(body["seconds"]))
+    return JSONResponse(_idle_view(gw, slug))
+
+
 async def drain(request: Request) -> Response:
     """Drain first, then stop (reliability.md); the target then leaves the routing for good."""
     gw = _gw(request)
@@ -208,6 +236,7 @@ def api_routes(gw: AdminParts) -> list[BaseRoute]:
         Route("/api/targets", targets),
         Route("/api/teams/{slug}/pause", pause, methods=["POST"]),
         Route("/api/teams/{slug}/resume", resume, methods=["POST"]),
+        Route("/api/teams/{slug}/idle-timeout", mapped(idle_timeout), methods=["GET", "PUT"]),
         Route("/api/targets/{target}/drain", drain, methods=["POST"]),
         Route("/api/deploys", deploys),
         Route("/api/imports", imports),

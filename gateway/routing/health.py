@@ -1,8 +1,9 @@
 """Active HTTP health checks: one small loop per target.
 
 A check is a GET of the target's health path on a fresh connection; any 2xx/3xx within the
-timeout is a pass. While a target is STARTING it is probed every 100 ms, so a new instance
-takes traffic as soon as it can; after that, every ``interval`` seconds.
+timeout is a pass. While a target is STARTING it is probed every 20 ms for its first seconds
+(a woken team's held requests wait on that first pass; a refused connect costs next to
+nothing), then every 100 ms; once it has started, every ``interval`` seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from gateway.routing.upstream import Pool, UpstreamError, build_head
 log = logging.getLogger("gateway.health")
 
 STARTING_INTERVAL = 0.1
+EARLY_INTERVAL = 0.02  # while a start is young, when most instances first answer
+EARLY_FOR = 3.0  # seconds of a start probed at EARLY_INTERVAL
 
 
 async def check(target: Target, timeout: float) -> tuple[bool, str]:
@@ -66,6 +69,7 @@ class HealthMonitor:
             task.cancel()
 
     async def _loop(self, target: Target) -> None:
+        since = asyncio.get_running_loop().time()
         try:
             while target.state is not State.STOPPED:
                 if target.state is not State.DRAINING:
@@ -75,10 +79,15 @@ class HealthMonitor:
                         self.failures[team] = self.failures.get(team, 0) + 1
                     target.report_health(ok, error)
                 target.pool.sweep()
-                starting = target.state is State.STARTING
-                await asyncio.sleep(STARTING_INTERVAL if starting else self.interval)
+                await asyncio.sleep(self._next_check(target, since))
         finally:
             self._tasks.pop(target, None)
+
+    def _next_check(self, target: Target, since: float) -> float:
+        if target.state is not State.STARTING:
+            return self.interval
+        young = asyncio.get_running_loop().time() - since < EARLY_FOR
+        return EARLY_INTERVAL if young else STARTING_INTERVAL
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

@@ -3,6 +3,8 @@
 A supervisor task per instance starts ``datasette serve <team dir>`` on a free port, reports
 its exit to the target at once (an "exited" health failure, so traffic is held rather than
 refused), and restarts it with exponential backoff. Shutdown sends SIGTERM, then SIGKILL.
+With ``local_start = "fork"`` (the default) the process is forked by a zygote that imported
+Datasette once (runtimes/zygote.py); "exec" starts a fresh interpreter each time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import datasette
 
@@ -25,6 +28,7 @@ from gateway.config import Config
 from gateway.errors import RuntimeUnavailable
 from gateway.routing.target import State, Target
 from gateway.runtimes.base import InstanceLost
+from gateway.runtimes.zygote import Zygote
 from gateway.store.db import Instance, Store
 
 log = logging.getLogger("gateway.local")
@@ -47,6 +51,22 @@ PORT_RETRIES = 5
 PORT_TAKEN = "error while attempting to bind on address ('127.0.0.1', {port}): address already"
 
 
+class Process(Protocol):
+    """What supervision uses of a started Datasette: a subprocess, or one the zygote forked."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 def free_port(preferred: int | None = None) -> int:
     if preferred:
         with socket.socket() as s:
@@ -64,7 +84,7 @@ class _Supervised:
     def __init__(self, instance: Instance, target: Target) -> None:
         self.instance = instance
         self.target = target
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: Process | None = None
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
         self.restarts = 0
@@ -80,6 +100,7 @@ class LocalRuntime:
         self.secret_for = secret_for
         self._running: dict[str, _Supervised] = {}
         self.crashes = 0  # instances that exited on their own (gateway_instance_crashes_total)
+        self.zygote = Zygote() if config.local_start == "fork" else None
 
     def version(self) -> str:
         return f"datasette-{datasette.__version__}"
@@ -124,6 +145,8 @@ class LocalRuntime:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(s.instance) for s in list(self._running.values())))
+        if self.zygote is not None:
+            await self.zygote.close()
 
     def pid(self, instance_id: str) -> int | None:
         sup = self._running.get(instance_id)
@@ -176,12 +199,9 @@ class LocalRuntime:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    async def _spawn(self, instance: Instance, port: int) -> asyncio.subprocess.Process:
+    async def _spawn(self, instance: Instance, port: int) -> Process:
         team_dir = self.team_dir(instance.team)
         args = [
-            sys.executable,
-            "-m",
-            "gateway.instance.run",
             "serve",
             str(team_dir),
             "--host",
@@ -197,8 +217,14 @@ class LocalRuntime:
         ]
         env = {**os.environ, "DATASETTE_SECRET": self.secret_for(instance.team)}
         log_path = team_dir / "datasette.log"
+        if self.zygote is not None:
+            return await self.zygote.spawn(args, env, team_dir, log_path)
         with open(log_path, "ab") as logfile:  # noqa: ASYNC230 (opening a log is instant)
             return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "gateway.instance.run",
+                f"--gateway-parent={os.getpid()}",
                 *args,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,

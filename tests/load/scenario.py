@@ -6,9 +6,11 @@
 
 It starts a real `gateway serve` (local runtime) on loopback with three teams, each with an
 `events` table and a writable canned query, then drives mixed traffic at a fixed rate:
-HTML table pages, JSON, SQL queries and POST writes. While the load runs it performs 10
-consecutive deploys of one team, one `deploy --all` rollout, one `gateway restart` and a
-restore of one team to "now" (tests/load/restore_step.py), each through the real CLI.
+HTML table pages, JSON, SQL queries and POST writes. While the load runs it first puts a
+fourth team to sleep and wakes it with a burst of the same kinds of request (held until its
+instance is up, none failed), then performs 10 consecutive deploys of one team, one
+`deploy --all` rollout, one `gateway restart` and a restore of one team to "now"
+(tests/load/restore_step.py), each through the real CLI.
 Afterwards it reads every team's database (the restored one included) to check that each
 POST was applied exactly once when it succeeded and never when it failed.
 """
@@ -44,7 +46,9 @@ from gateway.server import uvicorn_config
 from tests.load.restore_step import restore_step
 from tests.systemd_gateway import listening_socket
 
-TEAMS = ("loada", "loadb", "loadc")
+TEAMS = ("loada", "loadb", "loadc")  # under the load throughout
+SLEEPER = "loadz"  # no load: put to sleep, then woken by a burst while the load runs
+WAKE_BURST = 12  # concurrent first requests of the sleeper (every kind of the mix)
 METADATA = {
     "databases": {
         "data": {
@@ -158,7 +162,7 @@ def prepare(data_dir: Path, port: int) -> dict[str, str]:
     from gateway.auth.tokens import Tokens
     from gateway.store import open_store
 
-    for team in TEAMS:
+    for team in (*TEAMS, SLEEPER):
         done = cli(data_dir, port, "teams", "create", team)
         if done.returncode:
             raise SystemExit(done.stderr)
@@ -177,7 +181,7 @@ def prepare(data_dir: Path, port: int) -> dict[str, str]:
     user = accounts.create_user(store, "load@example.org", "-")
     tokens = Tokens(store)
     out = {}
-    for team in TEAMS:
+    for team in (*TEAMS, SLEEPER):
         accounts.add_member(store, team, user.id, "owner")
         out[team] = tokens.create(team, user.id, "load test")
     store.close()
@@ -246,7 +250,7 @@ async def wait_ready(
                     headers={"host": "localhost", "authorization": f"Bearer {token}"},
                 )
                 teams = r.json()["teams"]
-                if len(teams) == len(TEAMS) and all(t["state"] == "up" for t in teams):
+                if len(teams) == len(TEAMS) + 1 and all(t["state"] == "up" for t in teams):
                     return
             except (httpx.HTTPError, ValueError, KeyError, OSError):
                 pass
@@ -357,6 +361,65 @@ async def drive(
         await asyncio.gather(*pending)
 
 
+async def team_state(
+    data_dir: Path, port: int, team: str, transport: httpx.AsyncBaseTransport | None
+) -> str:
+    token = (data_dir / "admin.token").read_text().strip()
+    async with httpx.AsyncClient(timeout=10, transport=transport) as client:
+        r = await client.get(
+            f"http://127.0.0.1:{port}/-/gateway/status.json",
+            headers={"host": "localhost", "authorization": f"Bearer {token}"},
+        )
+    return str(next(t["state"] for t in r.json()["teams"] if t["slug"] == team))
+
+
+async def wake_step(
+    data_dir: Path,
+    port: int,
+    tokens: dict[str, str],
+    run: Run,
+    edge: Edge,
+) -> None:
+    """The sleeper sleeps (its own idle timeout of 1 s, set with the CLI; back to the default
+    once asleep, so it stays awake after), then WAKE_BURST requests of every kind of the mix
+    at once wake it under the load. Its requests are samples like the load's: held, never
+    failed. One op, failed if any step did or the sleeper is not up afterwards."""
+    t0 = time.monotonic()
+    problems = []
+    set_short = await asyncio.to_thread(cli, data_dir, port, "teams", "idle-timeout", SLEEPER, "1")
+    if set_short.returncode:
+        problems.append(f"idle-timeout 1: {set_short.stderr}")
+    deadline = time.monotonic() + 60
+    while await team_state(data_dir, port, SLEEPER, edge.to_gateway()) != "sleeping":
+        if time.monotonic() > deadline:
+            problems.append(f"{SLEEPER} did not sleep within 60 s")
+            break
+        await asyncio.sleep(0.2)
+    back = await asyncio.to_thread(cli, data_dir, port, "teams", "idle-timeout", SLEEPER, "default")
+    if back.returncode:
+        problems.append(f"idle-timeout default: {back.stderr}")
+    asleep_at = time.monotonic()
+    kinds = [k for _, k in MIX]
+    before = len(run.samples)
+    async with httpx.AsyncClient(timeout=60, limits=LIMITS, transport=edge.to_load()) as client:
+        await asyncio.gather(
+            *(
+                one(client, port, SLEEPER, tokens[SLEEPER], kinds[i % len(kinds)], run)
+                for i in range(WAKE_BURST)
+            )
+        )
+    woken = time.monotonic() - asleep_at
+    burst = run.samples[before:]
+    if bad := [f"{s.kind} {s.outcome}" for s in burst if s.team == SLEEPER and s.outcome != "ok"]:
+        problems.append(f"the waking requests failed: {bad}")
+    if (state := await team_state(data_dir, port, SLEEPER, edge.to_gateway())) != "up":
+        problems.append(f"{SLEEPER} is {state} after the burst")
+    run.ops.append((f"wake {SLEEPER} under load", 1 if problems else 0, time.monotonic() - t0))
+    say(f"{SLEEPER}: asleep, then woken by {WAKE_BURST} requests in {woken:.1f}s")
+    for problem in problems:
+        print(f"  wake {SLEEPER}: {problem}", file=sys.stderr)
+
+
 async def operate(
     data_dir: Path, port: int, deploys: int, run: Run, old: subprocess.Popen[bytes]
 ) -> None:
@@ -390,7 +453,7 @@ def say(message: str) -> None:
 
 def exactly_once(data_dir: Path, run: Run) -> dict[str, int]:
     counts: Counter[str] = Counter()
-    for team in TEAMS:
+    for team in (*TEAMS, SLEEPER):
         db = sqlite3.connect(data_dir / "teams" / team / "data.db")
         for (uid,) in db.execute("select uid from events where uid not like 'seed-%'"):
             counts[uid] += 1
@@ -439,6 +502,12 @@ def summarize(run: Run, posts: dict[str, int]) -> dict[str, Any]:
         "reused_resends": run.reused_resends,
         "client_waits": run.client_waits,
         "posts": posts,
+        # The burst that woke the sleeper (wake_step), each held until its instance was up.
+        "sleeper": [
+            {"kind": s.kind, "outcome": s.outcome, "ms": round(s.ms, 1)}
+            for s in run.samples
+            if s.team == SLEEPER
+        ],
         "phases": table,
         "ops": [{"op": n, "rc": rc, "seconds": round(t, 1)} for n, rc, t in run.ops],
     }
@@ -480,6 +549,10 @@ def print_report(r: dict[str, Any]) -> None:
         r["client_waits"],
     )
     print("POST outcomes:   ", r["posts"])
+    if r["sleeper"]:
+        ms = sorted(s["ms"] for s in r["sleeper"])
+        ok = sum(s["outcome"] == "ok" for s in r["sleeper"])
+        print(f"waking {SLEEPER}: {ok}/{len(ms)} served, held {ms[0]:.0f}-{ms[-1]:.0f} ms")
     for op in r["ops"]:
         print(f"  {op['op']:<22} rc={op['rc']} {op['seconds']}s")
 
@@ -497,7 +570,7 @@ async def scenario(
     tmp = Path(work_dir or tempfile.mkdtemp(prefix="gateway-load-"))
     public = listening_socket()
     data_dir, port = tmp / "data", public.getsockname()[1]
-    say(f"preparing {len(TEAMS)} teams in {tmp}")
+    say(f"preparing {len(TEAMS)} teams and a sleeper in {tmp}")
     tokens = prepare(data_dir, port)
     proc = start_gateway(data_dir, public, tmp / "gateway.log", edge.prepare(tmp, port))
     run = Run()
@@ -512,6 +585,7 @@ async def scenario(
         )
         await asyncio.sleep(warmup)
         run.marks["ops_start"] = time.monotonic()
+        await wake_step(data_dir, port, tokens, run, edge)
         await operate(data_dir, port, deploys, run, proc)
         await edge.operate(run)
         run.marks["ops_end"] = time.monotonic()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.load.edge import ThroughTraefik
-from tests.load.scenario import print_report, scenario, verdict
+from tests.load.scenario import SLEEPER, print_report, scenario, verdict
 
 
 @pytest.mark.slow
@@ -17,7 +17,8 @@ async def test_deploys_restart_and_a_traefik_upgrade_fail_no_request_through_tra
     ops = [op["op"] for op in report["ops"]]
     assert ops[-4:-2] == ["gateway restart", "old gateway exited"], ops
     assert ops[-1] == "traefik upgrade" and ops[-2].startswith("restore "), ops
-    assert len(ops) == 15, ops
+    assert ops[0] == f"wake {SLEEPER} under load", ops
+    assert len(ops) == 16, ops
     # 0 failed requests and every POST applied exactly once. A retiring Traefik closes its
     # idle keep-alive client connections (Go's Server.Shutdown), so a GET may race that close
     # on a reused connection and be resent as RFC 9112 9.3.1 allows: counted, and bounded.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.load.gateway_tls import GatewayTls
-from tests.load.scenario import print_report, scenario, verdict
+from tests.load.scenario import SLEEPER, print_report, scenario, verdict
 
 
 @pytest.mark.slow
@@ -18,7 +18,8 @@ async def test_deploys_restart_and_a_renewal_fail_no_request_over_the_gateways_t
     ops = [op["op"] for op in report["ops"]]
     assert ops[-4:-2] == ["gateway restart", "old gateway exited"], ops
     assert ops[-1] == "certificate renewal" and ops[-2].startswith("restore "), ops
-    assert len(ops) == 15, ops
+    assert ops[0] == f"wake {SLEEPER} under load", ops
+    assert len(ops) == 16, ops
     # 0 failed requests, 0 GETs resent, every POST applied exactly once, load in every phase.
     assert verdict(report, max_resends=0) == []
     assert report["posts"]["applied once"] > 0

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.app import create_app
 from gateway.config import Config
-from gateway.protocol import GatewayHttpProtocol
+from gateway.http.protocol import GatewayHttpProtocol
 from tests.conftest import LoopbackTransport, free_socket
 
 

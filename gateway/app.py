@@ -27,8 +27,8 @@ from starlette.applications import Starlette
 
 from gateway.admin.api import status_view
 from gateway.admin.dashboard import apex_ops_routes
+from gateway.auth.gatekeeper import Auth
 from gateway.auth.pages import auth_routes
-from gateway.auth.service import Auth
 from gateway.backup import Replication
 from gateway.config import Config
 from gateway.context import CONTEXT, RequestContext
@@ -39,12 +39,12 @@ from gateway.filemodes import tighten
 from gateway.fleet import Fleet
 from gateway.observability import RequestStats, open_access_log
 from gateway.observability.failures import failure_kind
-from gateway.observability.health import health_routes
 from gateway.observability.observe import Observer
+from gateway.observability.probes import health_routes
 from gateway.pages.site import build_site
 from gateway.pages.templates import make_templates
 from gateway.responses import send_error, team_links
-from gateway.routing.health import HealthMonitor
+from gateway.routing.health_checks import HealthMonitor
 from gateway.routing.proxy import Counters, CutConnection, Proxy, ProxySettings
 from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable, normalize_host

@@ -20,7 +20,7 @@ from pathlib import Path
 from gateway import archive
 from gateway.config import Config
 from gateway.errors import ConfigError, TeamBusy, TeamNotFound
-from gateway.routing.health import HealthMonitor
+from gateway.routing.health_checks import HealthMonitor
 from gateway.routing.service import Service
 from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable

@@ -50,10 +50,10 @@ FORMAT = 1  # bump when the manifest or the build's layout changes
 # gateway.responses stay Python: mypyc rejects their class bodies, and they serve errors.)
 HOT: tuple[str, ...] = (
     "gateway.context",
-    "gateway.protocol",
+    "gateway.http.protocol",
     "gateway.app",
-    "gateway.routing.deadlines",
-    "gateway.routing.upstream",
+    "gateway.http.deadlines",
+    "gateway.http.upstream",
     "gateway.routing.headers",
     "gateway.routing.retry",
     "gateway.routing.proxy",
@@ -62,7 +62,7 @@ HOT: tuple[str, ...] = (
     "gateway.routing.target",
     "gateway.routing.balancer",
     "gateway.auth.authorize",
-    "gateway.auth.service",
+    "gateway.auth.gatekeeper",
     "gateway.observability.observe",
     "gateway.observability.accesslog",
     "gateway.observability.stats",

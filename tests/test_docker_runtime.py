@@ -18,7 +18,7 @@ import uvicorn
 
 from gateway.app import Gateway, create_app
 from gateway.config import Config
-from gateway.protocol import GatewayHttpProtocol
+from gateway.http.protocol import GatewayHttpProtocol
 from gateway.routing.target import State
 from gateway.runtimes.docker import image
 from gateway.store import open_store

@@ -22,7 +22,7 @@ from gateway.responses import error_response
 
 if TYPE_CHECKING:
     from gateway.admin.parts import AdminParts
-    from gateway.auth.service import Auth
+    from gateway.auth.gatekeeper import Auth
 
 APEX_PATH = "/-/gateway/ops"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.auth.service import Auth
+    from gateway.auth.gatekeeper import Auth
 
 __all__ = ["Auth"]
 
@@ -17,7 +17,7 @@ __all__ = ["Auth"]
 def __getattr__(name: str) -> Any:
     # Lazy (PEP 562): the CLI imports gateway.auth.accounts without loading the web stack.
     if name == "Auth":
-        from gateway.auth.service import Auth
+        from gateway.auth.gatekeeper import Auth
 
         return Auth
     raise AttributeError(name)

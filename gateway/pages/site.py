@@ -24,7 +24,7 @@ from gateway.errors import Forbidden, HTTPError, Unauthorized, for_status
 from gateway.responses import APEX_LINKS, error_response, wants_json
 
 if TYPE_CHECKING:
-    from gateway.auth.service import Auth
+    from gateway.auth.gatekeeper import Auth
     from gateway.config import Config
     from gateway.store import Store
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from gateway.context import RequestContext
 from gateway.errors import ClientGone, Unavailable
+from gateway.http.deadlines import deadlines
+from gateway.http.upstream import Connection, UpstreamError, build_head
 from gateway.routing import retry
-from gateway.routing.deadlines import deadlines
 from gateway.routing.headers import RESERVED_COOKIES, HeaderPolicy
 from gateway.routing.service import Service
 from gateway.routing.target import Target
-from gateway.routing.upstream import Connection, UpstreamError, build_head
 
 log = logging.getLogger("gateway.proxy")
 
@@ -290,7 +290,7 @@ class Proxy:
         ex: _Exchange,
         ctx: RequestContext,
     ) -> None:
-        # A member's answer from a private team: Cache-Control private (auth/service.py).
+        # A member's answer from a private team: Cache-Control private (auth/gatekeeper.py).
         out = self.headers.response(headers, ctx.private)
         # A small answer is usually already here in full: then head and body go out as one
         # write and the response ends with that same message (GatewayHttpProtocol joins a

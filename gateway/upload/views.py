@@ -79,7 +79,7 @@ class UploadApp:
         self, scope: dict[str, Any], receive: Any, send: Any, service: Service
     ) -> None:
         response = await self.dispatch(scope, receive, service.name)
-        if context_of(scope).private:  # a member's page of a private team (auth/service.py)
+        if context_of(scope).private:  # a member's page of a private team (auth/gatekeeper.py)
             response.raw_headers = private_cache(response.raw_headers)
         await response(scope, receive, send)
 

@@ -16,7 +16,7 @@ import time
 
 import httptools
 
-from gateway.routing.deadlines import deadlines
+from gateway.http.deadlines import deadlines
 
 # Back-pressure: stop reading from the target while this much response body is unconsumed;
 # read again once the proxy has taken it (it always takes all that is buffered).

@@ -44,8 +44,9 @@ from gateway.observability.probes import health_routes
 from gateway.pages.site import build_site
 from gateway.pages.templates import make_templates
 from gateway.responses import send_error, team_links
+from gateway.routing.exchange import Counters, CutConnection, ProxySettings
 from gateway.routing.health_checks import HealthMonitor
-from gateway.routing.proxy import Counters, CutConnection, Proxy, ProxySettings
+from gateway.routing.proxy import Proxy
 from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable, normalize_host
 from gateway.runtimes.base import Runtime

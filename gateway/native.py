@@ -56,6 +56,7 @@ HOT: tuple[str, ...] = (
     "gateway.http.upstream",
     "gateway.routing.headers",
     "gateway.routing.retry",
+    "gateway.routing.exchange",
     "gateway.routing.proxy",
     "gateway.routing.table",
     "gateway.routing.service",

@@ -90,7 +90,7 @@ class Gateway:
         self.space = SpaceWatch(config.data_dir, config.min_free_mb)
         self.templates = make_templates()  # one Jinja environment for every Starlette page
         self.auth = Auth(config, self.store, self.signer, self.instance_secret)
-        self.upload = UploadApp(config, self.store)
+        self.upload = UploadApp(config, self.store, self.templates)
         self.site = self._build_site()
         self.observed = Observer(self.handle, self.stats, self.access_log)
 

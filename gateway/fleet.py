@@ -124,8 +124,7 @@ class Fleet:
         for row in self.store.query("SELECT slug, maintenance FROM teams"):
             service = self.services.get(row["slug"])
             if service is not None and service.maintenance != row["maintenance"]:
-                service.maintenance = row["maintenance"]
-                service.notify()
+                service.set_maintenance(row["maintenance"])
 
     def _forget_interrupted_deploys(self) -> None:
         """A gateway killed mid-deploy leaves candidate instances: the old ones still serve."""

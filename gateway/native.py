@@ -5,8 +5,8 @@
 
 The modules in ``HOT`` (the server protocol, the proxy and its upstream client, routing, auth's
 per-request check, the access log) are ordinary, type-checked Python. mypyc turns them into C
-extensions: measured here, a proxied request went from about 237k to 150k user-space
-instructions (see benchmarks/README.md). ``make run`` and ``make test`` build them.
+extensions, which run a proxied request in far fewer instructions (the figures are in
+benchmarks/README.md). ``make run`` and ``make test`` build them.
 
 Safety first, because a stale build would silently run old code:
 

@@ -184,7 +184,7 @@ class AccountPages:
             return web.redirect(f"{config.team_url(slug)}{handoff.PATH}?ticket={nonce}")
         wanted, dot, rest = (urlsplit(raw).hostname or "").lower().partition(".")
         if dot and rest == config.domain and wanted not in session.teams:
-            # A signed-in non-member gets the team host's own answer (issue 5), not a silent
+            # A signed-in non-member gets the team host's own answer, not a silent
             # trip to the dashboard: the same 403 as when the Domain cookie reaches the team.
             raise Forbidden(f"Your account is not a member of the team {wanted}.")
         return web.redirect(target)

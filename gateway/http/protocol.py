@@ -2,9 +2,8 @@
 
 uvicorn still owns the server: sockets, TLS, lifespan, signals, the Date header and the
 shutdown sequence. This class replaces its httptools protocol, whose per-request work was most
-of a proxied request's cost (``benchmarks/instructions.py``: a trivial ASGI app cost ~97k
-instructions per request under it, against ~21k for a bare asyncio protocol that runs one
-task per request). What it does differently:
+of a proxied request's cost (``benchmarks/instructions.py``; the figures are in
+benchmarks/README.md). What it does differently:
 
 * the response head is written together with the first body chunk: one ``send()`` syscall
   per small response, not two. A head not followed by a body in the same turn of the event

@@ -1,5 +1,5 @@
-"""The reverse proxy: a raw ASGI handler (Starlette's Request/StreamingResponse cost ~70% of
-throughput here) that streams both ways and retries only where reliability.md says it is safe.
+"""The reverse proxy: a raw ASGI handler (Starlette's Request and StreamingResponse cost most
+of the throughput) that streams both ways and retries only where reliability.md says it is safe.
 
     headers in -> hold the body's first bytes for a replay -> the exchange (``exchange.py``)
 

@@ -3,7 +3,7 @@
     python benchmarks/minimal_proxy.py PORT UPSTREAM_PORT
 
 One asyncio protocol with httptools, one task per request, the gateway's own upstream client
-(``gateway/routing/upstream.py``) and nothing else: no routing, auth, retries, header hygiene,
+(``gateway/http/upstream.py``) and nothing else: no routing, auth, retries, header hygiene,
 metrics or error pages, and no ASGI. ``proxy.py --minimal`` and ``instructions.py`` run it
 beside nginx and the gateway, so the gap between the gateway and nginx splits into what
 Python itself costs (this row) and what the gateway's features cost (the rest).
@@ -17,7 +17,7 @@ import sys
 import httptools
 import uvloop
 
-from gateway.routing.upstream import Pool, build_head
+from gateway.http.upstream import Pool, build_head
 
 STATUS = {200: b"HTTP/1.1 200 OK\r\n"}
 DROPPED = frozenset({b"connection", b"date", b"keep-alive", b"transfer-encoding"})

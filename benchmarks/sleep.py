@@ -63,8 +63,8 @@ sys.path.insert(0, os.environ.get("SLEEP_BENCH_TREE") or str(Path(__file__).reso
 
 from gateway.app import create_app
 from gateway.config import from_env
-from gateway.protocol import GatewayHttpProtocol
-from gateway.routing import health as health_module
+from gateway.http.protocol import GatewayHttpProtocol
+from gateway.routing import health_checks as health_module
 from tests.conftest import LoopbackTransport, free_socket
 
 PHASES = ("start", "spawn", "listen", "healthy", "served")

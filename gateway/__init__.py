@@ -22,7 +22,7 @@ __all__ = ["Config", "create_app"]
 
 def __getattr__(name: str) -> Any:
     # Lazy (PEP 562): every `gateway` CLI command imports this package, and importing the
-    # whole app here cost about a second on each `gateway teams create`.
+    # whole app here would slow every `gateway teams create` by the app's import time.
     if name == "create_app":
         from gateway.app import create_app
 

@@ -165,7 +165,7 @@ class Config:
     smtp_host: str = setting("", "SMTP server for reset mail; empty = log the link instead.")
     smtp_port: int = setting(25, "Port of the SMTP server.")
     mail_from: str = setting("", "Sender of the gateway's mail; default gateway@<domain>.")
-    # -- tenant integrity: sign-up limits and storage quota (issue 13) --
+    # -- tenant integrity: sign-up limits and storage quota --
     signups_per_ip_hour: int = setting(
         5, "Successful registrations one client IP may make per hour; more get 429 (0 = no limit)."
     )
@@ -180,7 +180,7 @@ class Config:
     team_quota_bytes: int = setting(
         1024**3, "Storage per team (volume plus uploads in progress); an upload past it gets 413."
     )
-    # -- tenant integrity: teams one user may own (issue 13) --
+    # -- tenant integrity: teams one user may own --
     max_teams_per_user: int = setting(
         5,
         "Teams one user may own; making an owner beyond it is refused (the CLI's --force may "

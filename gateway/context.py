@@ -9,7 +9,7 @@ writes its attributes:
     app.py (host -> team)      team            observe, accesslog, responses (error links)
     routing/headers.py         request_id      accesslog
     routing/proxy.py           target, retries accesslog
-    auth/service.py            user, api,      responses (error links, JSON or page),
+    auth/gatekeeper.py            user, api,      responses (error links, JSON or page),
                                private         upload/views, routing/proxy (Cache-Control)
     the server's Cycle         status          observe
     routing/proxy.py           body_follows    protocol.py (head and body in one write)

@@ -16,7 +16,7 @@ GatewayError
     │   └── UnknownHost     404  no team at this host
     ├── MethodNotAllowed    405  a page that does not take this method
     ├── Conflict            409  the team is busy with another operation
-    ├── RequestTimeout      408  request head or body too slow (written by gateway/protocol.py)
+    ├── RequestTimeout      408  request head or body too slow (written by gateway/http/protocol.py)
     ├── PayloadTooLarge     413
     ├── URITooLong          414  request target longer than max_request_line
     ├── TooManyRequests     429  sign-in throttled (Retry-After)
@@ -88,7 +88,7 @@ class SignInRequired(Unauthorized):
 
 class SignInHandoff(HTTPError):
     """Not an error: the sign-in handoff on a team host sets that host's session cookie and
-    redirects (``gateway/auth/service.py``); rendered by ``gateway/responses.py``."""
+    redirects (``gateway/auth/gatekeeper.py``); rendered by ``gateway/responses.py``."""
 
     status, title = 303, "See other"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from gateway import archive
 from gateway.config import Config
 from gateway.errors import ConfigError, TeamBusy, TeamNotFound
-from gateway.routing.health import HealthMonitor
+from gateway.routing.health_checks import HealthMonitor
 from gateway.routing.service import Service
 from gateway.routing.signature import RequestSigner
 from gateway.routing.table import RouteTable
@@ -143,8 +143,7 @@ class Fleet:
         for row in self.store.query("SELECT slug, maintenance FROM teams"):
             service = self.services.get(row["slug"])
             if service is not None and service.maintenance != row["maintenance"]:
-                service.maintenance = row["maintenance"]
-                service.notify()
+                service.set_maintenance(row["maintenance"])
 
     def _forget_interrupted_deploys(self) -> None:
         """A gateway killed mid-deploy leaves candidate instances: the old ones still serve."""

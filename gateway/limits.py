@@ -1,6 +1,6 @@
 """What the public listener allows one client: sizes, deadlines and connection caps.
 
-``gateway/protocol.py`` enforces these while it parses (docs/reliability.md, "hostile
+``gateway/http/protocol.py`` enforces these while it parses (docs/reliability.md, "hostile
 clients"). They reach it on the uvicorn config (``ListenerConfig``); a plain
 ``uvicorn.Config`` gets the defaults, which are ``Config``'s.
 

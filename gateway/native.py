@@ -5,8 +5,8 @@
 
 The modules in ``HOT`` (the server protocol, the proxy and its upstream client, routing, auth's
 per-request check, the access log) are ordinary, type-checked Python. mypyc turns them into C
-extensions: measured here, a proxied request went from about 237k to 150k user-space
-instructions (see benchmarks/README.md). ``make run`` and ``make test`` build them.
+extensions, which run a proxied request in far fewer instructions (the figures are in
+benchmarks/README.md). ``make run`` and ``make test`` build them.
 
 Safety first, because a stale build would silently run old code:
 
@@ -50,19 +50,20 @@ FORMAT = 1  # bump when the manifest or the build's layout changes
 # gateway.responses stay Python: mypyc rejects their class bodies, and they serve errors.)
 HOT: tuple[str, ...] = (
     "gateway.context",
-    "gateway.protocol",
+    "gateway.http.protocol",
     "gateway.app",
-    "gateway.routing.deadlines",
-    "gateway.routing.upstream",
+    "gateway.http.deadlines",
+    "gateway.http.upstream",
     "gateway.routing.headers",
     "gateway.routing.retry",
+    "gateway.routing.exchange",
     "gateway.routing.proxy",
     "gateway.routing.table",
     "gateway.routing.service",
     "gateway.routing.target",
     "gateway.routing.balancer",
     "gateway.auth.authorize",
-    "gateway.auth.service",
+    "gateway.auth.gatekeeper",
     "gateway.observability.observe",
     "gateway.observability.accesslog",
     "gateway.observability.stats",

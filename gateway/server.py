@@ -19,6 +19,7 @@ import uvicorn
 from gateway import acme_store, logs, native, sdnotify
 from gateway.app import Gateway, create_app
 from gateway.config import Config
+from gateway.http.protocol import GatewayHttpProtocol
 from gateway.limits import ListenerConfig, ListenerLimits, raise_fd_limit
 from gateway.listeners import (
     AuxServer,
@@ -31,7 +32,6 @@ from gateway.listeners import (
 )
 from gateway.lock import DataDirLock, hold_running_lock
 from gateway.preflight import check_runtime
-from gateway.protocol import GatewayHttpProtocol
 from gateway.restart import Sockets, announce_ready, hand_over
 from gateway.tls import check_tls_files
 
@@ -45,7 +45,7 @@ def uvicorn_config(app: Any, config: Config) -> uvicorn.Config:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        # httptools with a lean request cycle (gateway/protocol.py), and an idle keep-alive
+        # httptools with a lean request cycle (gateway/http/protocol.py), and an idle keep-alive
         # connection is not cut the instant we shut down.
         http=GatewayHttpProtocol,
         lifespan="on",

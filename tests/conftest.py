@@ -20,7 +20,7 @@ import uvicorn
 
 from gateway.app import Gateway, create_app
 from gateway.config import Config
-from gateway.protocol import GatewayHttpProtocol
+from gateway.http.protocol import GatewayHttpProtocol
 from gateway.runtimes.base import Runtime
 from tests.docker_guard import pytest_runtest_setup  # noqa: F401 (the Docker guard hook)
 from tests.shutdown import ShutdownFailed, stop_server

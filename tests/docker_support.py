@@ -17,7 +17,7 @@ import uvicorn
 
 from gateway.app import Gateway, create_app
 from gateway.config import Config
-from gateway.protocol import GatewayHttpProtocol
+from gateway.http.protocol import GatewayHttpProtocol
 from gateway.store import open_store
 from tests.conftest import Running, free_socket
 from tests.shutdown import stop_server

@@ -27,7 +27,7 @@ import httpx
 import uvicorn
 
 from gateway.config import Config
-from gateway.protocol import GatewayHttpProtocol
+from gateway.http.protocol import GatewayHttpProtocol
 from gateway.runtimes.static import StaticRuntime
 from gateway.store import open_store
 from gateway.store.db import Store

@@ -26,7 +26,7 @@ FLOORS: list[tuple[str, ...]] = [
         "gateway.native",
     ),
     # 1: state and the request path's pieces
-    ("gateway.store", "gateway.routing", "gateway.runtimes", "gateway.fleet"),
+    ("gateway.store", "gateway.http", "gateway.routing", "gateway.runtimes", "gateway.fleet"),
     # 2: the surfaces, then the composition root and the entry points
     ("gateway.app", "gateway.server", "gateway.cli", "gateway.clikit"),
 ]
@@ -188,3 +188,74 @@ def loose_scope_keys(root: Path) -> list[str]:
 
 def test_the_request_context_replaces_loose_scope_keys() -> None:
     assert loose_scope_keys(PACKAGE) == []
+
+
+# HTTP on both sides (gateway/http/): it may use the words of floor 0 and the listener limits,
+# never routing, auth or any policy, so the server and the client can be read on their own.
+HTTP_MAY_IMPORT = (*FLOORS[0], "gateway.http", "gateway.limits")
+
+
+def http_boundary(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for name, deps in graph.items():
+        if name == "gateway.http" or name.startswith("gateway.http."):
+            for dep in deps:
+                if not any(dep == p or dep.startswith(p + ".") for p in HTTP_MAY_IMPORT):
+                    bad.append(f"{name} -> {dep}")
+    return sorted(bad)
+
+
+def test_the_http_package_knows_no_policy() -> None:
+    assert http_boundary(import_graph(PACKAGE)) == []
+
+
+# A function is read whole: none longer than this, and a module stays around one concept.
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 500
+# The modules allowed to be longer, and why (each is one concept that reads top to bottom).
+LONG_MODULES = {
+    "gateway.http.protocol": "the connection and its request cycles, one state machine",
+}
+
+
+def long_functions(root: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    found = []
+    for name, path in sorted(modules(root).items()):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{name}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def long_modules(root: Path, limit: int = MAX_MODULE_LINES) -> list[str]:
+    return [
+        f"{name} ({n} lines)"
+        for name, path in sorted(modules(root).items())
+        if (n := len(path.read_text().splitlines())) > limit and name not in LONG_MODULES
+    ]
+
+
+def test_no_function_is_too_long_to_read_whole() -> None:
+    assert long_functions(PACKAGE) == []
+
+
+def test_no_module_outgrows_one_concept() -> None:
+    assert long_modules(PACKAGE) == []
+
+
+def test_the_size_and_http_checks_see_their_faults(tmp_path: Path) -> None:
+    root = tmp_path / "gateway"
+    (root / "http").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "routing.py").write_text("")
+    (root / "http" / "__init__.py").write_text("")
+    (root / "http" / "client.py").write_text("from gateway import routing\n")
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (root / "big.py").write_text("def f():\n" + body + "\n" * MAX_MODULE_LINES)
+    assert http_boundary(import_graph(root)) == ["gateway.http.client -> gateway.routing"]
+    assert long_functions(root) == [f"gateway.big:1 f ({MAX_FUNCTION_LINES + 1} lines)"]
+    assert long_modules(root) == [
+        f"gateway.big ({MAX_FUNCTION_LINES + 1 + MAX_MODULE_LINES} lines)"
+    ]

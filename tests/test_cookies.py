@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.routing.cookies import cookie_domain, cookie_name, refused, reserved_names
+from gateway.routing.exchange import ProxySettings
 from gateway.routing.headers import RESERVED_COOKIES, fix_link
-from gateway.routing.proxy import Proxy, ProxySettings
+from gateway.routing.proxy import Proxy
 
 APEX = b"gateway.test"
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway.admin.app import build_admin_app
+from gateway.admin.listener_app import build_admin_app
 from gateway.config import Config
 from gateway.runtimes.docker import image
 from tests.conftest import Running

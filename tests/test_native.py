@@ -32,10 +32,10 @@ def test_the_suite_runs_on_the_compiled_hot_path():
         assert not native.in_use()
         return
     assert native.STATUS == "compiled", f"{native.STATUS}: run `make native` (make test does)"
-    import gateway.protocol
+    import gateway.http.protocol
     import gateway.routing.proxy
 
-    for module in (gateway.protocol, gateway.routing.proxy):
+    for module in (gateway.http.protocol, gateway.routing.proxy):
         assert module.__file__ is not None
         # mypyc names the file after the package layout under the build's directory.
         assert module.__file__.endswith(".so"), module.__file__

@@ -1,4 +1,4 @@
-"""The gateway's HTTP/1.1 protocol (gateway/protocol.py) over real sockets, for the promises
+"""The gateway's HTTP/1.1 protocol (gateway/http/protocol.py) over real sockets, for the promises
 the proxy tests do not reach on their own: pipelined requests, a head never held back behind a
 slow body, and a malformed request."""
 

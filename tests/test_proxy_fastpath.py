@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from gateway.config import Config
-from gateway.routing.proxy import WATCH_AFTER
+from gateway.routing.exchange import WATCH_AFTER
 from tests.conftest import StartGateway
 from tests.servers import RawUpstream, UvicornUpstream, gateway_for, wait_for
 

@@ -11,7 +11,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Config
-from gateway.protocol import GatewayHttpProtocol
+from gateway.http.protocol import GatewayHttpProtocol
 from gateway.runtimes.static import StaticRuntime
 from tests.conftest import free_socket
 from tests.shutdown import ShutdownFailed, stop_server

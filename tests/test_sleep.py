@@ -18,7 +18,12 @@ from gateway.cli import cli
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.observability.prom import exposition, make_registry
-from gateway.routing.health import EARLY_FOR, EARLY_INTERVAL, STARTING_INTERVAL, HealthMonitor
+from gateway.routing.health_checks import (
+    EARLY_FOR,
+    EARLY_INTERVAL,
+    STARTING_INTERVAL,
+    HealthMonitor,
+)
 from gateway.routing.target import State, Target
 from gateway.runtimes.local import LocalRuntime
 from tests.conftest import Running, StartGateway

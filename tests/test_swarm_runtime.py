@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.admin.app import build_admin_app
+from gateway.admin.listener_app import build_admin_app
 from gateway.config import Config
 from gateway.routing.target import State
 from gateway.runtimes.docker import image

@@ -9,7 +9,7 @@ __all__ = ["admin_listener", "build_admin_app"]
 
 _LAZY = {
     "admin_listener": "gateway.admin.listener",
-    "build_admin_app": "gateway.admin.app",
+    "build_admin_app": "gateway.admin.listener_app",
 }
 
 

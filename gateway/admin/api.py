@@ -91,7 +91,7 @@ def recent(gw: AdminParts, table: str, order: str, limit: int = 50) -> list[dict
 
 
 def _gw(request: Request) -> AdminParts:
-    parts: AdminParts = request.app.state.parts  # set by gateway/admin/app.py
+    parts: AdminParts = request.app.state.parts  # set by gateway/admin/listener_app.py
     return parts
 
 

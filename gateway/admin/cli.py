@@ -140,14 +140,15 @@ def certs_dev(domain: str, out_dir: Path) -> None:
     )
 
 
+@click.command("routes")
+@config_options
+@run_cli
+def routes_command(config: Config) -> None:
+    """Print the route table (live, through the admin API, when a gateway runs)."""
+    _routes(config)
+
+
 def register(cli: click.Group) -> None:
     """Add this area's commands to the ``gateway`` group (one line in gateway/cli.py)."""
-
-    @cli.command("routes")
-    @config_options
-    @run_cli
-    def routes_command(config: Config) -> None:
-        """Print the route table (live, through the admin API, when a gateway runs)."""
-        _routes(config)
-
+    cli.add_command(routes_command)
     cli.add_command(certs)

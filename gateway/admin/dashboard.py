@@ -10,19 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from gateway.admin.access import Access, operator_access, refusal
 from gateway.admin.api import recent, status_view
 from gateway.admin.cookie import login_redirect
-from gateway.auth.operators import is_operator
-from gateway.errors import Forbidden, HTTPError
-from gateway.responses import error_response
 
 if TYPE_CHECKING:
     from gateway.admin.parts import AdminParts
-    from gateway.auth.service import Auth
+    from gateway.auth.gatekeeper import Auth
 
 APEX_PATH = "/-/gateway/ops"
 
@@ -84,11 +82,9 @@ def apex_ops_routes(gw: AdminParts, auth: Auth, templates: Jinja2Templates) -> l
     """The same dashboard on the apex, for signed-in operators (gateway/auth/operators.py)."""
 
     async def apex_dashboard(request: Request) -> Response:
-        session = auth.session_from_cookies(dict(request.cookies))
-        if session is None:
-            return RedirectResponse(auth.login_url(APEX_PATH), status_code=303)
-        if not is_operator(gw.store, gw.config, session.user_id):
-            return _refuse(request, Forbidden("this page is for the gateway's operators"))
+        access = operator_access(gw.config, gw.store, auth, request)
+        if access is not Access.OPERATOR:
+            return refusal(access, request, auth, "this page", page=True)
         return templates.TemplateResponse(
             request,
             "ops_dashboard.html",
@@ -97,7 +93,3 @@ def apex_ops_routes(gw: AdminParts, auth: Auth, templates: Jinja2Templates) -> l
         )
 
     return [Route(APEX_PATH, apex_dashboard)]
-
-
-def _refuse(request: Request, err: HTTPError) -> Response:
-    return error_response(request.scope, err)

@@ -23,7 +23,7 @@ from gateway.store import Store
 
 TOKEN_FILE = "admin.token"
 HASH_KEY = "admin_token_sha256"
-LEGACY_KEY = "admin_token"  # stores before issue 13 kept the token itself
+LEGACY_KEY = "admin_token"  # older stores kept the token itself (hashed on first start)
 ADDRESS_FILE = "admin.json"
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from gateway.admin.app import build_admin_app
 from gateway.admin.discovery import admin_token, publish
+from gateway.admin.listener_app import build_admin_app
 from gateway.listeners import AuxServer, aux_config, bind_tcp, bind_unix
 from gateway.restart import Sockets
 

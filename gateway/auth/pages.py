@@ -11,7 +11,7 @@ from gateway.auth import views_account, views_teams
 from gateway.auth.web import Web
 
 if TYPE_CHECKING:
-    from gateway.auth.service import Auth
+    from gateway.auth.gatekeeper import Auth
     from gateway.config import Config
     from gateway.fleet import Fleet
     from gateway.store import Store

@@ -24,7 +24,7 @@ from gateway.errors import BadRequest, Forbidden, HTTPError
 from gateway.responses import APEX_LINKS, error_response
 
 if TYPE_CHECKING:
-    from gateway.auth.service import Auth
+    from gateway.auth.gatekeeper import Auth
     from gateway.config import Config
     from gateway.fleet import Fleet
     from gateway.store import Store

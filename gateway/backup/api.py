@@ -18,7 +18,7 @@ from gateway.errors import BadRequest
 
 
 def _gw(request: Request) -> RestoreParts:
-    parts: RestoreParts = request.app.state.parts  # set by gateway/admin/app.py
+    parts: RestoreParts = request.app.state.parts  # set by gateway/admin/listener_app.py
     return parts
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -38,6 +37,7 @@ from gateway.backup.layout import Database, Layout, join_url
 from gateway.backup.litestream import BackupError, replica_span, restore
 from gateway.errors import TeamBusy, TeamNotFound
 from gateway.routing.target import State
+from gateway.upload.import_lock import import_lock
 
 if TYPE_CHECKING:
     from gateway.backup.supervisor import Replication
@@ -176,21 +176,16 @@ async def restore_team(gw: RestoreParts, slug: str, at: datetime | None) -> Rest
 
 @contextlib.contextmanager
 def _imports_held(team_dir: Path, slug: str) -> Iterator[None]:
-    """The lock the import worker and the dashboard's table edits take before they write the
-    file themselves (gateway/upload/worker.py): held, they wait until the swap is done."""
-    spool = team_dir / ".spool"
-    spool.mkdir(parents=True, exist_ok=True)  # the volume may be lost: that is why we restore
-    fd = os.open(spool / "data.db.import-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    """The team's import lock (gateway/upload/import_lock.py), without waiting: an import
+    confirmed meanwhile, or a dashboard table edit, waits until the swap is done."""
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.enter_context(import_lock(team_dir, wait=False))
         except BlockingIOError as exc:
             raise TeamBusy(
                 f"an import into {slug} is under way; restore once it has finished or failed"
             ) from exc
         yield
-    finally:
-        os.close(fd)
 
 
 async def _restore_team(gw: RestoreParts, slug: str, at: datetime | None) -> RestoreResult:

@@ -39,7 +39,7 @@ class DeployParts(Protocol):
 
 
 def _gw(request: Request) -> DeployParts:
-    parts: DeployParts = request.app.state.parts  # set by gateway/admin/app.py
+    parts: DeployParts = request.app.state.parts  # set by gateway/admin/listener_app.py
     return parts
 
 

@@ -59,107 +59,119 @@ def _post(config: Config, path: str, body: dict[str, Any] | None = None) -> dict
     return data
 
 
+@click.command()
+@click.option("--team", "team", help="Deploy this team.")
+@click.option("--all", "all_teams", is_flag=True, help="Deploy every team (a rollout).")
+@click.option("--image", help="Image tag to run (docker runtime); default: the current one.")
+@click.option("--parallel", type=int, help="Teams at once with --all (default: setting).")
+@click.option("--resume", "rollout", help="Resume an interrupted --all rollout by its id.")
+@config_options
+@run_cli
+def deploy(
+    config: Config,
+    team: str | None,
+    all_teams: bool,
+    image: str | None,
+    parallel: int | None,
+    rollout: str | None,
+) -> None:
+    """Replace a team's instance (or every team's) with zero failed requests."""
+    if bool(team) == bool(all_teams or rollout):
+        raise click.UsageError("give exactly one of --team SLUG or --all")
+    body: dict[str, Any] = {"image": image, "parallel": parallel}
+    body.update({"team": team} if team else {"all": True, "rollout": rollout})
+    summary = _stream_deploy(config, body)
+    if not summary.get("ok"):
+        raise click.ClickException("some deploys failed; the old instances keep serving")
+
+
+@click.command()
+@click.option("--team", required=True, help="The team to roll back.")
+@config_options
+@run_cli
+def rollback(config: Config, team: str) -> None:
+    """Deploy a team's previous version again."""
+    result = _post(config, f"/api/teams/{team}/rollback")
+    _print_result(result)
+    if not result.get("ok"):
+        raise click.ClickException(result.get("reason") or "rollback failed")
+
+
+@click.command()
+@click.option("--team", required=True, help="The team to pause.")
+@click.option(
+    "--seconds",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Hold requests at most this long (bounded by max_pause).",
+)
+@config_options
+@run_cli
+def pause(config: Config, team: str, seconds: float) -> None:
+    """Hold a team's new requests (for a single-writer swap) until resume."""
+    done = _post(config, f"/api/teams/{team}/pause?seconds={seconds}")
+    applied = float(done["seconds"])
+    capped = f" (capped at the gateway's max_pause, {applied:g}s)" if applied < seconds else ""
+    click.echo(f"{team}: paused; requests are held for up to {applied:g}s{capped}")
+
+
+@click.command()
+@click.option("--team", required=True, help="The team to resume.")
+@config_options
+@run_cli
+def resume(config: Config, team: str) -> None:
+    """Release a paused team's held requests."""
+    _post(config, f"/api/teams/{team}/resume")
+    click.echo(f"{team}: resumed")
+
+
+@click.command()
+@click.option("--team", required=True, help="The team.")
+@click.option("--message", help="Text of the 503 maintenance page.")
+@click.option("--off", is_flag=True, help="End maintenance.")
+@config_options
+@run_cli
+def maintenance(config: Config, team: str, message: str | None, off: bool) -> None:
+    """Serve a 503 maintenance page with a message for a team (or --off)."""
+    if bool(message) == off:
+        raise click.UsageError("give --message TEXT or --off")
+    _post(config, f"/api/teams/{team}/maintenance", {"message": None if off else message})
+    click.echo(f"{team}: " + ("maintenance ended" if off else "in maintenance"))
+
+
+@click.command()
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the new gateway process.",
+)
+@config_options
+@run_cli
+def restart(config: Config, timeout: float) -> None:
+    """Restart the gateway with no dropped connection (same as `kill -HUP <pid>`)."""
+    old = _post(config, "/api/restart")["pid"]
+    click.echo(f"gateway pid {old}: handing its sockets to a new process...")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _published_pid(config)
+        if found and found != old:
+            click.echo(f"new gateway pid {found} is serving; pid {old} drains and exits")
+            return
+        time.sleep(0.2)
+    raise click.ClickException("the new gateway did not take over; the old one still serves")
+
+
 def register(cli: click.Group) -> None:
     subgroup(cli, "teams").add_command(move)  # gateway teams move
-
-    @cli.command()
-    @click.option("--team", "team", help="Deploy this team.")
-    @click.option("--all", "all_teams", is_flag=True, help="Deploy every team (a rollout).")
-    @click.option("--image", help="Image tag to run (docker runtime); default: the current one.")
-    @click.option("--parallel", type=int, help="Teams at once with --all (default: setting).")
-    @click.option("--resume", "rollout", help="Resume an interrupted --all rollout by its id.")
-    @config_options
-    @run_cli
-    def deploy(
-        config: Config,
-        team: str | None,
-        all_teams: bool,
-        image: str | None,
-        parallel: int | None,
-        rollout: str | None,
-    ) -> None:
-        """Replace a team's instance (or every team's) with zero failed requests."""
-        if bool(team) == bool(all_teams or rollout):
-            raise click.UsageError("give exactly one of --team SLUG or --all")
-        body: dict[str, Any] = {"image": image, "parallel": parallel}
-        body.update({"team": team} if team else {"all": True, "rollout": rollout})
-        summary = _stream_deploy(config, body)
-        if not summary.get("ok"):
-            raise click.ClickException("some deploys failed; the old instances keep serving")
-
-    @cli.command()
-    @click.option("--team", required=True, help="The team to roll back.")
-    @config_options
-    @run_cli
-    def rollback(config: Config, team: str) -> None:
-        """Deploy a team's previous version again."""
-        result = _post(config, f"/api/teams/{team}/rollback")
-        _print_result(result)
-        if not result.get("ok"):
-            raise click.ClickException(result.get("reason") or "rollback failed")
-
-    @cli.command()
-    @click.option("--team", required=True, help="The team to pause.")
-    @click.option(
-        "--seconds",
-        type=float,
-        default=30.0,
-        show_default=True,
-        help="Hold requests at most this long (bounded by max_pause).",
-    )
-    @config_options
-    @run_cli
-    def pause(config: Config, team: str, seconds: float) -> None:
-        """Hold a team's new requests (for a single-writer swap) until resume."""
-        done = _post(config, f"/api/teams/{team}/pause?seconds={seconds}")
-        applied = float(done["seconds"])
-        capped = f" (capped at the gateway's max_pause, {applied:g}s)" if applied < seconds else ""
-        click.echo(f"{team}: paused; requests are held for up to {applied:g}s{capped}")
-
-    @cli.command()
-    @click.option("--team", required=True, help="The team to resume.")
-    @config_options
-    @run_cli
-    def resume(config: Config, team: str) -> None:
-        """Release a paused team's held requests."""
-        _post(config, f"/api/teams/{team}/resume")
-        click.echo(f"{team}: resumed")
-
-    @cli.command()
-    @click.option("--team", required=True, help="The team.")
-    @click.option("--message", help="Text of the 503 maintenance page.")
-    @click.option("--off", is_flag=True, help="End maintenance.")
-    @config_options
-    @run_cli
-    def maintenance(config: Config, team: str, message: str | None, off: bool) -> None:
-        """Serve a 503 maintenance page with a message for a team (or --off)."""
-        if bool(message) == off:
-            raise click.UsageError("give --message TEXT or --off")
-        _post(config, f"/api/teams/{team}/maintenance", {"message": None if off else message})
-        click.echo(f"{team}: " + ("maintenance ended" if off else "in maintenance"))
-
-    @cli.command()
-    @click.option(
-        "--timeout",
-        type=float,
-        default=120.0,
-        show_default=True,
-        help="Seconds to wait for the new gateway process.",
-    )
-    @config_options
-    @run_cli
-    def restart(config: Config, timeout: float) -> None:
-        """Restart the gateway with no dropped connection (same as `kill -HUP <pid>`)."""
-        old = _post(config, "/api/restart")["pid"]
-        click.echo(f"gateway pid {old}: handing its sockets to a new process...")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = _published_pid(config)
-            if found and found != old:
-                click.echo(f"new gateway pid {found} is serving; pid {old} drains and exits")
-                return
-            time.sleep(0.2)
-        raise click.ClickException("the new gateway did not take over; the old one still serves")
+    cli.add_command(deploy)
+    cli.add_command(rollback)
+    cli.add_command(pause)
+    cli.add_command(resume)
+    cli.add_command(maintenance)
+    cli.add_command(restart)
 
 
 @click.command("move")

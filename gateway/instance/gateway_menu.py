@@ -6,7 +6,7 @@
 
 Everything comes from the signed actor (``gateway_plugin.actor_from_request`` verified it): the
 gateway adds ``actor["gateway"]`` with the apex URL, this team's slug, the member's role and
-their other teams (gateway/auth/service.py). No actor (an anonymous reader of a public team), or
+their other teams (gateway/auth/gatekeeper.py). No actor (an anonymous reader of a public team), or
 an API token's actor without it (a script), means no links: nothing is offered to someone who
 cannot use it.
 """

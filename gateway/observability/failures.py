@@ -8,11 +8,11 @@ status code as their kind.
 from __future__ import annotations
 
 from gateway.errors import HTTPError, UnknownHost
-from gateway.routing.upstream import UpstreamError
+from gateway.http.upstream import UpstreamError
 
 UNKNOWN_HOST = "unknown_host"
 DENIED = ("401", "403")
-# UpstreamError kinds (gateway/routing/upstream.py), counted as upstream failures.
+# UpstreamError kinds (gateway/http/upstream.py), counted as upstream failures.
 UPSTREAM = frozenset(
     ("connect", "connect_timeout", "reset", "read_timeout", "protocol", "truncated", "aborted")
 )

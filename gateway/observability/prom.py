@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from gateway.diskspace import SpaceWatch
     from gateway.fleet import Fleet
     from gateway.observability.stats import RequestStats
-    from gateway.routing.proxy import Counters
+    from gateway.routing.exchange import Counters
     from gateway.runtimes.base import Runtime
     from gateway.store import Store
 

@@ -17,14 +17,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from gateway.admin.discovery import token_matches
-from gateway.auth.operators import is_operator
+from gateway.admin.access import Access, operator_access, refusal
 from gateway.diskspace import no_space, out_of_space
-from gateway.errors import Forbidden, HTTPError, Unauthorized, for_status
-from gateway.responses import APEX_LINKS, error_response, wants_json
+from gateway.errors import for_status
+from gateway.responses import APEX_LINKS, error_response
 
 if TYPE_CHECKING:
-    from gateway.auth.service import Auth
+    from gateway.auth.gatekeeper import Auth
     from gateway.config import Config
     from gateway.store import Store
 
@@ -34,30 +33,6 @@ FAVICON = (
     b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
     b'<rect width="16" height="16" rx="3" fill="#0969da"/></svg>'
 )
-
-
-def operator_check(config: Config, store: Store, auth: Auth, request: Request) -> Response | None:
-    """The status page names every team and its addresses: operators only.
-
-    Allowed: the admin API's bearer token (scripts, load tests), or a signed-in operator
-    (gateway/auth/operators.py). Anyone else is sent to sign in (browsers), or gets 401/403
-    (APIs)."""
-    auth_header = request.headers.get("authorization", "")
-    if auth_header.startswith("Bearer ") and token_matches(config, store, auth_header[7:].strip()):
-        return None
-    session = auth.session_from_cookies(dict(request.cookies))
-    if session is not None and is_operator(store, config, session.user_id):
-        return None
-    if session is None:
-        if wants_json(dict(request.scope)):
-            err: HTTPError = Unauthorized(
-                "the status needs an operator's sign-in or the admin token"
-            )
-        else:
-            return RedirectResponse(auth.login_url(request.url.path), status_code=303)
-    else:
-        err = Forbidden("the status page is for the gateway's operators")
-    return error_response(request.scope, err)
 
 
 def apex_error(request: Request, exc: Exception) -> Response:
@@ -101,14 +76,17 @@ def build_site(
             request, "home.html", {"domain": config.domain, "team_address": example}
         )
 
+    # The status names every team and its addresses: operators only (gateway/admin/access.py).
     async def status_page(request: Request) -> Response:
-        if (refused := operator_check(config, store, auth, request)) is not None:
-            return refused
+        access = operator_access(config, store, auth, request)
+        if access is not Access.OPERATOR:
+            return refusal(access, request, auth, "the status page", page=True)
         return templates.TemplateResponse(request, "status.html", {"s": status()})
 
     async def status_json(request: Request) -> Response:
-        if (refused := operator_check(config, store, auth, request)) is not None:
-            return refused
+        access = operator_access(config, store, auth, request)
+        if access is not Access.OPERATOR:
+            return refusal(access, request, auth, "the status", page=False)
         return JSONResponse(status(), headers={"cache-control": "no-store"})
 
     async def favicon(request: Request) -> Response:

@@ -93,8 +93,7 @@ class HeaderPolicy:
         xff = b""
         proto = b""
         # One set lookup sends an ordinary header straight through; every header the gateway
-        # reads is in DROPPED, so the name comparisons run only for those (measured: 6.6 ->
-        # 3.9 us for a browser's 15 headers).
+        # reads is in DROPPED, so the name comparisons run only for those.
         # Typed: mypyc then walks a list and compares bytes natively (per header).
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         for name, value in headers:

@@ -1,76 +1,24 @@
-"""The reverse proxy: a raw ASGI handler (Starlette's Request/StreamingResponse cost ~70% of
-throughput here) that streams both ways and retries only where reliability.md says it is safe.
+"""The reverse proxy: a raw ASGI handler (Starlette's Request and StreamingResponse cost most
+of the throughput) that streams both ways and retries only where reliability.md says it is safe.
 
-    pick a target -> start the request -> send -> await the response -> stream it -> end
+    headers in -> hold the body's first bytes for a replay -> the exchange (``exchange.py``)
 
-What is forwarded each way is the header policy's (``routing/headers.py``); when an attempt
-may be retried, and the status when not, the retry policy's (``routing/retry.py``).
+What is forwarded each way is the header policy's (``routing/headers.py``); the attempts, the
+streaming and the disconnect watch are the exchange's (``routing/exchange.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.context import RequestContext
-from gateway.errors import ClientGone, Unavailable
-from gateway.routing import retry
-from gateway.routing.deadlines import deadlines
-from gateway.routing.headers import RESERVED_COOKIES, HeaderPolicy
+from gateway.errors import ClientGone
+from gateway.http.deadlines import deadlines
+from gateway.http.upstream import build_head
+from gateway.routing.exchange import WATCH_AFTER, Counters, Exchange, ProxySettings
+from gateway.routing.headers import HeaderPolicy
 from gateway.routing.service import Service
-from gateway.routing.target import Target
-from gateway.routing.upstream import Connection, UpstreamError, build_head
-
-log = logging.getLogger("gateway.proxy")
-
-
-@dataclass
-class Counters:
-    requests: int = 0
-    retries: int = 0
-    retry_skipped_body: int = 0  # a retry was allowed by the rules but the body was not held
-    retry_skipped_method: int = 0  # a reused connection failed, but the method is not idempotent
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-
-@dataclass
-class ProxySettings:
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    hold_timeout: float = 10.0
-    retry_buffer: int = 64 * 1024
-    trusted_proxies: frozenset[str] = frozenset()
-    cookie_domain: bytes = b""  # upstream Set-Cookie naming this domain is stripped
-    # An upstream may not set a cookie under the gateway's own session names (fixation).
-    reserved_cookies: frozenset[bytes] = RESERVED_COOKIES
-
-
-# A client that goes away is noticed by a task blocked in ``receive()``. Creating, running and
-# cancelling that task cost about as much as the rest of a fast proxied request, so it starts
-# only once a request has run this long (give or take deadlines.RESOLUTION): one that ends
-# sooner has nothing left to cancel.
-WATCH_AFTER = 0.05
-
-
-class _Exchange:
-    """Per-request state shared with the disconnect watcher."""
-
-    __slots__ = ("client_gone", "conn", "watcher")
-
-    def __init__(self) -> None:
-        self.client_gone = False
-        self.conn: Connection | None = None
-        self.watcher: asyncio.Future[None] | None = None
-
-    def watch(self, receive: Any) -> None:
-        """Timer callback: from now on, a client disconnect aborts the upstream exchange."""
-        self.watcher = asyncio.ensure_future(_watch_disconnect(receive, self))
 
 
 class Proxy:
@@ -92,11 +40,14 @@ class Proxy:
     ) -> None:
         self.counters.requests += 1
         method: str = scope["method"]
+        loop = asyncio.get_running_loop()  # once: each call is a getpid() syscall (3.11)
+        ex = Exchange(
+            self.settings, self.counters, self.headers, service, ctx, method, receive, send, loop
+        )
         head_headers, body_len, chunked = self.headers.request(scope, ctx, extra_headers)
         if chunked or body_len:
-            body, complete = await self._buffer_body(receive, body_len, chunked)
-        else:
-            body, complete = b"", True  # no body: no coroutine to run
+            ex.body, ex.complete = await self._buffer_body(receive, body_len, chunked)
+        ex.chunked = chunked
         target_bytes = scope.get("raw_path") or scope["path"].encode("latin-1")
         if scope.get("query_string"):
             target_bytes += b"?" + scope["query_string"]
@@ -104,24 +55,19 @@ class Proxy:
             head_headers.append((b"content-length", str(body_len).encode()))
         elif chunked:
             head_headers.append((b"transfer-encoding", b"chunked"))
-        head = build_head(method, target_bytes, head_headers)
+        ex.head = build_head(method, target_bytes, head_headers)
 
-        ex = _Exchange()
-        loop = asyncio.get_running_loop()  # once: each call is a getpid() syscall (3.11)
-        clock = deadlines(loop) if complete else None
+        clock = deadlines(loop) if ex.complete else None
         if clock is not None:
             clock.add(ex, WATCH_AFTER, ex.watch, receive)
         try:
-            await self._forward(
-                method, head, body, complete, chunked, receive, send, service, ex, ctx, loop
-            )
+            await ex.run()
         finally:
             if clock is not None:
                 clock.discard(ex)
                 if ex.watcher is not None:
                     ex.watcher.cancel()
 
-    # -- request side -------------------------------------------------------------------------
     async def _buffer_body(
         self, receive: Any, length: int | None, chunked: bool
     ) -> tuple[bytes, bool]:
@@ -141,206 +87,3 @@ class Proxy:
             if not message.get("more_body", False):
                 return b"".join(parts), True
         return b"".join(parts), False
-
-    # -- the attempt loop ---------------------------------------------------------------------
-    async def _forward(
-        self,
-        method: str,
-        head: bytes,
-        body: bytes,
-        complete: bool,
-        chunked: bool,
-        receive: Any,
-        send: Any,
-        service: Service,
-        ex: _Exchange,
-        ctx: RequestContext,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        s = self.settings
-        deadline: float | None = None
-        previous: Target | None = None
-        retried = rerouted = False
-        while True:
-            target = (
-                service.pick(previous)
-                or (previous if previous is not None and previous.available else None)
-                or await self._hold(service, ex)
-            )
-            if target is None:
-                raise Unavailable(
-                    "no healthy instance for this team yet; please retry shortly",
-                    retry_after=max(1, int(s.hold_timeout)),
-                )
-            if not target.start_request():
-                continue  # it began draining between pick and start: pick again
-            ctx.target = target.id
-            try:
-                if deadline is None:
-                    deadline = loop.time() + s.read_timeout
-                conn = (None if retried else target.pool.take_idle()) or await target.pool.acquire(
-                    min(s.connect_timeout, max(deadline - loop.time(), 0.001)), fresh=retried
-                )
-                ex.conn = conn
-                conn.begin(head, is_head=method == "HEAD")
-                if chunked:
-                    await self._send_chunked(conn, body, complete, receive)
-                elif body:
-                    await conn.send(body)
-                    if not complete:
-                        await self._send_rest(conn, receive)
-                # The request is all written: from here on the wait is the instance's (an
-                # upload streamed at the client's pace is not counted as upstream latency).
-                sent = loop.time()
-                status, headers = await conn.response(max(deadline - sent, 0.001))
-                service.upstream_latency.observe(loop.time() - sent)
-            except UpstreamError as err:
-                target.end_request()
-                ex.conn = None
-                if ex.client_gone:
-                    return
-                # A body that arrived in one piece may still exceed the replay buffer: only
-                # what fits in it counts as held (checked here, off the hot path).
-                held = complete and len(body) <= s.retry_buffer
-                if not retried and self._retryable(err, method, held):
-                    retried = True
-                    previous = target
-                    self.counters.retries += 1
-                    ctx.retries = 1
-                    if err.kind in ("connect", "connect_timeout"):
-                        # Refused: nothing listens there (say, a killed instance). Stop routing
-                        # to it now, so the retry goes elsewhere or is held, never refused again.
-                        target.report_health(False, str(err), fatal=err.kind == "connect")
-                    else:
-                        target.pool.close_idle()  # its siblings are likely just as stale
-                    continue
-                if err.kind == "connect" and not rerouted:
-                    # The retry found nothing listening (an instance killed under a reused
-                    # connection). Still nothing sent: go elsewhere or hold, never 502.
-                    rerouted = True
-                    previous = target
-                    target.report_health(False, str(err), fatal=True)
-                    continue
-                raise retry.status_for(err) from err
-            except BaseException:
-                target.end_request()
-                raise
-            try:
-                await self._respond(conn, status, headers, send, s.read_timeout, ex, ctx)
-            finally:
-                target.end_request()
-                ex.conn = None
-            return
-
-    async def _hold(self, service: Service, ex: _Exchange) -> Target | None:
-        _refuse_in_maintenance(service)
-        deadline = time.monotonic() + self.settings.hold_timeout
-        target = await service.wait_for_target(deadline)
-        if ex.client_gone:
-            raise ClientGone()  # it hung up while held: never send its request
-        # Checked again in a function of its own: maintenance may have begun during the wait,
-        # and an inline check would still be narrowed to "None" here (mypyc enforces that).
-        _refuse_in_maintenance(service)
-        return target
-
-    def _retryable(self, err: UpstreamError, method: str, held: bool) -> bool:
-        verdict = retry.verdict(err, method, held)
-        if verdict == retry.NOT_IDEMPOTENT:
-            self.counters.retry_skipped_method += 1
-        elif verdict == retry.BODY_NOT_HELD:
-            self.counters.retry_skipped_body += 1
-        return verdict == retry.RETRY
-
-    async def _send_rest(self, conn: Connection, receive: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                conn.abort("client closed")
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            if chunk:
-                await conn.send(chunk)
-            if not message.get("more_body", False):
-                return
-
-    async def _send_chunked(
-        self, conn: Connection, held: bytes, complete: bool, receive: Any
-    ) -> None:
-        if held:
-            await conn.send(b"%x\r\n%s\r\n" % (len(held), held))
-        while not complete:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                conn.abort("client closed")
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            if chunk:
-                await conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            complete = not message.get("more_body", False)
-        await conn.send(b"0\r\n\r\n")
-
-    # -- response side ------------------------------------------------------------------------
-    async def _respond(
-        self,
-        conn: Connection,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        send: Any,
-        read_timeout: float,
-        ex: _Exchange,
-        ctx: RequestContext,
-    ) -> None:
-        # A member's answer from a private team: Cache-Control private (auth/service.py).
-        out = self.headers.response(headers, ctx.private)
-        # A small answer is usually already here in full: then head and body go out as one
-        # write and the response ends with that same message (GatewayHttpProtocol joins a
-        # head to the body that follows it; other ASGI servers ignore the context).
-        first, whole = conn.take_buffered()
-        ctx.body_follows = bool(first) or whole
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        if whole:
-            await send({"type": "http.response.body", "body": first, "more_body": False})
-            conn.finish()
-            return
-        if first:
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-        try:
-            while True:
-                chunk = await conn.read(read_timeout)
-                if not chunk:
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if ex.client_gone:
-                    conn.close()
-                    return
-        except UpstreamError as err:
-            # A response byte reached the client: never retry, never end the body cleanly.
-            self.counters.error(err.kind)
-            if not ex.client_gone:
-                log.warning("upstream failed mid-body (%s); cutting the client connection", err)
-            conn.close()
-            raise _CutConnection() from err
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        conn.finish()
-
-
-class _CutConnection(Exception):
-    """The response had started and cannot be completed: the connection must be cut."""
-
-
-async def _watch_disconnect(receive: Any, ex: _Exchange) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            ex.client_gone = True
-            if ex.conn is not None:
-                ex.conn.abort("client closed")
-            return
-
-
-CutConnection = _CutConnection
-
-
-def _refuse_in_maintenance(service: Service) -> None:
-    if service.maintenance is not None:
-        raise Unavailable(service.maintenance, retry_after=30)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.errors import BadGateway, GatewayTimeout, HTTPError
-from gateway.routing.upstream import UpstreamError
+from gateway.http.upstream import UpstreamError
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 

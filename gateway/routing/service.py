@@ -2,19 +2,36 @@
 
 Requests to a known team with no healthy target are *held* (Traefik answers 404/502 there;
 users hate it) until a target becomes healthy or the hold timeout passes. ``pause`` holds
-requests deliberately; ``maintenance`` answers 503 with a message.
+requests deliberately; ``maintenance`` answers 503 with a message. Which of the three a
+service is in is its ``admission`` (an explicit state, set only by ``pause``, ``resume`` and
+``set_maintenance``): maintenance wins over a pause, and a pause still running when
+maintenance ends holds again.
+
+    OPEN --pause()--> PAUSED --resume() or its timer--> OPEN
+    any --set_maintenance(message)--> MAINTENANCE --set_maintenance(None)--> PAUSED or OPEN
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from collections.abc import Callable
+from typing import Final
 
 from gateway.observability.stats import Histogram
 from gateway.routing.balancer import LoadBalancer
 from gateway.routing.target import State, Target
+
+
+class Admission(enum.StrEnum):
+    OPEN = "open"  # requests go to a target (or are held until one is healthy)
+    PAUSED = "paused"  # requests are held until resume() or the pause's timer
+    MAINTENANCE = "maintenance"  # requests are answered 503 with the message
+
+
+_OPEN: Final = Admission.OPEN  # a constant: pick() compares with it on every request
 
 
 class Service:
@@ -22,8 +39,9 @@ class Service:
         self.name = name
         self.hosts = hosts or []
         self.balancer = LoadBalancer()
-        self.paused_until: float | None = None
-        self.maintenance: str | None = None
+        self.admission = Admission.OPEN
+        self.paused_until: float | None = None  # while a pause runs (even under maintenance)
+        self.maintenance: str | None = None  # the message, while in maintenance
         # Request sent to an instance -> its response head arrived (the proxy observes it).
         self.upstream_latency = Histogram()
         self._changed = asyncio.Event()
@@ -39,16 +57,15 @@ class Service:
         """A request arrived: the team is in use, and a sleeping one wakes (a team in
         maintenance answers its message without an instance, so it stays asleep)."""
         self.last_used = time.monotonic()
-        if self.sleeping and self.maintenance is None and self.waker is not None:
-            self.waker(self.name)
+        waker = self.waker
+        if self.sleeping and self.admission is not Admission.MAINTENANCE and waker is not None:
+            waker(self.name)
 
     def targets(self) -> list[Target]:
         return self.balancer.targets
 
     def pick(self, exclude: Target | None = None) -> Target | None:
-        if self.maintenance is not None:
-            return None
-        if self.paused_until is not None:  # until the pause's timer (or resume) ends it
+        if self.admission is not _OPEN:  # paused or in maintenance: no target
             return None
         return self.balancer.pick(exclude)
 
@@ -63,7 +80,7 @@ class Service:
         try:
             while True:
                 target = self.pick()
-                if target is not None or self.maintenance is not None:
+                if target is not None or self.admission is Admission.MAINTENANCE:
                     return target
                 now = time.monotonic()
                 limit = max(deadline, self.paused_until or 0.0)
@@ -97,6 +114,7 @@ class Service:
     def pause(self, seconds: float) -> None:
         """Hold new requests for ``seconds`` (already clamped by the fleet); a timer ends it."""
         self.paused_until = time.monotonic() + seconds
+        self._admit()
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self._pause_timer = asyncio.get_running_loop().call_later(seconds, self._pause_over)
@@ -110,12 +128,27 @@ class Service:
             self._pause_timer.cancel()
             self._pause_timer = None
         self.paused_until = None
+        self._admit()
         self.notify()
 
-    def state(self) -> str:
+    def set_maintenance(self, message: str | None) -> None:
+        """Answer every request 503 with ``message`` (None ends it); held requests get it."""
+        self.maintenance = message
+        self._admit()
+        self.notify()
+
+    def _admit(self) -> None:
         if self.maintenance is not None:
+            self.admission = Admission.MAINTENANCE
+        elif self.paused_until is not None:
+            self.admission = Admission.PAUSED
+        else:
+            self.admission = Admission.OPEN
+
+    def state(self) -> str:
+        if self.admission is Admission.MAINTENANCE:
             return "maintenance"
-        if self.paused_until is not None and time.monotonic() < self.paused_until:
+        if self.admission is Admission.PAUSED and time.monotonic() < (self.paused_until or 0):
             return "paused"
         if self.sleeping:
             return "sleeping"

@@ -6,9 +6,10 @@ process on the host can reach it. So each instance answers only requests that ca
 Datasette gets as ``DATASETTE_SECRET``), checked by ``gateway/instance/gateway_plugin.py``.
 Anything else gets 403 from the instance itself.
 
-Signing costs ~10 us, so one value per team is reused for ``TTL`` seconds (the instance
-accepts ``MAX_AGE``): per request this is one dict lookup and one float comparison. The
-gateway strips client-sent ``x-gateway-*`` headers, so a client never sees or sets it.
+Signing costs more than the rest of a request's routing, so one value per team is reused
+for ``TTL`` seconds (the instance accepts ``MAX_AGE``): per request this is one dict lookup
+and one float comparison. The gateway strips client-sent ``x-gateway-*`` headers, so a client
+never sees or sets it.
 """
 
 from __future__ import annotations

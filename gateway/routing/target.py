@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.routing.upstream import Pool
+from gateway.http.upstream import Pool
 
 log = logging.getLogger("gateway.target")
 

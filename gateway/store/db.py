@@ -55,7 +55,7 @@ class Store:
     @functools.cached_property
     def db(self) -> sqlite_utils.Database:
         """sqlite-utils over the same connection, for schema work; imported on first use
-        because it costs ~0.4 s, which every CLI command would otherwise pay."""
+        because its import is slow, and every CLI command would otherwise pay for it."""
         import sqlite_utils
 
         return sqlite_utils.Database(self.conn)

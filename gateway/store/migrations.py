@@ -140,7 +140,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         13,
         """
-        -- Tenant integrity (issue 13): a deleted team's volume is archived under a name no
+        -- Tenant integrity: a deleted team's volume is archived under a name no
         -- slug maps to; operators are a role granted in the store, not an email string.
         CREATE TABLE archived_teams (
             name TEXT PRIMARY KEY,                     -- directory under <data_dir>/archive
@@ -155,7 +155,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         17,
         """
-        -- Idle teams sleep (issue 17): remembered across restarts; a team's own idle timeout
+        -- Idle teams sleep: remembered across restarts; a team's own idle timeout
         -- (seconds, 0 = never) overrides the gateway's when set.
         ALTER TABLE teams ADD COLUMN sleeping INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE teams ADD COLUMN idle_timeout REAL;

@@ -1,6 +1,6 @@
 """Owners delete or rename a table of their team's database from the dashboard.
 
-Both run under the same lock the import worker holds (``.spool/data.db.import-lock``), so a
+Both run under the same lock the import worker holds (``import_lock.py``), so a
 table is never dropped or renamed in the middle of an import into it, and in one short
 ``BEGIN IMMEDIATE`` transaction, so Datasette's readers see the table before or after, never
 half. Names go through the upload's own checks and quoting.
@@ -9,8 +9,6 @@ half. Names go through the upload's own checks and quoting.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +17,15 @@ from typing import Any
 from gateway.upload import importer, trash
 from gateway.upload.columns import check_table_name, quote
 from gateway.upload.errors import ImportFailed
+from gateway.upload.import_lock import import_lock
 from gateway.upload.jobs import SERVICE_TABLES
 
 
 @contextlib.contextmanager
 def _locked(team_dir: Path, wait: bool = True) -> Iterator[Path]:
-    """The import lock; with ``wait=False`` raises BlockingIOError when it is held."""
-    spool = team_dir / ".spool"
-    spool.mkdir(exist_ok=True)
-    fd = os.open(spool / "data.db.import-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    """The import lock (import_lock.py), yielding the database it guards."""
+    with import_lock(team_dir, wait):
         yield team_dir / "data.db"
-    finally:
-        os.close(fd)
 
 
 def restore_table(team_dir: Path, entry: str) -> dict[str, Any]:

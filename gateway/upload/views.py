@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -44,6 +42,8 @@ from gateway.upload.runner import Runner
 from gateway.upload.sniff import check_delimiter
 
 if TYPE_CHECKING:
+    from starlette.templating import Jinja2Templates
+
     from gateway.config import Config
     from gateway.routing.service import Service
     from gateway.store.db import Store
@@ -55,31 +55,28 @@ MAX_OPEN_JOBS = 20
 DASHBOARD_TABLES = 100  # the largest tables named on the dashboard; Datasette lists them all
 DASHBOARD_IMPORTS = 5
 UPLOAD_FIELDS = ("encoding", "delimiter", "table", "mode", "pk", "empty_null")
+# What the upload templates use besides each page's own context.
+PAGE_NAMES = {
+    "default_table": table_name_from_file,
+    "encodings": COMMON_ENCODINGS,
+    "conversions": CONVERSIONS,
+}
 
 
 class UploadApp:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, templates: Jinja2Templates) -> None:
         self.config = config
         self.jobs = Jobs(store)
         self.runner = Runner(config, store)
         self.quota = Quota(config.team_quota_bytes)
         self.inventories = Inventories()
-        self.env = Environment(
-            loader=FileSystemLoader(str(PAGES / "templates")),
-            autoescape=select_autoescape(["html"]),
-        )
-        self.env.globals["default_table"] = table_name_from_file
-        self.env.globals["encodings"] = COMMON_ENCODINGS
-        self.env.globals["conversions"] = CONVERSIONS
-        self.env.filters["timestamp"] = lambda t: time.strftime(
-            "%Y-%m-%d %H:%M UTC", time.gmtime(t)
-        )
+        self.env = templates.env  # the one environment (pages/templates.py), its filters
 
     async def __call__(
         self, scope: dict[str, Any], receive: Any, send: Any, service: Service
     ) -> None:
         response = await self.dispatch(scope, receive, service.name)
-        if context_of(scope).private:  # a member's page of a private team (auth/service.py)
+        if context_of(scope).private:  # a member's page of a private team (auth/gatekeeper.py)
             response.raw_headers = private_cache(response.raw_headers)
         await response(scope, receive, send)
 
@@ -163,7 +160,7 @@ class UploadApp:
 
     # -- pages ----------------------------------------------------------------------------
     def render(self, template: str, status: int = 200, **context: Any) -> Response:
-        html = self.env.get_template(template).render(**context)
+        html = self.env.get_template(template).render({**PAGE_NAMES, **context})
         return HTMLResponse(html, status, headers={"cache-control": "no-store"})
 
     def index(self, team: str, request: Request) -> Response:

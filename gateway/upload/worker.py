@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from gateway.store import open_store
 from gateway.upload import importer, trash
 from gateway.upload.analyze import analyze
 from gateway.upload.errors import ImportFailed
+from gateway.upload.import_lock import import_lock
 from gateway.upload.jobs import Job, Jobs
 from gateway.upload.options import resolve
 from gateway.upload.runner import settle
@@ -78,11 +78,8 @@ class Worker:
 
     def _import(self, job: Job) -> None:
         team_dir = team_dir_of(job)
-        lock_path = team_dir / ".spool" / "data.db.import-lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            # One import per database at a time; the others wait here in state "queued".
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        # One import per database at a time; the others wait here in state "queued".
+        with import_lock(team_dir):
             self.jobs.update(job.id, state="importing", bytes_done=0, rows_done=0)
             self._last = 0.0  # report the first imported batch at once
             started = time.time()
@@ -136,8 +133,6 @@ class Worker:
                 conn.close()
             # Inside the lock: the times show that imports into one database never overlap.
             result.update(import_started=started, import_finished=time.time())
-        finally:
-            os.close(fd)
         self.jobs.update(job.id, state="done", result=result, bytes_done=job.size,
                          rows_done=result["rows"], pid=None)  # fmt: skip
 

@@ -312,7 +312,7 @@ def import_changes() -> list[str]:
 
 
 def base_rootfs(cache: Path, progress: Progress) -> Path:
-    """debootstrap once; later builds reuse the cached tarball (it is ~45 s to make)."""
+    """debootstrap once; later builds reuse the cached tarball (slow to make)."""
     key = hashlib.sha256(
         json.dumps([RECIPE["suite"], RECIPE["variant"], RECIPE["include"], _arch()]).encode()
     ).hexdigest()[:12]
@@ -399,7 +399,8 @@ def configure(rootfs: Path) -> None:
 
 
 def trim(rootfs: Path) -> None:
-    """328 MB -> ~150 MB. Keep copyright files and the .pyc files (they save ~1.4 s a start)."""
+    """Roughly halve the image. Keep copyright files and the .pyc files (they speed up every
+    start)."""
     for rel in RECIPE["trim"]:
         path = rootfs / rel
         if rel == "usr/share/doc" and path.exists():

@@ -39,7 +39,7 @@ SecretFn = Callable[[str], str]
 HEALTHCHECK = {
     "test": ["CMD", *image.HEALTH_CMD],
     # Informational (health_status events); the gateway's own checks route. Each probe
-    # starts a Python, so keep it rare: ~40 ms of CPU per team per 30 s.
+    # starts a Python, so keep it rare.
     "interval": 30 * 10**9,
     "timeout": 5 * 10**9,
     "retries": 3,

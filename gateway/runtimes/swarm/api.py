@@ -27,7 +27,7 @@ _moves: set[asyncio.Task[None]] = set()  # strong references: the loop keeps onl
 
 
 async def move(request: Request) -> Response:
-    gw: MoveParts = request.app.state.parts  # set by gateway/admin/app.py
+    gw: MoveParts = request.app.state.parts  # set by gateway/admin/listener_app.py
     slug = request.path_params["slug"]
     node = (await json_body(request)).get("node")
     if not isinstance(node, str) or not node.strip():

@@ -1,7 +1,7 @@
 """Coarse deadlines for the hot path: one periodic tick instead of one timer per wait.
 
-A uvloop ``call_later`` plus its ``cancel`` costs about 2.2 us here, and a proxied request
-used to arm three of them (the client's keep-alive, the disconnect watcher, the wait for the
+A uvloop ``call_later`` plus its ``cancel`` is costly on the hot path, and a proxied request
+would arm three of them (the client's keep-alive, the disconnect watcher, the wait for the
 target's answer), nearly all cancelled long before they fired. Here a wait is one dict entry;
 a single timer, armed only while entries exist, fires every ``RESOLUTION`` seconds and runs
 the callbacks whose deadline has passed. A deadline therefore fires up to ``RESOLUTION`` late,

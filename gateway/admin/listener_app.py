@@ -22,7 +22,7 @@ from gateway.admin.api import api_routes
 from gateway.admin.cookie import COOKIE, cookie_value, login_redirect
 from gateway.admin.dashboard import dashboard_routes
 from gateway.errors import HTTPError, Unauthorized
-from gateway.observability.health import health_routes
+from gateway.observability.probes import health_routes
 from gateway.responses import error_response
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 
+from gateway.http.upstream import Pool, UpstreamError, build_head
 from gateway.routing.target import State, Target
-from gateway.routing.upstream import Pool, UpstreamError, build_head
 
 log = logging.getLogger("gateway.health")
 

@@ -1,11 +1,13 @@
 """A lean HTTP/1.1 client for the proxy hot path: asyncio protocols plus httptools.
 
-Measured on these machines, a shared httpx pool proxied ~600-1,500 req/s and this shape ~20k,
-so the proxy talks to targets through this module. It does exactly what a reverse proxy needs:
+A general-purpose client (httpx) proxied an order of magnitude fewer requests per second
+(benchmarks/README.md), so the proxy talks to targets through this module. It does exactly
+what a reverse proxy needs:
 keep-alive pooling with an idle limit below the upstream's own, streaming in both directions
 with back-pressure, and precise knowledge of *when* a failure happened (before anything was
-sent, on a reused connection before any response byte, or mid-body), which the retry rules in
-``proxy.py`` depend on. Every failure is an ``UpstreamError`` whose ``kind`` says which case.
+sent, on a reused connection before any response byte, or mid-body), which the retry rules
+in ``routing/exchange.py`` depend on. Every failure is an ``UpstreamError`` whose ``kind``
+says which case.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 import httptools
 
-from gateway.routing.deadlines import deadlines
+from gateway.http.deadlines import deadlines
 
 # Back-pressure: stop reading from the target while this much response body is unconsumed;
 # read again once the proxy has taken it (it always takes all that is buffered).

@@ -91,7 +91,7 @@ class Auth:
         self._version = self.store.data_version()
 
     def _check_version(self) -> None:
-        # PRAGMA data_version costs ~12 us and two fcntl() lock syscalls: run it at most once
+        # PRAGMA data_version costs a query and two fcntl() lock syscalls: run it at most once
         # per VERSION_EVERY. Writes by this process clear the caches at once (``changed``); a
         # CLI's write is seen by the first request after VERSION_EVERY (1 ms) has passed:
         # `gateway users disable` ends sessions for the very next request, as promised.
@@ -195,7 +195,8 @@ class Auth:
         raise SignInHandoff(taken[1], cookie)
 
     def _actor(self, session: Session, slug: str) -> bytes:
-        # Signing costs ~20 us; a signed actor is reused for ACTOR_TTL (the plugin allows 300 s).
+        # Signing costs more than the rest of the check: a signed actor is reused for ACTOR_TTL
+        # (the plugin allows 300 s).
         now = time.monotonic()
         cached = session.actors.get(slug)
         if cached is not None and cached[0] > now:

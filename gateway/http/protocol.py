@@ -2,16 +2,15 @@
 
 uvicorn still owns the server: sockets, TLS, lifespan, signals, the Date header and the
 shutdown sequence. This class replaces its httptools protocol, whose per-request work was most
-of a proxied request's cost (``benchmarks/instructions.py``: a trivial ASGI app cost ~97k
-instructions per request under it, against ~21k for a bare asyncio protocol that runs one
-task per request). What it does differently:
+of a proxied request's cost (``benchmarks/instructions.py``; the figures are in
+benchmarks/README.md). What it does differently:
 
 * the response head is written together with the first body chunk: one ``send()`` syscall
   per small response, not two. A head not followed by a body in the same turn of the event
   loop is flushed on the next turn, so a streaming response's status is never held back;
 * headers are checked with one regular expression over the whole head, not two per header;
 * no ``asyncio.Event`` per request: ``receive()`` waits on a future only when it must;
-* keep-alive is a coarse deadline per idle connection (``routing/deadlines.py``), not a
+* keep-alive is a coarse deadline per idle connection (``gateway/http/deadlines.py``), not a
   timer armed and cancelled around every response;
 * the scope is one dict literal, and the default headers (``Date``, HSTS) are joined once a
   second, not once per response.
@@ -71,8 +70,8 @@ from gateway.errors import (
     RequestTimeout,
     URITooLong,
 )
+from gateway.http.deadlines import deadlines
 from gateway.limits import limits_of
-from gateway.routing.deadlines import deadlines
 
 # A head is "NAME: VALUE\r\n" lines: a token, then printable bytes or tab (obs-text allowed).
 # One fullmatch over the joined head rejects CR/LF injection and bad names in one C loop.
@@ -392,7 +391,7 @@ class GatewayHttpProtocol(asyncio.Protocol):
             self._start(cycle, app)
         elif self._parse == BETWEEN:
             # A coarse deadline per idle connection, not a timer armed and cancelled per
-            # response (see gateway/routing/deadlines.py).
+            # response (see gateway/http/deadlines.py).
             self._arm(W_IDLE, self.timeout_keep_alive)
         elif self._parse == HEAD:
             # The next request's head began while this one was answered: its deadline now.

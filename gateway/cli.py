@@ -205,7 +205,7 @@ def teams_delete(config: Config, slug: str, yes: bool, purge: bool) -> None:
 def teams_idle_timeout(config: Config, slug: str, seconds: str) -> None:
     """Set how long team SLUG may go without a request before it sleeps: SECONDS (0: never),
     or "default" for the gateway's --idle-timeout. A running gateway applies it at once."""
-    from gateway.fleet import idle_timeout_value
+    from gateway.idle import idle_timeout_value
 
     slug = validate_slug(slug)
     try:

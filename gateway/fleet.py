@@ -20,6 +20,7 @@ from pathlib import Path
 from gateway import archive
 from gateway.config import Config
 from gateway.errors import ConfigError, TeamBusy, TeamNotFound
+from gateway.idle import IdleTimeouts
 from gateway.routing.health_checks import HealthMonitor
 from gateway.routing.service import Service
 from gateway.routing.signature import RequestSigner
@@ -45,25 +46,6 @@ BUSY = {
     "sleep": "going to sleep",
     "move": "being moved to another node",
 }
-
-
-def idle_timeout_value(raw: object) -> float | None:
-    """A team's own idle timeout as the CLI and the admin API take it: seconds (0: never
-    sleeps), or "default" / None for the gateway's ``idle_timeout``. ConfigError says why not."""
-    if raw is None or raw == "default":
-        return None
-    if isinstance(raw, str):
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{raw!r} is not seconds: give seconds or 'default'") from None
-    elif isinstance(raw, int | float) and not isinstance(raw, bool):
-        value = float(raw)
-    else:
-        raise ConfigError(f"{raw!r} is not seconds: give seconds or 'default'")
-    if not 0 <= value < math.inf:  # NaN fails too
-        raise ConfigError(f"{raw!r}: give 0 (never sleeps) or more seconds")
-    return value
 
 
 class Fleet:
@@ -102,7 +84,7 @@ class Fleet:
         self._backoff: dict[str, tuple[float, float]] = {}  # instance -> (delay, when)
         # Sleep and wake (idle teams): a team's own idle timeout where the store sets one;
         # the instance stops under way per sleeping team; the one wake under way per team.
-        self.idle_timeouts: dict[str, float] = {}
+        self.idle = IdleTimeouts(store, config.idle_timeout)
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._wakes: dict[str, asyncio.Task[None]] = {}
         self.wakes = 0  # gateway_team_wakes_total
@@ -118,7 +100,7 @@ class Fleet:
     async def reconcile(self) -> None:
         async with self._lock:
             teams = {t.slug: t for t in self.store.teams()}
-            self._load_idle_timeouts()
+            self.idle.load()
             wanted = {slug for slug, t in teams.items() if t.state == "active"}
             for slug in sorted(wanted - self.services.keys()):
                 try:
@@ -346,20 +328,13 @@ class Fleet:
         with self.store.transaction() as conn:
             conn.execute("UPDATE teams SET sleeping = ? WHERE slug = ?", [int(sleeping), slug])
 
-    def _load_idle_timeouts(self) -> None:
-        rows = self.store.query(
-            "SELECT slug, idle_timeout FROM teams WHERE idle_timeout IS NOT NULL"
-        )
-        self.idle_timeouts = {r["slug"]: float(r["idle_timeout"]) for r in rows}
-
     def idle_timeout(self, slug: str) -> float:
         """Seconds without a request before ``slug`` sleeps; 0: never."""
-        return self.idle_timeouts.get(slug, self.config.idle_timeout)
+        return self.idle.get(slug)
 
     def set_idle_timeout(self, slug: str, seconds: float | None) -> None:
         """The team's own idle timeout (0 = never), or None for the gateway's."""
-        self.store.set_idle_timeout(slug, idle_timeout_value(seconds))
-        self._load_idle_timeouts()
+        self.idle.set(slug, seconds)
 
     def _sleepable(self, service: Service) -> bool:
         """Awake, held by no operation or wake, not paused, no request held or in flight."""

@@ -248,10 +248,10 @@ def test_a_teams_own_idle_timeout_is_stored_and_read_by_the_fleet(tmp_path: Path
     assert bad.exit_code != 0 and "seconds" in bad.output
     gw = create_app(Config(data_dir=tmp_path / "data", idle_timeout=5))
     try:
-        gw.fleet._load_idle_timeouts()
+        gw.fleet.idle.load()
         assert gw.fleet.idle_timeout("alpha") == 0
         gw.store.set_idle_timeout("alpha", None)
-        gw.fleet._load_idle_timeouts()
+        gw.fleet.idle.load()
         assert gw.fleet.idle_timeout("alpha") == 5
     finally:
         gw.store.close()

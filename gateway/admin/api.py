@@ -36,7 +36,7 @@ from gateway.admin.parts import AdminParts
 from gateway.backup.api import backup_routes
 from gateway.deploy.api import deploy_routes
 from gateway.errors import BadRequest, ConfigError, NotFound
-from gateway.fleet import idle_timeout_value
+from gateway.idle import idle_timeout_value
 from gateway.observability.prom import exposition, make_registry
 from gateway.routing.target import Target
 from gateway.runtimes.swarm.api import move_routes
@@ -171,7 +171,7 @@ async def resume(request: Request) -> Response:
 def _idle_view(gw: AdminParts, slug: str) -> dict[str, Any]:
     return {
         "team": slug,
-        "own": gw.fleet.idle_timeouts.get(slug),
+        "own": gw.fleet.idle.own(slug),
         "default": gw.config.idle_timeout,
         "seconds": gw.fleet.idle_timeout(slug),
         "state": _service(gw, slug).state(),

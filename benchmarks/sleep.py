@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from common import remove_gateway_containers
 
 # The code measured: this tree, or the baseline's for --against's rounds.
@@ -63,9 +62,8 @@ sys.path.insert(0, os.environ.get("SLEEP_BENCH_TREE") or str(Path(__file__).reso
 
 from gateway.app import create_app
 from gateway.config import from_env
-from gateway.http.protocol import GatewayHttpProtocol
 from gateway.routing import health_checks as health_module
-from tests.conftest import LoopbackTransport, free_socket
+from tests.conftest import LoopbackTransport, free_socket, serve_app
 
 PHASES = ("start", "spawn", "listen", "healthy", "served")
 HERE = Path(__file__).resolve().parent.parent
@@ -184,19 +182,7 @@ async def main(runtime: str, rounds: int, wakes: int) -> dict[str, Any]:
         )
         app = create_app(config)
         instrument(app, runtime, lambda: timeline)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                lifespan="on",
-                log_level="warning",
-                loop="none",
-                http=GatewayHttpProtocol,
-                proxy_headers=False,
-            )
-        )
-        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
-            await asyncio.sleep(0.01)
+        server, task = await serve_app(app, sock)
         try:
             async with httpx.AsyncClient(transport=LoopbackTransport(), timeout=90) as client:
                 for n in range(rounds):
@@ -305,19 +291,7 @@ async def density(teams: int, active: int, seconds: float) -> None:
             max_awake=active,
         )
         app = create_app(config)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                lifespan="on",
-                log_level="warning",
-                loop="none",
-                http=GatewayHttpProtocol,
-                proxy_headers=False,
-            )
-        )
-        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
-            await asyncio.sleep(0.01)
+        server, task = await serve_app(app, sock)
         try:
             await asyncio.sleep(1)
             empty_rss, _ = memory_kb(gateway_pid)

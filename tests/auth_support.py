@@ -23,7 +23,9 @@ from aiosmtpd.controller import Controller
 
 from gateway.auth import accounts
 from gateway.auth.passwords import Passwords
-from tests.conftest import LoopbackTransport, Running
+from gateway.config import Config
+from tests.conftest import LoopbackTransport, Running, StartGateway
+from tests.servers import UvicornUpstream, gateway_for
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct horse battery staple"
@@ -185,3 +187,25 @@ async def browsers() -> AsyncIterator[Callable[[Running], Browser]]:
     yield make
     for b in made:
         await b.close()
+
+
+async def two_teams(
+    start_gateway: StartGateway, config: Config, up: UvicornUpstream, owners: dict[str, str]
+) -> Running:
+    """A gateway with teams alpha and beta on the echo server ``up``; ``owners``: email ->
+    the team that user owns."""
+    gw = await gateway_for(start_gateway, config, {"alpha": [up.address], "beta": [up.address]})
+    for email, team in owners.items():
+        make_user(gw, email, {team: "owner"})
+    return gw
+
+
+@pytest.fixture
+async def site(
+    request: pytest.FixtureRequest,
+    config: Config,
+    start_gateway: StartGateway,
+    upstream: UvicornUpstream,
+) -> Running:
+    """``two_teams`` with the test module's ``OWNERS``."""
+    return await two_teams(start_gateway, config, upstream, request.module.OWNERS)

@@ -122,6 +122,32 @@ def config(tmp_path: Path) -> Config:
     )
 
 
+async def serve_app(
+    app: Gateway, sock: socket.socket, log_level: str = "warning"
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """``app`` served on ``sock`` as `gateway serve` serves it, once it has started; stop it
+    with tests/shutdown.py ``stop_server``."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            lifespan="on",
+            log_level=log_level,
+            access_log=False,
+            loop="none",
+            http=GatewayHttpProtocol,  # the production protocol, as in gateway/server.py
+            # As in gateway/server.py: the gateway trusts forwarded headers itself, only
+            # from configured proxies; uvicorn's default would trust them from 127.0.0.1.
+            proxy_headers=False,
+        )
+    )
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task
+
+
 @pytest.fixture
 async def start_gateway() -> AsyncIterator[StartGateway]:
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
@@ -135,25 +161,8 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
         app = create_app(config, runtime=runtime)
         for slug in teams:
             app.store.create_team(slug)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                lifespan="on",
-                log_level="warning",
-                access_log=False,
-                loop="none",
-                http=GatewayHttpProtocol,  # the production protocol, as in gateway/server.py
-                # As in gateway/server.py: the gateway trusts forwarded headers itself, only
-                # from configured proxies; uvicorn's default would trust them from 127.0.0.1.
-                proxy_headers=False,
-            )
-        )
-        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        server, task = await serve_app(app, sock)
         servers.append((server, task))
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
         return Running(app, port, config)
 
     yield start

@@ -13,14 +13,21 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from gateway.app import Gateway, create_app
 from gateway.config import Config
-from gateway.http.protocol import GatewayHttpProtocol
 from gateway.store import open_store
-from tests.conftest import Running, free_socket
+from tests.conftest import Running, free_socket, serve_app
 from tests.shutdown import stop_server
+
+
+def gateway_id_of(cfg: Config) -> str:
+    """The id this config's gateway labels its containers and services with."""
+    store = open_store(cfg.control_db)
+    try:
+        return store.ensure_setting("gateway_id")
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -28,9 +35,7 @@ def docker_config(config: Config, docker_image: str) -> Iterator[Config]:
     import docker
 
     cfg = config.replace(runtime="docker")
-    store = open_store(cfg.control_db)
-    gateway_id = store.ensure_setting("gateway_id")
-    store.close()
+    gateway_id = gateway_id_of(cfg)
     yield cfg
     client = docker.from_env()
     for label in (f"gateway.managed-by={gateway_id}", f"gateway.test={gateway_id}"):
@@ -54,21 +59,7 @@ async def serve(cfg: Config) -> AsyncIterator[Running]:
     sock = free_socket()
     cfg = cfg.replace(port=sock.getsockname()[1])
     app = create_app(cfg)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            lifespan="on",
-            log_level="warning",
-            loop="none",
-            http=GatewayHttpProtocol,  # the production protocol (gateway/server.py)
-            proxy_headers=False,
-        )
-    )
-    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+    server, task = await serve_app(app, sock)
     try:
         yield Running(app, cfg.port, cfg)
     finally:

@@ -8,26 +8,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-import pytest
-
 from gateway.config import Config
-from tests.auth_support import PASSWORD, Browser, browsers, make_user
+from tests.auth_support import PASSWORD, Browser, browsers, make_user, site, two_teams
 from tests.conftest import Running, StartGateway
-from tests.servers import UvicornUpstream, gateway_for
+from tests.servers import UvicornUpstream
 
 Make = Callable[[Running], Browser]
-__all__ = ["browsers"]
+__all__ = ["browsers", "site"]
+
+
+OWNERS = {"ann@example.org": "alpha"}
 
 
 async def start(start_gateway: StartGateway, config: Config, up: UvicornUpstream) -> Running:
-    gw = await gateway_for(start_gateway, config, {"alpha": [up.address], "beta": [up.address]})
-    make_user(gw, "ann@example.org", {"alpha": "owner"})
-    return gw
-
-
-@pytest.fixture
-async def site(config: Config, start_gateway: StartGateway, upstream: UvicornUpstream) -> Running:
-    return await start(start_gateway, config, upstream)
+    return await two_teams(start_gateway, config, up, OWNERS)
 
 
 async def test_csrf_variants_on_login_and_logout(site: Running, browsers: Make) -> None:

@@ -22,25 +22,20 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from gateway.auth import keys
 from gateway.cli import cli
 from gateway.config import Config
-from tests.auth_support import PASSWORD, Browser, Mailbox, browsers, make_user
+from tests.auth_support import PASSWORD, Browser, Mailbox, browsers, site, two_teams
 from tests.conftest import LoopbackTransport, Running, StartGateway
-from tests.servers import UvicornUpstream, gateway_for
+from tests.servers import UvicornUpstream
 
 Make = Callable[[Running], Browser]
-__all__ = ["browsers"]
+__all__ = ["browsers", "site"]
 LINK = re.compile(r"(http\S+/reset/\S+)")
 
 
+OWNERS = {"ann@example.org": "alpha", "bob@example.org": "beta"}
+
+
 async def start(start_gateway: StartGateway, config: Config, up: UvicornUpstream) -> Running:
-    gw = await gateway_for(start_gateway, config, {"alpha": [up.address], "beta": [up.address]})
-    make_user(gw, "ann@example.org", {"alpha": "owner"})
-    make_user(gw, "bob@example.org", {"beta": "owner"})
-    return gw
-
-
-@pytest.fixture
-async def site(config: Config, start_gateway: StartGateway, upstream: UvicornUpstream) -> Running:
-    return await start(start_gateway, config, upstream)
+    return await two_teams(start_gateway, config, up, OWNERS)
 
 
 async def test_reset_by_mail_works_once_and_uses_the_base_url(

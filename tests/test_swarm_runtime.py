@@ -29,10 +29,10 @@ from gateway.config import Config
 from gateway.routing.target import State
 from gateway.runtimes.docker import image
 from gateway.runtimes.swarm.provider import SWARM_NETWORK, SWARM_NETWORK_CONFIG, TASK_OF
-from gateway.store import open_store
 from tests.conftest import Running
 from tests.docker_support import (
     add_teams,
+    gateway_id_of,
     get,
     running_task,
     serve,
@@ -83,9 +83,7 @@ def swarm_config(swarm: None, config: Config, docker_image: str) -> Iterator[Con
     import docker
 
     cfg = config.replace(runtime="swarm")
-    store = open_store(cfg.control_db)
-    gateway_id = store.ensure_setting("gateway_id")
-    store.close()
+    gateway_id = gateway_id_of(cfg)
     yield cfg
     client = docker.from_env()
     for label in (f"gateway.managed-by={gateway_id}", f"gateway.test={gateway_id}"):

@@ -1,4 +1,5 @@
-"""Error answers, in one place: HTML for people, JSON for API clients (by ``Accept``)."""
+"""How an error answer looks: HTML for people, JSON for API clients (by ``Accept``). Which
+status an error gets is decided in errors.py."""
 
 from __future__ import annotations
 

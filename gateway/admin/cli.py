@@ -1,9 +1,8 @@
-"""CLI commands of the edge and operations area: ``gateway certs dev``, ``gateway routes``, and
-the live half of ``gateway status`` (through the admin API when a gateway runs)."""
+"""CLI commands of the operations area: ``gateway routes`` and the live half of ``gateway
+status`` (through the admin API when a gateway runs)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -108,38 +107,6 @@ def _routes(config: Config) -> None:
         click.echo(f"  {route['host']:<32} -> {route['team']:<16} {route['state']:<8} {states}")
 
 
-@click.group()
-def certs() -> None:
-    """TLS certificates for running without Traefik (the single-host appliance)."""
-
-
-@certs.command("dev")
-@click.option("--domain", required=True, help="Apex domain: the cert covers it and *.DOMAIN.")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("certs"),
-    show_default=True,
-    help="Directory for ca.pem, cert.pem and key.pem.",
-)
-def certs_dev(domain: str, out_dir: Path) -> None:
-    """Create a local CA and a wildcard certificate for DOMAIN and *.DOMAIN."""
-    from gateway.tls import make_dev_certs
-
-    try:
-        paths = make_dev_certs(domain, out_dir)
-    except GatewayError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"CA:          {paths.ca}  (trust this one in your browser or client)")
-    click.echo(f"certificate: {paths.cert}  (*.{domain} and {domain})")
-    click.echo(f"key:         {paths.key}")
-    click.echo(
-        f"Serve HTTPS: gateway serve --domain {domain} --port 8443 "
-        f"--tls-cert {paths.cert} --tls-key {paths.key} --redirect-port 8080"
-    )
-
-
 @click.command("routes")
 @config_options
 @run_cli
@@ -151,4 +118,3 @@ def routes_command(config: Config) -> None:
 def register(cli: click.Group) -> None:
     """Add this area's commands to the ``gateway`` group (one line in gateway/cli.py)."""
     cli.add_command(routes_command)
-    cli.add_command(certs)

@@ -1,4 +1,5 @@
-"""``gateway edge ...``: the Traefik in front of the gateway."""
+"""TLS at the edge: ``gateway edge ...`` (the Traefik in front of the gateway) and ``gateway
+certs dev`` (certificates for the gateway's own TLS listener, without Traefik)."""
 
 from __future__ import annotations
 
@@ -92,5 +93,38 @@ def upgrade_command(
     click.echo(f"old Traefik (pid {plan.old_pid}) finishes its in-flight requests and exits")
 
 
+@click.group()
+def certs() -> None:
+    """TLS certificates for running without Traefik (the single-host appliance)."""
+
+
+@certs.command("dev")
+@click.option("--domain", required=True, help="Apex domain: the cert covers it and *.DOMAIN.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("certs"),
+    show_default=True,
+    help="Directory for ca.pem, cert.pem and key.pem.",
+)
+def certs_dev(domain: str, out_dir: Path) -> None:
+    """Create a local CA and a wildcard certificate for DOMAIN and *.DOMAIN."""
+    from gateway.tls import make_dev_certs
+
+    try:
+        paths = make_dev_certs(domain, out_dir)
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"CA:          {paths.ca}  (trust this one in your browser or client)")
+    click.echo(f"certificate: {paths.cert}  (*.{domain} and {domain})")
+    click.echo(f"key:         {paths.key}")
+    click.echo(
+        f"Serve HTTPS: gateway serve --domain {domain} --port 8443 "
+        f"--tls-cert {paths.cert} --tls-key {paths.key} --redirect-port 8080"
+    )
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(edge_group)
+    cli.add_command(certs)

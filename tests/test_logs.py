@@ -39,9 +39,12 @@ def test_one_format_with_pid_and_each_lifecycle_line_once(tmp_path: Path) -> Non
     public.close()
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while True:  # its lifecycle lines are checked once it has served: ready, then stopped
+            assert time.monotonic() < deadline, "the gateway never became ready"
+            assert proc.poll() is None, "the gateway exited during startup"
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/-/gateway/readyz", timeout=2)
+                url = f"http://127.0.0.1:{port}/-/gateway/readyz"
+                r = httpx.get(url, headers={"host": "localhost"}, timeout=2)
                 if r.status_code == 200:
                     break
             except httpx.TransportError:

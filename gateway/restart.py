@@ -113,6 +113,7 @@ async def hand_over(
     # Popen only forks and execs: it returns at once, so the event loop is not held up.
     proc = subprocess.Popen(argv, env=env, pass_fds=fds)  # noqa: ASYNC220
     os.close(write_fd)
+    log.info("restart: successor pid %d started; serving until it is ready", proc.pid)
     loop = asyncio.get_running_loop()
     try:
         ready = await asyncio.wait_for(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -171,7 +172,8 @@ def test_the_successor_sweeps_a_job_whose_predecessor_died_mid_restart(
     job_id, worker = start_import(gw, token, data_dir)
     os.kill(worker, signal.SIGSTOP)  # held mid-import: it cannot finish before the checks
     os.kill(gw.pid, signal.SIGHUP)  # `gateway restart`
-    until(lambda: "restart: starting a successor" in gw.log(), what="a successor starts")
+    # Its pid is logged once it exists (the line before it is logged before the fork).
+    until(lambda: re.search(r"restart: successor pid \d+ started", gw.log()), what="a successor")
     os.kill(gw.pid, signal.SIGSTOP)  # the predecessor stops acting (and accepting) here
     try:
         until(

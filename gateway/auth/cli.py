@@ -113,10 +113,7 @@ def users_disable(config: Config, email: str, enable: bool) -> None:
 @run_cli
 def users_grant_operator(config: Config, email: str) -> None:
     """Give EMAIL operator rights (the status pages name every team)."""
-    store = open_store(config.control_db)
-    user = _user(store, email)
-    accounts.set_operator(store, user.id, True)
-    click.echo(f"{user.email} is now an operator")
+    _set_operator(config, email, True)
 
 
 @users.command("revoke-operator")
@@ -125,10 +122,14 @@ def users_grant_operator(config: Config, email: str) -> None:
 @run_cli
 def users_revoke_operator(config: Config, email: str) -> None:
     """Take operator rights from EMAIL (an address in `operators` keeps them if verified)."""
+    _set_operator(config, email, False)
+
+
+def _set_operator(config: Config, email: str, operator: bool) -> None:
     store = open_store(config.control_db)
     user = _user(store, email)
-    accounts.set_operator(store, user.id, False)
-    click.echo(f"{user.email} is no longer an operator")
+    accounts.set_operator(store, user.id, operator)
+    click.echo(f"{user.email} is {'now' if operator else 'no longer'} an operator")
 
 
 @users.command("passwd")

@@ -193,7 +193,9 @@ class AcmeWatcher:
         self.context = context
         self.store = Path(config.tls_acme_store)
         self.files = tls_files(config)
-        self._stamp = self._stat()
+        # No stamp yet: the first look reads the store, so a renewal written between prepare()
+        # and this watcher's start is not taken for the certificate already served.
+        self._stamp = (0, 0, 0)
         self._serial = self._current_serial()
         self._failed = (0, 0, 0)
         self.reloads = 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from gateway.acme_store import read_store
+from gateway.acme_store import AcmeWatcher, prepare, read_store
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.tls import DevCerts, client_context, make_dev_certs
@@ -69,6 +69,27 @@ def test_reads_traefiks_layout_and_picks_the_wildcard_with_the_latest_expiry(
         read_store(store, DOMAIN, "zerossl")
     with pytest.raises(ConfigError, match=r"no certificate for both nope\.test and \*\.nope"):
         read_store(store, "nope.test")
+
+
+def test_a_renewal_written_before_the_watcher_starts_is_loaded(tmp_path: Path) -> None:
+    """The store changes between start-up's prepare() and the watcher's start (the listeners
+    start in between): the watcher's first look loads it, and later looks do nothing."""
+    _, chain, key, first = issue(tmp_path / "ca")
+    store = tmp_path / "acme.json"
+    write_in_place(store, store_json({"letsencrypt": [entry(DOMAIN, [f"*.{DOMAIN}"], chain, key)]}))
+    config = Config(domain=DOMAIN, data_dir=tmp_path / "data", tls_acme_store=str(store))
+    files = prepare(config)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    _, new_chain, new_key, second = issue(tmp_path / "ca")
+    write_in_place(
+        store, store_json({"letsencrypt": [entry(DOMAIN, [f"*.{DOMAIN}"], new_chain, new_key)]})
+    )
+    watcher = AcmeWatcher(config, context)
+    assert watcher.check() is True
+    assert x509.load_pem_x509_certificate(files.cert.read_bytes()).serial_number == second
+    assert watcher.check() is False and watcher.reloads == 1
+    assert second != first
 
 
 def test_store_errors_are_one_line(tmp_path: Path) -> None:

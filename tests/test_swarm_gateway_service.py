@@ -14,7 +14,6 @@ running task without restarting it; the gap it leaves is printed, not asserted (
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -27,18 +26,13 @@ from gateway.config import Config
 from gateway.runtimes.swarm.provider import TASK_OF
 from tests.docker_support import add_teams, gateway_id_of
 from tests.test_binary import binary
+from tests.test_container_supervisor import probe_port
 from tests.test_swarm_runtime import swarm, swarm_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 __all__ = ["binary", "swarm", "swarm_config"]  # fixtures, used by name
 
 START_TIMEOUT = 180.0  # the gateway task starting, then the team's task (image present)
-
-
-def probe_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def service_create(name: str, gid: str, image: str, pyz: Path, data: Path, port: int) -> list[str]:

@@ -88,3 +88,45 @@ async def test_a_shutdown_closes_an_idle_connection_at_its_keep_alive_deadline()
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_response_begun_before_the_shutdown_keeps_its_promise_of_keep_alive() -> None:
+    """A response whose head went out before the shutdown said nothing of a close. Closing the
+    connection right after its body (the old behaviour) was a close the client could not see
+    coming: it reused the connection and met the close with no answer (CI's load test counted
+    one such resend over the gateway's TLS). The connection goes idle instead, and the next
+    request on it is answered with ``Connection: close``."""
+    head_sent = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def slow(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/slow":
+            await app(scope, receive, send)
+            return
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"o", "more_body": True})
+        head_sent.set()
+        await finish.wait()
+        await send({"type": "http.response.body", "body": b"k"})
+
+    server, task, port = await start_protocol_server(slow, log_level="warning")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    first = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).lower()
+    await asyncio.wait_for(head_sent.wait(), 5)
+    server.should_exit = True
+    await shutdown_began(port)
+    finish.set()
+    assert await asyncio.wait_for(reader.readexactly(2), 5) == b"ok"
+    assert b"connection: close" not in first  # the promise: this connection may be reused
+    second = await exchange(reader, writer)  # the old code had closed it: IncompleteReadError
+    assert second.startswith(b"http/1.1 200")
+    assert b"connection: close" in second
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await asyncio.wait_for(task, 10)

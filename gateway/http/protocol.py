@@ -451,19 +451,23 @@ class GatewayHttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """The server is stopping (``gateway restart``, SIGTERM).
 
-        The response in flight (or the next one, if none is) goes out with ``Connection:
-        close``, and the client reconnects (to the successor, which holds the same listening
-        socket). An idle keep-alive connection is NOT closed early: it keeps the deadline it
-        already has (``timeout_keep_alive`` after its last response, or ``header_timeout`` for
-        a head still coming). Closing it sooner would race with a request the client may be
-        sending on it: a client that keeps idle connections for less than our keep-alive
-        timeout never reuses one we close at that deadline, but it would reuse one we closed
-        earlier, and see it close with no answer (a failed request, or a resend).
+        The next response whose head is not yet out goes with ``Connection: close``, and the
+        client reconnects (to the successor, which holds the same listening socket). A
+        response whose head is already out has promised keep-alive: closing after it is a
+        close the client cannot see coming, so its connection goes idle like any other.
+
+        An idle keep-alive connection is NOT closed early: it keeps the deadline it already
+        has (``timeout_keep_alive`` after its last response, or ``header_timeout`` for a head
+        still coming). Closing it sooner would race with a request the client may be sending
+        on it: a client that keeps idle connections for less than our keep-alive timeout never
+        reuses one we close at that deadline, but it would reuse one we closed earlier, and
+        see it close with no answer (a failed request, or a resend).
         """
         self._draining = True
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            cycle.keep_alive = False
+            if not cycle.response_started:
+                cycle.keep_alive = False
         elif self._waiting == W_NONE:
             self._arm(W_IDLE, self.timeout_keep_alive)  # idle without a deadline: bound it
 

@@ -35,11 +35,10 @@ def engine() -> Iterator[object]:
         client.close()
 
 
-def livez(port: int) -> int:
+def answer(port: int, path: str = "/-/gateway/livez", host: str = "localhost") -> int:
+    """The status a GET of ``path`` at ``host`` gets from 127.0.0.1:``port``; 0 if none."""
     try:
-        r = httpx.get(
-            f"http://127.0.0.1:{port}/-/gateway/livez", headers={"host": "localhost"}, timeout=5
-        )
+        r = httpx.get(f"http://127.0.0.1:{port}{path}", headers={"host": host}, timeout=5)
         return r.status_code
     except httpx.TransportError:
         return 0
@@ -86,7 +85,7 @@ def start_gateway(
             },
         )
         deadline = time.monotonic() + 180
-        while livez(port) != 200:
+        while answer(port) != 200:
             container.reload()
             if container.status != "running" and PORT_TAKEN in _logs(container):
                 container.remove(force=True)
@@ -109,7 +108,7 @@ def test_restart_hands_over_inside_the_container(
     answers = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        answers.append(livez(port))
+        answers.append(answer(port))
         now = (data / "gateway.lock").read_text().strip()
         if now and int(now) != first and f"Finished server process [{first}]" in _logs(container):
             break
@@ -117,7 +116,7 @@ def test_restart_hands_over_inside_the_container(
     else:
         raise AssertionError(_logs(container))
     for _ in range(20):  # and the successor keeps serving
-        answers.append(livez(port))
+        answers.append(answer(port))
     assert set(answers) == {200}, sorted(set(answers))
     container.reload()
     assert container.status == "running"  # the old process's exit did not end it

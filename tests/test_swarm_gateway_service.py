@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.config import Config
 from gateway.runtimes.swarm.provider import TASK_OF
 from tests.docker_support import add_teams, gateway_id_of
 from tests.test_binary import binary
-from tests.test_container_supervisor import probe_port
+from tests.test_container_supervisor import answer, probe_port
 from tests.test_swarm_runtime import swarm, swarm_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -58,13 +57,7 @@ def service_create(name: str, gid: str, image: str, pyz: Path, data: Path, port:
 
 
 def status(port: int) -> int:
-    try:
-        r = httpx.get(
-            f"http://127.0.0.1:{port}/data.json", headers={"host": "alpha.localhost"}, timeout=5
-        )
-        return r.status_code
-    except httpx.TransportError:
-        return 0
+    return answer(port, "/data.json", "alpha.localhost")
 
 
 def docker(*args: str) -> str:
